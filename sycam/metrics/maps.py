@@ -1,0 +1,136 @@
+"""Candidate maps at feature resolution, for metrics that are exact without upsampling.
+
+A CAM is computed at the target layer's resolution (e.g. 7x7) and brought to input resolution
+by ``L = norm(Up(a))`` with ``Up`` bilinear (``align_corners=False``) and ``norm`` a per-map
+affine normalisation. Because ``Up`` is linear and separable, ``Up(a) = R a C^T`` with fixed
+matrices ``R (H,h)`` and ``C (W,w)``, so
+
+* box/mask sums are dot products at feature resolution: ``sum_G Up(a) = <R^T G C, a>``;
+* the extrema of ``Up(a)`` lie on a small *subgrid*: along each axis ``Up`` is piecewise linear
+  in the output index, so a bilinear patch takes its min and max at the ends of its pieces.
+  The subgrid keeps those ends (about 2h+2 rows and 2w+2 columns); the first maximum in
+  row-major order of the full map is always a subgrid point, so ``argmax`` is exact too.
+
+Together these make the pointing game and the energy pointing game exact at a cost of
+``O(h*w)`` per candidate instead of ``O(H*W)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+NORMALISATIONS = ("minmax", "max", "none")
+
+
+@dataclass(frozen=True)
+class LowResMaps:
+    """Maps ``a`` ``(b,h,w)`` or ``(n,b,h,w)`` standing for ``norm(Up(a))`` at ``size``.
+
+    normalise: ``"minmax"`` ``(U-min)/(max-min)`` (all-zero map when max == min), ``"max"``
+    ``U/max`` (all-zero when max <= 0), ``"none"`` ``U`` as is. Must match the engine's
+    post-processing; :meth:`full` is the reference the exact shortcuts are tested against.
+    """
+
+    a: Tensor
+    size: tuple[int, int]
+    normalise: str = "minmax"
+
+    def __post_init__(self) -> None:
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
+        if self.a.dim() not in (3, 4):
+            raise ValueError(f"LowResMaps.a must be (b,h,w) or (n,b,h,w), got {tuple(self.a.shape)}")
+        object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+
+    def unsqueeze(self) -> "LowResMaps":
+        return replace(self, a=self.a[None]) if self.a.dim() == 3 else self
+
+    def full(self) -> Tensor:
+        """The maps at input resolution (materialised)."""
+        a = self.a.float()
+        up = F.interpolate(a.flatten(0, -3)[:, None], size=self.size, mode="bilinear",
+                           align_corners=False)[:, 0].view(*a.shape[:-2], *self.size)
+        return _normalise(up, up.flatten(-2).amin(-1), up.flatten(-2).amax(-1), self.normalise)
+
+    # ------------------------------------------------------------------ exact shortcuts
+    def matrices(self) -> tuple[Tensor, Tensor]:
+        """``R (H,h)`` and ``C (W,w)`` with ``Up(a) = R a C^T``."""
+        h, w = self.a.shape[-2:]
+        dev = str(self.a.device)
+        return _interp_matrix(h, self.size[0], dev), _interp_matrix(w, self.size[1], dev)
+
+    def extrema(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``min``, ``max`` and flat ``argmax`` (first in row-major order) of ``Up(a)`` per map."""
+        R, C = self.matrices()
+        rows = _extremal_rows(self.a.shape[-2], self.size[0], str(self.a.device))
+        cols = _extremal_rows(self.a.shape[-1], self.size[1], str(self.a.device))
+        sub = R[rows] @ self.a.float() @ C[cols].T  # (..., r, c)
+        flat = sub.flatten(-2)
+        top = flat.argmax(-1)
+        full_idx = rows[top // len(cols)] * self.size[1] + cols[top % len(cols)]
+        return flat.amin(-1), flat.amax(-1), full_idx
+
+    def region_sums(self, regions: Tensor) -> tuple[Tensor, Tensor]:
+        """``(sum over region of L, sum of L)`` per map for bool/float regions ``(b,H,W)``.
+
+        Exact: the sums of ``Up(a)`` are ``<R^T G C, a>``; the normalisation is affine per map.
+        """
+        R, C = self.matrices()
+        a = self.a.float()
+        g = regions.float()
+        w_region = R.T @ g @ C                    # (b,h,w)
+        w_all = R.sum(0)[:, None] * C.sum(0)[None, :]  # (h,w)
+        s_region = (a * w_region).sum((-2, -1))
+        s_all = (a * w_all).sum((-2, -1))
+        area = g.sum((-2, -1))
+        total = float(self.size[0] * self.size[1])
+        lo, hi, _ = self.extrema()
+        if self.normalise == "minmax":
+            s_region, s_all = s_region - lo * area, s_all - lo * total
+            degenerate = hi - lo <= 0
+        elif self.normalise == "max":
+            degenerate = hi <= 0
+        else:
+            degenerate = torch.zeros_like(hi, dtype=torch.bool)
+        zero = torch.zeros_like(s_all)
+        return torch.where(degenerate, zero, s_region), torch.where(degenerate, zero, s_all)
+
+
+def _normalise(up: Tensor, lo: Tensor, hi: Tensor, mode: str) -> Tensor:
+    if mode == "none":
+        return up
+    if mode == "max":
+        ok = hi > 0
+        return torch.where(ok[..., None, None], up / torch.where(ok, hi, 1.0)[..., None, None], 0.0)
+    rng = hi - lo
+    ok = rng > 0
+    return torch.where(ok[..., None, None],
+                       (up - lo[..., None, None]) / torch.where(ok, rng, 1.0)[..., None, None], 0.0)
+
+
+@lru_cache(maxsize=32)
+def _interp_matrix(n_in: int, n_out: int, device: str) -> Tensor:
+    """``(n_out, n_in)`` weights of 1-D linear interpolation exactly as ``F.interpolate`` does it."""
+    eye = torch.eye(n_in, device=device)
+    return F.interpolate(eye[:, None, :], size=n_out, mode="linear", align_corners=False)[:, 0].T.contiguous()
+
+
+@lru_cache(maxsize=32)
+def _extremal_rows(n_in: int, n_out: int, device: str) -> Tensor:
+    """Output indices where the interpolation stops being linear in the index (plus both ends).
+
+    Between two such indices every output row is an affine function of its index, so a
+    piecewise-bilinear map has its extrema (and its first maximum) at these indices.
+    """
+    R = _interp_matrix(n_in, n_out, "cpu").double()
+    keep = torch.zeros(n_out, dtype=torch.bool)
+    keep[0] = keep[-1] = True
+    if n_out > 2:
+        second = (R[:-2] - 2 * R[1:-1] + R[2:]).abs().amax(1)
+        # pieces [p..q] and [q+1..r] give a non-zero second difference at both q and q+1
+        keep[1:-1] = second > 1e-5  # float32 weights: rounding noise ~1e-7
+    return torch.nonzero(keep)[:, 0].to(device)
