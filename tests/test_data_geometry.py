@@ -45,21 +45,37 @@ def test_exact_masks_follow_the_image_and_other_masks_keep_only_other_classes():
     disk = (yy - 50) ** 2 + (xx - 40) ** 2 < 20 ** 2
     img[1][disk] = 1.0
     objs = [AnnotatedObject(5, (20, 30, 60, 70), disk),
-            AnnotatedObject(5, (70, 10, 90, 30)),          # same class: not an "other"
-            AnnotatedObject(None, (80, 60, 110, 95))]      # distractor: an "other"
+            AnnotatedObject(7, (80, 60, 110, 95)),         # another class: an "other"
+            AnnotatedObject(None, (70, 5, 90, 25))]        # distractor: an "other" too
     s = Sample(img, objs, "disk")
     pre = Preprocess(80, 90)
-    b = to_batch([s], pre)                 # a Sample expands to its explainable objects
-    assert b.names == ["disk#0", "disk#1"]
+    b = to_batch([s], pre)                 # a Sample expands to one item per class
+    assert b.names == ["disk#0", "disk#1"] and b.labels.tolist() == [5, 7]
     green = b.images[0, 1] > 0.5
     assert (b.masks[0] ^ green).sum() <= 0.05 * green.sum()   # nearest vs bilinear rim only
-    third = transform_boxes(torch.tensor([objs[2].box]), (h, w), pre)[0].round().long()
-    want = torch.zeros(80, 80, dtype=torch.bool)
-    want[third[1]:third[3], third[0]:third[2]] = True
-    assert torch.equal(b.other_masks[0], want)
-    assert not (b.other_masks[0] & b.masks[1]).any()
-    assert torch.equal(b.other_masks[1], want)
+    fills = []
+    for o in objs[1:]:
+        x0, y0, x1, y1 = transform_boxes(torch.tensor([o.box]), (h, w), pre)[0].round().long().tolist()
+        f = torch.zeros(80, 80, dtype=torch.bool)
+        f[y0:y1, x0:x1] = True
+        fills.append(f)
+    assert torch.equal(b.other_masks[0], fills[0] | fills[1])
+    assert torch.equal(b.masks[1], fills[0])
+    assert torch.equal(b.other_masks[1], b.masks[0] | fills[1])
     assert torch.allclose(b.x, pre.normalise(b.images))
+
+
+def test_objects_of_the_same_class_are_explained_together():
+    s = _drawn(90, 90, [(10, 10, 30, 30), (60, 60, 80, 85), (60, 5, 85, 25)])
+    s.objects[1].label = s.objects[0].label          # two instances of class 10, one of class 12
+    pre = Preprocess(90, None)                       # identity geometry
+    b = to_batch([s], pre)
+    assert b.names == ["drawn#0", "drawn#2"]
+    assert b.boxes[0].tolist() == [[10, 10, 30, 30], [60, 60, 80, 85]]
+    assert int(b.masks[0].sum()) == 20 * 20 + 20 * 25
+    assert int(b.other_masks[0].sum()) == 25 * 20 and not (b.masks[0] & b.other_masks[0]).any()
+    one = to_batch([(s, 1)], pre)                    # explicit pair: that object's box first
+    assert one.boxes[0].tolist() == [[60, 60, 80, 85], [10, 10, 30, 30]]
 
 
 def test_objects_cut_away_by_the_crop_are_dropped_with_a_warning():

@@ -64,49 +64,50 @@ def _items(items: Iterable[Item]) -> list[tuple[Sample, int]]:
 
 
 def to_batch(items: Iterable[Item], preprocess, *, drop_empty: bool = True) -> Batch:
-    """A :class:`Batch` explaining one object per row.
+    """A :class:`Batch` explaining one class of one image per row.
 
-    ``items``: samples (each expands to all its objects that have a class) or
-    ``(sample, object index)`` pairs. Per row: ``labels`` = the object's class,
-    ``boxes`` = its transformed box (1,4), ``masks`` = its exact mask if known else its
-    filled box, ``other_masks`` = union of the image's other objects of a *different*
-    class (distractors without a class included). An object that the crop removes
-    entirely is dropped with a warning (``drop_empty``) or raises :class:`DataError`.
+    ``items``: samples (each expands to one item per class it contains) or
+    ``(sample, object index)`` pairs. Per row: ``labels`` = the object's class; the
+    explained object is that object *together with every other object of the same class*
+    in the image (a CAM for "orange" may rightly point at any orange): ``masks`` = union of
+    their exact masks (filled boxes where no mask is known), ``boxes`` = their transformed
+    boxes (n,4), the given object's first; ``other_masks`` = union of the image's objects
+    of a *different* class (distractors without a class included). Objects that the crop
+    removes entirely are left out; a row whose objects are all gone is dropped with a
+    warning (``drop_empty``) or raises :class:`DataError`.
     """
     pairs = _items(items)
     if not pairs:
         raise DataError("no items to put in a batch")
     s = preprocess.size
-    cache: dict[int, tuple[Tensor, Tensor, list[Tensor]]] = {}
+    cache: dict[int, tuple[Tensor, Tensor, list[Tensor], list[bool]]] = {}
     images, labels, masks, boxes, others, names = [], [], [], [], [], []
     for sample, k in pairs:
         obj = sample.objects[k]
         if obj.label is None:
             raise DataError(f"{sample.name} object {k} has no class to explain")
         if id(sample) not in cache:
-            image = preprocess.geometry(sample.image).clamp(0, 1)
-            tboxes = transform_boxes(torch.tensor([o.box for o in sample.objects]), sample.size, preprocess)
-            tmasks = []
-            for o, b in zip(sample.objects, tboxes):
-                m = transform_mask(o.mask, preprocess) if o.mask is not None else None
-                tmasks.append(m if m is not None and m.any() else box_fill(b, (s, s)))
-            cache[id(sample)] = (image, tboxes, tmasks)
-        image, tboxes, tmasks = cache[id(sample)]
-        box = tboxes[k]
-        if not (box[2] - box[0] >= 1 and box[3] - box[1] >= 1) or not tmasks[k].any():
+            cache[id(sample)] = _transformed(sample, preprocess)
+        image, tboxes, tmasks, inside = cache[id(sample)]
+        same = [k] + [j for j, o in enumerate(sample.objects) if j != k and o.label == obj.label]
+        same = [j for j in same if inside[j]]
+        if not same:
             msg = f"{sample.name} object {k}: outside the {s}x{s} crop"
             if not drop_empty:
                 raise DataError(msg)
             warn(msg + "; dropped")
             continue
+        mask = torch.zeros(s, s, dtype=torch.bool)
+        for j in same:
+            mask |= tmasks[j]
         other = torch.zeros(s, s, dtype=torch.bool)
         for j, o in enumerate(sample.objects):
-            if j != k and o.label != obj.label:
+            if o.label != obj.label and inside[j]:
                 other |= tmasks[j]
         images.append(image)
         labels.append(obj.label)
-        masks.append(tmasks[k])
-        boxes.append(box[None].clone())
+        masks.append(mask)
+        boxes.append(tboxes[same].clone())
         others.append(other)
         names.append(f"{sample.name}#{k}")
     if not images:
@@ -115,3 +116,16 @@ def to_batch(items: Iterable[Item], preprocess, *, drop_empty: bool = True) -> B
     return Batch(preprocess.normalise(imgs), imgs, torch.tensor(labels, dtype=torch.long),
                  torch.stack(masks), boxes, torch.stack(others), names)
 
+
+def _transformed(sample: Sample, preprocess) -> tuple[Tensor, Tensor, list[Tensor], list[bool]]:
+    """Model-space image, boxes (n,4), masks and whether each object survives the crop."""
+    s = preprocess.size
+    image = preprocess.geometry(sample.image).clamp(0, 1)
+    tboxes = transform_boxes(torch.tensor([o.box for o in sample.objects]), sample.size, preprocess)
+    tmasks, inside = [], []
+    for o, b in zip(sample.objects, tboxes):
+        m = transform_mask(o.mask, preprocess) if o.mask is not None else None
+        m = m if m is not None and m.any() else box_fill(b, (s, s))
+        tmasks.append(m)
+        inside.append(bool(b[2] - b[0] >= 1 and b[3] - b[1] >= 1 and m.any()))
+    return image, tboxes, tmasks, inside

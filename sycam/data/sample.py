@@ -55,8 +55,18 @@ class Sample:
         return int(self.image.shape[-2]), int(self.image.shape[-1])
 
     def items(self) -> list[tuple["Sample", int]]:
-        """(sample, object index) for every object that has a class to explain."""
-        return [(self, i) for i, o in enumerate(self.objects) if o.label is not None]
+        """(sample, object index) for the first object of every class in the image.
+
+        Objects of the same class are explained together (see :func:`sycam.data.to_batch`),
+        so each class gives one item; objects without a class give none.
+        """
+        seen: set[int] = set()
+        out = []
+        for i, o in enumerate(self.objects):
+            if o.label is not None and o.label not in seen:
+                seen.add(o.label)
+                out.append((self, i))
+        return out
 
 
 @dataclass
