@@ -5,7 +5,7 @@ objects to explain, orange: distractors) and exact masks (cyan outline); right, 
 224x224 model input as sycam.data.to_batch makes it, with the transformed boxes and
 the mask tinted. Used to check every hand-drawn box by eye. Needs `sycam data fetch`.
 
-usage: python experiments/data/overlay_real_boxes.py [OUT_PNG]
+usage: python experiments/data/overlay_real_boxes.py [OUT_IMAGE]  (default: experiments/data/real_boxes_overlay.jpg)
 """
 import sys
 
@@ -18,7 +18,7 @@ from sycam.data.real import real_photos
 from sycam.models import load_model
 
 torch.set_num_threads(1)
-out = sys.argv[1] if len(sys.argv) > 1 else "experiments/data/real_boxes_overlay.png"
+out = sys.argv[1] if len(sys.argv) > 1 else "experiments/data/real_boxes_overlay.jpg"
 bundle = load_model()
 photos = real_photos("all")
 T = 224
@@ -79,5 +79,5 @@ w, h = tiles[0].size
 sheet = Image.new("RGB", (cols * w, ((len(tiles) + cols - 1) // cols) * h), (0, 0, 0))
 for i, t in enumerate(tiles):
     sheet.paste(t, ((i % cols) * w, (i // cols) * h))
-sheet.save(out)
+sheet.save(out, quality=90)
 print(f"{len(tiles)} items from {len(photos)} photos; sheet written to {out}")
