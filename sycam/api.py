@@ -1,0 +1,111 @@
+"""The Python API: explain images with a seed method or any expression.
+
+    with sycam.CAM("gradcam", model, layers="layer4") as cam:
+        maps = cam(x)                      # (b, H, W) in [0, 1], on x's device
+        maps = cam(x, targets=[281, 7])    # one class per image, or a callable
+
+``method`` is a seed name (``sycam seeds``) or expression text such as
+``"relu(sum(mean(G, hw) * A, k))"``; an expression with channel-weight axes {b, k} is
+turned into the heatmap relu(sum(w * A, k)).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .errors import SycamError
+from .evidence.capture import Evidence, capture, needed_terms
+from .evidence.layers import last_spatial_layer, resolve_layers
+from .evidence.targets import ClassLogit, FinerContrast, as_target
+from .grammar.ast import Expr, terminals
+from .grammar.checker import DEFAULT_TERMINALS, as_heatmap, result_kind
+from .grammar.printer import to_text
+from .kernels.compiler import Program
+from .kernels.postprocess import FUSIONS, fuse
+from .methods.seeds import Seed, resolve_method
+
+
+@dataclass
+class Explanation:
+    maps: Tensor                      # (b, H, W) in [0, 1] at the input size
+    valid: Tensor                     # (b,) False where the expression gave NaN/inf
+    layer_maps: dict[str, Tensor]     # raw maps at each layer's resolution, before post-processing
+    evidence: Evidence
+
+    @property
+    def logits(self) -> Tensor:
+        return self.evidence.logits
+
+    @property
+    def scores(self) -> Tensor:
+        return self.evidence.scores
+
+
+class CAM:
+    """A CAM method (seed name or expression) bound to a model and one or more layers."""
+
+    def __init__(self, method: str | Expr, model: nn.Module, layers=None, *, target=None, output=None,
+                 fuse: str | None = None, compile: bool = False, **target_params):
+        if isinstance(method, str):
+            tree, self.seed = resolve_method(method)
+        else:
+            tree, self.seed = method, None
+        self.kind = result_kind(tree, DEFAULT_TERMINALS)   # type errors surface here, before any work
+        self.expression: Expr = as_heatmap(tree, DEFAULT_TERMINALS)
+        self.text = to_text(tree)
+        self.model = model
+        self.layers = None if layers is None else resolve_layers(model, layers)
+        self.target = target
+        self.output = output
+        self.fusion = fuse or (self.seed.fuse if self.seed else "mean")
+        if self.fusion not in FUSIONS:
+            raise SycamError(f"unknown fusion {self.fusion!r}; choose from {', '.join(FUSIONS)}")
+        self.target_params = {**(self.seed.params if self.seed else {}), **target_params}
+        self.needs = needed_terms(terminals(self.expression))
+        self.program = Program([self.expression], DEFAULT_TERMINALS)
+        if compile:
+            self.program.compile()
+        self.last: Explanation | None = None
+
+    def __repr__(self) -> str:
+        name = self.seed.title if self.seed else self.text
+        return f"CAM({name!r}, layers={[r.name for r in self.layers] if self.layers else None})"
+
+    # context manager: hooks only live inside each call, so this just drops what was kept
+    def __enter__(self) -> "CAM":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.last = None
+
+    def _target(self, targets):
+        spec = self.target if targets is None else targets
+        if self.seed is not None and self.seed.target == "finer" and not callable(spec):
+            return FinerContrast(classes=spec, **self.target_params)
+        return as_target(spec) if spec is not None else ClassLogit(None)
+
+    def explain(self, x: Tensor, targets=None) -> Explanation:
+        if self.layers is None:
+            self.layers = resolve_layers(self.model, last_spatial_layer(self.model, x[:1]))
+        ev = capture(self.model, x, self.layers, self._target(targets), needs=self.needs, output=self.output)
+        raw = {}
+        for name, layer in ev.layers.items():
+            raw[name] = self.program(layer.layout())[0]
+        maps, valid = fuse(list(raw.values()), ev.input_size, self.fusion)
+        if not bool(valid.all()):
+            warnings.warn(f"{int((~valid).sum())} of {len(valid)} maps of {self.text} are not finite "
+                          "(reported invalid, returned as zeros)", stacklevel=2)
+        self.last = Explanation(maps.to(x.device), valid.to(x.device), raw, ev)
+        return self.last
+
+    def __call__(self, x: Tensor, targets=None) -> Tensor:
+        return self.explain(x, targets).maps
+
+
+def explain(method: str, model: nn.Module, x: Tensor, layers=None, targets=None, **kwargs) -> Tensor:
+    """One-shot: the (b, H, W) maps of ``method`` for images ``x``."""
+    with CAM(method, model, layers, **kwargs) as cam, torch.no_grad():
+        return cam(x, targets)

@@ -1,0 +1,4 @@
+"""Image sets, annotations, the offline asset fetcher and the default benchmark."""
+from .batch import Batch
+
+__all__ = ["Batch"]

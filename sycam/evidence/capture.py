@@ -1,0 +1,219 @@
+"""Evidence capture: one forward (and at most one backward) gives everything the
+expressions read.
+
+For a batch of images, a target and one or more layers, :func:`capture` records the
+layers' activations A, the target score S = target(output), the gradients G = dS/dA
+taken with ``torch.autograd.grad`` with respect to the hooked tensors only (parameter
+gradients are never computed: parameters are frozen for the duration of the pass), and
+W = dS/dz at the input z of the classifier's last linear layer (the CAM weights of a
+GAP + linear head). The Grad-CAM++ closed forms G2 = G^2 and G3 = G^3 are derived from
+G. Hooks exist only inside the call, in a context manager, and are always removed.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import EvidenceError, SycamError
+from ..kernels.layout import to_layout
+from .layers import LayerRef, resolve_layers
+from .targets import Target, as_target, select_output
+
+#: terminals derived from G without another pass
+CLOSED_FORMS = {"G2": 2, "G3": 3}
+GRADIENT_TERMS = {"G", "G2", "G3"}
+
+
+@dataclass
+class LayerEvidence:
+    """Tensors of one layer, each stored with its axes (in storage order)."""
+
+    name: str
+    terms: dict[str, tuple[Tensor, str]] = field(default_factory=dict)
+
+    @property
+    def A(self) -> Tensor:
+        return self.terms["A"][0]
+
+    def axes(self) -> dict[str, str]:
+        return {k: axes for k, (_, axes) in self.terms.items()}
+
+    def layout(self) -> dict[str, Tensor]:
+        """Every term viewed in the compiler's 6-D layout."""
+        return {k: to_layout(t, axes) for k, (t, axes) in self.terms.items()}
+
+
+@dataclass
+class Evidence:
+    """What the model said about a batch: inputs, outputs, target scores and per-layer terms."""
+
+    x: Tensor
+    logits: Tensor
+    scores: Tensor
+    layers: dict[str, LayerEvidence]
+    target: Target
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return int(self.x.shape[-2]), int(self.x.shape[-1])
+
+    @property
+    def predicted(self) -> Tensor:
+        return self.logits.argmax(dim=1)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring gradients inside the block (restored after)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+@contextlib.contextmanager
+def recording(refs: Sequence[LayerRef], head: nn.Module | None) -> Iterator[dict]:
+    """Forward hooks that keep every call's output of the layers (and the head's input)."""
+    record: dict = {"outputs": {}, "head_input": None}
+    handles = []
+
+    def on_output(module, _inputs, out):
+        if not isinstance(out, Tensor):
+            raise EvidenceError(f"layer {type(module).__name__} returns {type(out).__name__}, not a tensor; "
+                                "choose a module whose output is a (b, k, h, w) tensor")
+        if not out.requires_grad and torch.is_grad_enabled():
+            # parameters are frozen, so nothing before made this map differentiable: hand the
+            # rest of the network a differentiable copy (a copy, so that a later in-place op
+            # on it is legal and shows up in its version counter)
+            out = out.detach().requires_grad_(True).clone()
+        record["outputs"].setdefault(id(module), []).append((out, out._version))
+        return out
+
+    def on_head(_module, inputs):
+        z = inputs[0]
+        if not z.requires_grad and torch.is_grad_enabled():
+            z.requires_grad_(True)
+        record["head_input"] = z
+
+    try:
+        for module in {id(r.module): r.module for r in refs}.values():
+            handles.append(module.register_forward_hook(on_output))
+        if head is not None:
+            handles.append(head.register_forward_pre_hook(on_head))
+        yield record
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def classifier_head(model: nn.Module) -> nn.Linear | None:
+    """The last linear layer registered in the model (the classifier of a GAP + linear head)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def _model_device(model: nn.Module, x: Tensor) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else x.device
+
+
+def capture(model: nn.Module, x: Tensor, layers, target=None, *,
+            needs: Iterable[str] = ("A", "G"), output=None) -> Evidence:
+    """Run the model once on ``x`` and collect the terminals in ``needs`` for every layer.
+
+    ``target``: see :func:`sycam.evidence.targets.as_target` (None = top-1 logit).
+    ``output``: how to find the scores in a non-tensor model output (key, index or callable).
+    """
+    refs = resolve_layers(model, layers)
+    needs = set(needs) | {"A"}
+    unknown = needs - {"A", "S", "W"} - GRADIENT_TERMS
+    if unknown:
+        raise SycamError(f"capture cannot provide {sorted(unknown)}; the perturbation and "
+                         "higher-order terms are computed by their own modules")
+    if model.training:
+        warnings.warn("the model is in training mode (dropout, batch statistics): call model.eval() "
+                      "for deterministic explanations", stacklevel=2)
+    if x.dim() != 4:
+        raise SycamError(f"images must be a (b, 3, H, W) batch, got shape {tuple(x.shape)}")
+    x = x.to(_model_device(model, x))
+    target_fn = as_target(target)
+    want_grad = bool(needs & GRADIENT_TERMS)
+    head = classifier_head(model) if "W" in needs else None
+    if "W" in needs and head is None:
+        raise EvidenceError("W (classifier weights) needs a model that ends in a linear layer")
+
+    with frozen_parameters(model), torch.enable_grad(), recording(refs, head) as rec:
+        out = model(x)
+    logits = select_output(out, output)
+    if logits.dim() != 2:
+        raise EvidenceError(f"expected (b, classes) scores from the model, got shape {tuple(logits.shape)}")
+    scores = target_fn(logits)
+    if scores.shape != (x.shape[0],):
+        raise EvidenceError(f"the target returned shape {tuple(scores.shape)}; it must give one score per "
+                            f"image, shape ({x.shape[0]},)")
+
+    activations = []
+    for ref in refs:
+        calls = rec["outputs"].get(id(ref.module), [])
+        if not calls:
+            raise EvidenceError(f"layer {ref.name} did not run in the forward pass")
+        if not -len(calls) <= ref.call < len(calls):
+            raise EvidenceError(f"layer {ref.name} ran {len(calls)} time(s); call {ref.call} does not exist")
+        a, version = calls[ref.call]
+        if a._version != version:
+            raise EvidenceError(
+                f"the output of layer {ref.name} is modified in place later in the forward pass "
+                "(e.g. by `+=` or an inplace ReLU), so its value and gradient are not the layer's; "
+                "choose the module that produces the final value (e.g. the enclosing block)")
+        if a.dim() != 4:
+            raise EvidenceError(f"layer {ref.name} gives shape {tuple(a.shape)}; a CAM layer must give (b, k, h, w)")
+        activations.append(a)
+
+    z = rec["head_input"]
+    wrt = (activations if want_grad else []) + ([z] if z is not None else [])
+    grads: list[Tensor | None] = []
+    if wrt:
+        if not scores.requires_grad:
+            raise EvidenceError("the target score does not depend on the layer (no gradient path)")
+        grads = list(torch.autograd.grad(scores.sum(), wrt, allow_unused=True))
+
+    layers_ev: dict[str, LayerEvidence] = {}
+    for i, (ref, a) in enumerate(zip(refs, activations)):
+        ev = LayerEvidence(ref.name, {"A": (a.detach(), "bkhw")})
+        if want_grad:
+            g = grads[i]
+            if g is None:
+                raise EvidenceError(f"the target score does not depend on layer {ref.name}")
+            g = g.detach()
+            ev.terms["G"] = (g, "bkhw")
+            for name, power in CLOSED_FORMS.items():
+                if name in needs:
+                    ev.terms[name] = (g.pow(power), "bkhw")
+        if "W" in needs:
+            w = grads[-1]
+            if w is None or w.dim() != 2 or w.shape[1] != a.shape[1]:
+                raise EvidenceError(
+                    f"W needs a GAP + linear head reading the layer's {a.shape[1]} channels; the last linear "
+                    f"layer reads {None if z is None else z.shape[1]} features (use a gradient method instead)")
+            ev.terms["W"] = (w.detach(), "bk")
+        ev.terms["S"] = (scores.detach(), "b")
+        layers_ev[ref.name] = ev
+    return Evidence(x.detach(), logits.detach(), scores.detach(), layers_ev, target_fn)
+
+
+def needed_terms(names: Iterable[str]) -> set[str]:
+    """Capture terms for a set of terminal names (closed forms need G)."""
+    names = set(names)
+    return names | ({"G"} if names & GRADIENT_TERMS else set())

@@ -1,0 +1,128 @@
+"""Axis typing: the type of an expression is the set of named axes it still carries.
+
+Terminals carry the axes of the evidence they read (``A``: b k h w), constants carry
+none, element-wise operators broadcast (union of axes), reductions remove the axes they
+name and may only name axes their operand has. A finished CAM is either a **heatmap**
+(axes exactly b h w) or **channel weights** (axes exactly b k, turned into a heatmap as
+relu(sum(w * A, k)), the generic CAM of the papers).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..errors import ExpressionTypeError, UnknownNameError
+from .ast import Call, Expr, Num, Var, walk
+from .ops import AXES, BATCH, OPS
+
+Axes = frozenset[str]
+HEATMAP: Axes = frozenset("bhw")
+WEIGHTS: Axes = frozenset("bk")
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """A name the language reads from the evidence."""
+
+    name: str
+    axes: str
+    doc: str
+    cost: str = "none"   # model passes needed beyond the forward that gives A and S
+
+
+DEFAULT_TERMINALS: dict[str, Terminal] = {t.name: t for t in [
+    Terminal("A", "bkhw", "activations of the layer"),
+    Terminal("G", "bkhw", "gradient dS/dA of the target score", "1 backward"),
+    Terminal("G2", "bkhw", "Grad-CAM++ closed form G^2 (= d2 e^S/dA2 / e^S for piecewise-linear heads)",
+             "1 backward"),
+    Terminal("G3", "bkhw", "Grad-CAM++ closed form G^3", "1 backward"),
+    Terminal("H2", "bkhw", "true diagonal second derivative d2S/dA2 (autograd, opt-in)",
+             "one Hessian-vector product per layer element, or N for an estimate"),
+    Terminal("H3", "bkhw", "true diagonal third derivative d3S/dA3 (autograd, opt-in)",
+             "per layer element"),
+    Terminal("S", "b", "target score (e.g. the class logit)"),
+    Terminal("W", "bk", "classifier weights dS/dz at the input z of a GAP + linear head (CAM)",
+             "1 backward through the head"),
+]}
+
+
+def fmt_axes(axes: Axes) -> str:
+    order = BATCH + AXES
+    return "{" + ", ".join(a for a in order if a in axes) + "}"
+
+
+def _terminal_axes(terminals: Mapping[str, Terminal | str]) -> dict[str, Axes]:
+    return {k: frozenset(v.axes if isinstance(v, Terminal) else v) for k, v in terminals.items()}
+
+
+def infer(expr: Expr, terminals: Mapping[str, Terminal | str] = DEFAULT_TERMINALS) -> dict[Expr, Axes]:
+    """The axes of every sub-expression. Raises ExpressionTypeError / UnknownNameError."""
+    from .printer import to_text
+
+    env = _terminal_axes(terminals)
+    types: dict[Expr, Axes] = {}
+    for node in walk(expr):
+        if isinstance(node, Num):
+            types[node] = frozenset()
+        elif isinstance(node, Var):
+            if node.name not in env:
+                raise UnknownNameError("terminal", node.name, env,
+                                       hint="terminals are the evidence an expression reads")
+            types[node] = env[node.name]
+        else:
+            types[node] = _call_type(node, [types[a] for a in node.args], to_text)
+    return types
+
+
+def _call_type(node: Call, arg_types: list[Axes], to_text) -> Axes:
+    op = OPS[node.op]
+    if op.kind in ("reduce", "normalise"):
+        (t,) = arg_types
+        axes = frozenset(node.axes)
+        missing = axes - t
+        if missing:
+            raise ExpressionTypeError(
+                f"{node.op}(..., {node.axes}) in `{to_text(node)}`: its argument `{to_text(node.args[0])}` "
+                f"has axes {fmt_axes(t)}, so it cannot be taken over {fmt_axes(missing)}",
+                subexpression=to_text(node))
+        return t - axes if op.kind == "reduce" else t
+    if op.kind == "project":
+        (t,) = arg_types
+        if not frozenset("khw") <= t:
+            raise ExpressionTypeError(
+                f"pc1 in `{to_text(node)}` needs channels and positions (k, h, w); its argument has "
+                f"axes {fmt_axes(t)}", subexpression=to_text(node))
+        return t - {"k"}
+    return frozenset().union(*arg_types)
+
+
+def check(expr: Expr, terminals: Mapping[str, Terminal | str] = DEFAULT_TERMINALS) -> Axes:
+    """The axes of the whole expression."""
+    return infer(expr, terminals)[expr]
+
+
+def result_kind(expr: Expr, terminals: Mapping[str, Terminal | str] = DEFAULT_TERMINALS) -> str:
+    """'heatmap' (axes b h w) or 'weights' (axes b k); anything else is a type error."""
+    from .printer import to_text
+
+    axes = check(expr, terminals)
+    if axes == HEATMAP:
+        return "heatmap"
+    if axes == WEIGHTS:
+        return "weights"
+    extra = axes - HEATMAP
+    hint = (f"reduce {''.join(a for a in AXES if a in extra)} (e.g. sum(..., {''.join(a for a in AXES if a in extra)}))"
+            if extra and frozenset("hw") <= axes else
+            "a CAM must end with axes {b, h, w} (a heatmap) or {b, k} (channel weights)")
+    raise ExpressionTypeError(
+        f"`{to_text(expr)}` has axes {fmt_axes(axes)}, which is neither a heatmap {{b, h, w}} nor "
+        f"channel weights {{b, k}}: {hint}", subexpression=to_text(expr))
+
+
+
+
+def as_heatmap(expr: Expr, terminals: Mapping[str, Terminal | str] = DEFAULT_TERMINALS) -> Expr:
+    """A heatmap expression for ``expr``: itself, or relu(sum(w * A, k)) for channel weights w."""
+    if result_kind(expr, terminals) == "heatmap":
+        return expr
+    return Call("relu", (Call("sum", (Call("mul", (expr, Var("A"))),), "k"),))

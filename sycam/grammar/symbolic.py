@@ -1,0 +1,294 @@
+"""The sympy bridge: algebraic canonical form, simplification and LaTeX.
+
+Element-wise arithmetic maps onto sympy's (commutative, associative, constants folded);
+every other operator becomes an *uninterpreted* sympy function that knows only the
+rewrites that are sound under the language's semantics, e.g. relu(c*x) = c*relu(x) for
+c > 0, sum(c*x, hw) = c*sum(x, hw), norm(c*x + d, hw) = norm(x, hw) for c > 0. Functions
+whose safe semantics differ from sympy's built-ins (log, sqrt, non-integer powers) are
+kept uninterpreted so that sympy never applies an identity we do not honour.
+Equivalences found here are exact except at the guard points of safe division (x/x = 1
+away from x = 0).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import sympy
+
+from .ast import Call, Expr, Num, Var, call
+from .ops import OPS
+
+_LATEX_AXES = lambda axes: ",".join(axes)  # noqa: E731
+
+
+class _SycamFunction(sympy.Function):
+    """Base of the language's uninterpreted functions."""
+
+    op: str = ""
+    axes: str = ""
+    is_real = True
+
+
+def _number(x) -> bool:
+    return isinstance(x, sympy.Number)
+
+
+def _split(x):
+    """(numeric coefficient, rest) of a product."""
+    return x.as_coeff_Mul()
+
+
+class relu(_SycamFunction):
+    op = "relu"
+
+    @classmethod
+    def eval(cls, x):
+        if _number(x):
+            return sympy.Max(x, 0)
+        c, rest = _split(x)
+        if c.is_positive and c != 1:
+            return c * cls(rest)
+        if isinstance(x, (relu, sympy.Abs, sympy.exp, sigmoid)):
+            return x
+
+    def _latex(self, printer):
+        return r"\operatorname{ReLU}\left(%s\right)" % printer._print(self.args[0])
+
+
+class log(_SycamFunction):
+    op = "log"
+
+    @classmethod
+    def eval(cls, x):
+        if isinstance(x, sympy.exp):
+            return x.args[0]
+        if _number(x) and x.is_positive:
+            return sympy.log(x)
+
+    def _latex(self, printer):
+        return r"\log\left(%s\right)" % printer._print(self.args[0])
+
+
+class sqrt(_SycamFunction):
+    op = "sqrt"
+
+    @classmethod
+    def eval(cls, x):
+        if _number(x) and x.is_nonnegative:
+            return sympy.sqrt(x)
+        if isinstance(x, sympy.Pow) and x.exp == 2:
+            return sympy.Abs(x.base)
+
+    def _latex(self, printer):
+        return r"\sqrt{%s}" % printer._print(self.args[0])
+
+
+class sigmoid(_SycamFunction):
+    op = "sigmoid"
+
+    def _latex(self, printer):
+        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
+
+
+class spow(_SycamFunction):
+    """x ^ y for a non-integer or symbolic exponent (sign-preserving in the language)."""
+
+    op = "pow"
+
+    def _latex(self, printer):
+        return r"{\left(%s\right)}^{%s}" % (printer._print(self.args[0]), printer._print(self.args[1]))
+
+
+class pc1(_SycamFunction):
+    op = "pc1"
+
+    @classmethod
+    def eval(cls, x):
+        c, rest = _split(x)
+        if c != 1 and c != 0:
+            return abs(c) * cls(rest)
+
+    def _latex(self, printer):
+        return r"\operatorname{PC}_1\left(%s\right)" % printer._print(self.args[0])
+
+
+class _Along(_SycamFunction):
+    """Base of reductions / normalisations; subclasses are made per (op, axes)."""
+
+    def _latex(self, printer):
+        arg = printer._print(self.args[0])
+        sub = _LATEX_AXES(self.axes)
+        forms = {"sum": r"\sum_{%s} %s", "mean": r"\operatorname{mean}_{%s}\left(%s\right)",
+                 "max": r"\max_{%s}\left(%s\right)", "min": r"\min_{%s}\left(%s\right)",
+                 "std": r"\operatorname{std}_{%s}\left(%s\right)",
+                 "softmax": r"\operatorname{softmax}_{%s}\left(%s\right)",
+                 "norm": r"\operatorname{norm}_{%s}\left(%s\right)"}
+        if self.op == "sum" and isinstance(self.args[0], sympy.Add):
+            arg = r"\left(%s\right)" % arg
+        return forms[self.op] % (sub, arg)
+
+    @classmethod
+    def eval(cls, x):
+        if cls.op == "norm":
+            bare = scale_free(x)
+            return cls(bare) if bare != x else None
+        c, rest = _split(x)
+        if c == 1 or c == 0 or rest == 1:
+            return None
+        if cls.op in ("sum", "mean"):
+            return c * cls(rest)
+        if cls.op in ("max", "min"):
+            if c.is_positive:
+                return c * cls(rest)
+            return c * along("min" if cls.op == "max" else "max", cls.axes)(rest)
+        if cls.op == "std":
+            return abs(c) * cls(rest)
+        return None
+
+
+@lru_cache(maxsize=None)
+def along(op: str, axes: str) -> type:
+    """The sympy function class for ``op(x, axes)``."""
+    return type(f"{op}_{axes}", (_Along,), {"op": op, "axes": axes})
+
+
+@lru_cache(maxsize=None)
+def where_fn(compare: str) -> type:
+    symbol = OPS[compare].symbol
+
+    def _latex(self, printer):
+        a, b, x, y = (printer._print(arg) for arg in self.args)
+        return r"\begin{cases} %s & %s %s %s \\ %s & \text{otherwise} \end{cases}" % (
+            x, a, symbol.replace("==", "=").replace("!=", r"\neq").replace(">=", r"\geq").replace("<=", r"\leq"), b, y)
+
+    return type(f"where_{compare}", (_SycamFunction,), {"op": "where", "compare": compare, "_latex": _latex})
+
+
+_UNARY_SYMPY = {"abs": sympy.Abs, "sign": sympy.sign, "exp": sympy.exp, "tanh": sympy.tanh,
+                "relu": relu, "log": log, "sqrt": sqrt, "sigmoid": sigmoid, "pc1": pc1}
+
+
+def _constant(value: float) -> sympy.Expr:
+    return sympy.Integer(int(value)) if value.is_integer() else sympy.Rational(repr(value))
+
+
+@lru_cache(maxsize=4096)
+def to_sympy(expr: Expr) -> sympy.Expr:
+    """The sympy form of an expression (terminals become real symbols)."""
+    if isinstance(expr, Var):
+        return sympy.Symbol(expr.name, real=True)
+    if isinstance(expr, Num):
+        return _constant(expr.value)
+    op = expr.op
+    if op == "where":
+        cond, x, y = expr.args
+        a, b = (to_sympy(c) for c in cond.args)
+        return where_fn(cond.op)(a, b, to_sympy(x), to_sympy(y))
+    args = [to_sympy(a) for a in expr.args]
+    if op == "add":
+        return args[0] + args[1]
+    if op == "sub":
+        return args[0] - args[1]
+    if op == "mul":
+        return args[0] * args[1]
+    if op == "div":
+        return args[0] / args[1]
+    if op == "neg":
+        return -args[0]
+    if op == "pow":
+        base, exponent = args
+        if isinstance(exponent, sympy.Integer):
+            return base ** exponent
+        return spow(base, exponent)
+    if op in _UNARY_SYMPY:
+        return _UNARY_SYMPY[op](args[0])
+    if OPS[op].kind in ("reduce", "normalise"):
+        return along(op, expr.axes)(args[0])
+    raise ValueError(f"no sympy form for {op}")
+
+
+def from_sympy(s: sympy.Expr) -> Expr:
+    """Back from sympy to the language (used to print simplified forms as expressions)."""
+    if isinstance(s, sympy.Symbol):
+        return Var(s.name)
+    if isinstance(s, sympy.Number):
+        return Num(float(s))
+    if isinstance(s, sympy.Add):
+        terms = sorted(s.args, key=lambda t: t.could_extract_minus_sign())  # positive terms first
+        out = from_sympy(terms[0])
+        for t in terms[1:]:
+            out = call("sub", out, from_sympy(-t)) if t.could_extract_minus_sign() else call("add", out, from_sympy(t))
+        return out
+    if isinstance(s, sympy.Mul) or (isinstance(s, sympy.Pow) and s.exp.is_negative):
+        coeff, rest = s.as_coeff_Mul()
+        if coeff.is_negative:
+            return call("neg", from_sympy(-s))
+        num, den = sympy.fraction(s)
+        top = _product(num)
+        return top if den == 1 else call("div", top, _product(den))
+    if isinstance(s, sympy.Pow):
+        return call("pow", from_sympy(s.base), from_sympy(s.exp))
+    if isinstance(s, sympy.Max) and len(s.args) == 2 and 0 in s.args:  # relu of a number folded
+        other = [a for a in s.args if a != 0][0]
+        return call("relu", from_sympy(other))
+    for name, fn in _UNARY_SYMPY.items():
+        if s.func is fn:
+            return call(name, from_sympy(s.args[0]))
+    if isinstance(s, spow):
+        return call("pow", from_sympy(s.args[0]), from_sympy(s.args[1]))
+    if isinstance(s, _Along):
+        return Call(s.op, (from_sympy(s.args[0]),), s.axes)
+    if getattr(s, "op", "") == "where":
+        a, b, x, y = (from_sympy(arg) for arg in s.args)
+        return Call("where", (Call(s.compare, (a, b)), x, y))
+    raise ValueError(f"cannot express {s} in the language")
+
+
+def _product(s: sympy.Expr) -> Expr:
+    if not isinstance(s, sympy.Mul):
+        return from_sympy(s)
+    coeff, rest = s.as_coeff_Mul()
+    factors = ([sympy.Number(coeff)] if coeff != 1 else []) + list(sympy.Mul.make_args(rest))
+    out = from_sympy(factors[0])
+    for f in factors[1:]:
+        out = call("mul", out, from_sympy(f))
+    return out
+
+
+def simplify(expr: Expr, *, max_size: int = 60) -> Expr:
+    """A simpler equivalent expression (sympy.simplify; only sympy's canonical form for large trees)."""
+    s = to_sympy(expr)
+    if expr.size <= max_size:
+        s = sympy.simplify(s)
+    simpler = from_sympy(s)
+    return simpler if simpler.size <= expr.size else expr
+
+
+def latex(expr: Expr) -> str:
+    return sympy.latex(to_sympy(expr))
+
+
+def scale_free(s: sympy.Expr) -> sympy.Expr:
+    """Drop what per-image min-max normalisation removes: a positive factor or an added constant at the top."""
+    while True:
+        if isinstance(s, sympy.Mul):
+            c, rest = s.as_coeff_Mul()
+            if c.is_positive and c != 1:
+                s = rest
+                continue
+        if isinstance(s, sympy.Add):
+            c, rest = s.as_coeff_Add()
+            if c != 0:
+                s = rest
+                continue
+        return s
+
+
+def canonical_key(expr: Expr, *, normalised: bool = True) -> str:
+    """A string equal for algebraically equivalent expressions (up to sympy's canonicalisation).
+
+    With ``normalised=True`` expressions that differ by a positive factor or an added
+    constant (invisible after min-max normalisation of the heatmap) share the key.
+    """
+    s = to_sympy(expr)
+    return sympy.srepr(scale_free(s) if normalised else s)

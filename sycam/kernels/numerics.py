@@ -1,0 +1,140 @@
+"""Torch implementations of the language's operators, made safe for search.
+
+No operator lets a NaN or infinity escape from finite input: division pushes
+denominators with |y| < EPS to ±EPS, ``log`` clamps its argument at EPS, ``sqrt`` at 0,
+``exp`` its argument at 80, and non-integer powers keep the sign of the base. Candidates
+can still overflow float32 (e.g. (G^-3)^9); the compiler reports such maps as invalid.
+Every function accepts tensors or Python floats (folded constants) as operands.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+EPS = 1e-7
+EXP_MAX = 80.0
+Value = Tensor | float
+
+
+def safe_div(x: Value, y: Value) -> Value:
+    if isinstance(y, float):
+        return x / (y if abs(y) >= EPS else math.copysign(EPS, y) if y else EPS)
+    y = torch.where(y.abs() < EPS, torch.where(y < 0, -EPS, EPS).to(y.dtype), y)
+    return x / y
+
+
+def safe_pow(x: Value, y: Value) -> Value:
+    """x ^ y; integer exponents as usual (negative ones through safe division),
+    other exponents as sign(x) |x|^y."""
+    if isinstance(y, float) and y.is_integer():
+        n = int(y)
+        if isinstance(x, float):
+            return safe_div(1.0, x ** -n) if n < 0 else x ** n
+        return safe_div(1.0, x.pow(-n)) if n < 0 else x.pow(n)
+    if isinstance(x, float) and isinstance(y, float):
+        return math.copysign(max(abs(x), EPS) ** y if y < 0 else abs(x) ** y, x)
+    x = torch.as_tensor(x)
+    y = torch.as_tensor(y, dtype=x.dtype, device=x.device)
+    base = torch.where(y < 0, x.abs().clamp_min(EPS), x.abs())
+    return torch.sign(x) * base.pow(y)
+
+
+def _t(x: Value) -> Tensor:
+    return x if isinstance(x, Tensor) else torch.tensor(x, dtype=torch.float64)
+
+
+def safe_log(x: Value) -> Value:
+    return math.log(max(x, EPS)) if isinstance(x, float) else torch.log(x.clamp_min(EPS))
+
+
+def safe_sqrt(x: Value) -> Value:
+    return math.sqrt(max(x, 0.0)) if isinstance(x, float) else torch.sqrt(x.clamp_min(0))
+
+
+def safe_exp(x: Value) -> Value:
+    return math.exp(min(x, EXP_MAX)) if isinstance(x, float) else torch.exp(x.clamp_max(EXP_MAX))
+
+
+def _scalar(fn):
+    """Apply a tensor function to a float too (constant folding)."""
+    def apply(x: Value) -> Value:
+        return float(fn(_t(x))) if isinstance(x, float) else fn(x)
+    return apply
+
+
+UNARY = {
+    "neg": lambda x: -x,
+    "relu": _scalar(torch.relu),
+    "abs": lambda x: abs(x),
+    "sign": _scalar(torch.sign),
+    "exp": safe_exp,
+    "log": safe_log,
+    "sqrt": safe_sqrt,
+    "tanh": _scalar(torch.tanh),
+    "sigmoid": _scalar(torch.sigmoid),
+}
+
+BINARY = {
+    "add": lambda x, y: x + y,
+    "sub": lambda x, y: x - y,
+    "mul": lambda x, y: x * y,
+    "div": safe_div,
+    "pow": safe_pow,
+}
+
+COMPARE = {
+    "gt": lambda x, y: x > y, "ge": lambda x, y: x >= y, "lt": lambda x, y: x < y,
+    "le": lambda x, y: x <= y, "eq": lambda x, y: x == y, "ne": lambda x, y: x != y,
+}
+
+
+def reduce(op: str, x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    if op == "sum":
+        return x.sum(dim=dims, keepdim=True)
+    if op == "mean":
+        return x.mean(dim=dims, keepdim=True)
+    if op == "max":
+        return x.amax(dim=dims, keepdim=True)
+    if op == "min":
+        return x.amin(dim=dims, keepdim=True)
+    if op == "std":
+        return x.std(dim=dims, correction=0, keepdim=True)
+    raise ValueError(op)
+
+
+def normalise(op: str, x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    if op == "softmax":
+        e = torch.exp(x - x.amax(dim=dims, keepdim=True))
+        return e / e.sum(dim=dims, keepdim=True)
+    if op == "norm":
+        lo = x.amin(dim=dims, keepdim=True)
+        span = x.amax(dim=dims, keepdim=True) - lo
+        return torch.where(span > 0, (x - lo) / span.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(x))
+    raise ValueError(op)
+
+
+def first_component(x: Tensor, k: int, h: int, w: int) -> Tensor:
+    """pc1: per image (and scale / sample), positions as samples and channels as features,
+    centred over positions, projected on the first principal direction.
+
+    The sign of a principal direction is arbitrary; it is fixed so that the projection's
+    largest-magnitude value is positive. Uses the smaller of the two Gram matrices.
+    """
+    moved = x.movedim(k, -1)                          # (..., h, w, k)
+    lead = moved.shape[:-3]
+    X = moved.reshape(*lead, -1, moved.shape[-1])     # (..., n=hw, K)
+    X = X - X.mean(dim=-2, keepdim=True)
+    n, K = X.shape[-2:]
+    X64 = X.double()
+    if n <= K:
+        vals, vecs = torch.linalg.eigh(X64 @ X64.transpose(-1, -2))
+        proj = vecs[..., -1] * vals[..., -1:].clamp_min(0).sqrt()
+    else:
+        vals, vecs = torch.linalg.eigh(X64.transpose(-1, -2) @ X64)
+        proj = (X64 @ vecs[..., -1:])[..., 0]
+    pick = proj.abs().argmax(dim=-1, keepdim=True)
+    proj = torch.where(proj.gather(-1, pick) < 0, -proj, proj)
+    out = proj.to(x.dtype).reshape(*lead, moved.shape[-3], moved.shape[-2], 1)
+    return out.movedim(-1, k)

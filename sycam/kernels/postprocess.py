@@ -1,0 +1,71 @@
+"""The one fixed post-processing of every CAM: upsample to the input, min-max per image.
+
+ReLU is not applied here: an expression that wants it says so (``relu(...)``), so the
+post-processing is the same for every method. Maps that contain NaN or infinities are
+reported invalid (and returned as zeros) instead of failing the batch.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear (half-pixel centres) resize of (..., h, w) maps to ``size``."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    lead = maps.shape[:-2]
+    flat = maps.reshape(-1, 1, *maps.shape[-2:])
+    return F.interpolate(flat, size=size, mode="bilinear", align_corners=False).reshape(*lead, *size)
+
+
+def minmax(maps: Tensor) -> Tensor:
+    """Per map (last two axes) to [0, 1]; a constant map becomes all zeros."""
+    flat = maps.flatten(-2)
+    lo = flat.amin(dim=-1, keepdim=True)
+    span = flat.amax(dim=-1, keepdim=True) - lo
+    out = torch.where(span > 0, (flat - lo) / span.clamp_min(torch.finfo(maps.dtype).tiny), 0.0)
+    return out.reshape(maps.shape)
+
+
+def validity(maps: Tensor) -> Tensor:
+    """(...,) bool: True where the map (last two axes) is entirely finite."""
+    return torch.isfinite(maps).flatten(-2).all(dim=-1)
+
+
+def finalize(raw: Tensor, size: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
+    """Raw (..., h, w) maps -> (maps in [0,1] at ``size``, valid flags)."""
+    valid = validity(raw)
+    raw = torch.where(valid[..., None, None], raw, torch.zeros((), dtype=raw.dtype, device=raw.device))
+    if size is not None:
+        raw = upsample(raw, size)
+    return minmax(raw), valid
+
+
+FUSIONS = ("mean", "max", "layercam")
+
+
+def fuse(layer_maps: list[Tensor], size: tuple[int, int], how: str = "mean") -> tuple[Tensor, Tensor]:
+    """Combine raw per-layer maps (b, h_l, w_l) into one map at ``size``.
+
+    mean / max: each layer finalised (upsampled, min-max), then averaged / maximised.
+    layercam (Jiang et al. 2021): each raw map rescaled by tanh(2 L / max L), upsampled,
+    then the element-wise maximum.
+    """
+    if how not in FUSIONS:
+        raise ValueError(f"unknown fusion {how!r}; choose from {', '.join(FUSIONS)}")
+    if len(layer_maps) == 1:
+        return finalize(layer_maps[0], size)
+    valid = torch.stack([validity(m) for m in layer_maps]).all(dim=0)
+    if how == "layercam":
+        scaled = []
+        for m in layer_maps:
+            m = torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)
+            peak = m.flatten(-2).amax(dim=-1).clamp_min(torch.finfo(m.dtype).tiny)[..., None, None]
+            scaled.append(upsample(torch.tanh(2.0 * m / peak), size))
+        stacked = torch.stack(scaled)
+        return finalize(stacked.amax(dim=0), None)[0], valid
+    stacked = torch.stack([finalize(m, size)[0] for m in layer_maps])
+    combined = stacked.mean(dim=0) if how == "mean" else stacked.amax(dim=0)
+    return minmax(combined), valid

@@ -1,0 +1,109 @@
+"""Known CAM methods, each an expression of the language plus where it comes from.
+
+A seed is data: its expression text, the paper, its cost in model passes, and (for
+methods that change *what* is explained rather than how) the target it uses. The search
+enqueues these first; ``sycam seeds`` prints them.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..errors import UnknownNameError
+from ..grammar import parse
+from ..grammar.ast import Expr
+
+# Grad-CAM++'s alpha (Chattopadhyay et al. Eq. 19, closed form for S = exp(y)):
+#   alpha = G^2 / (2 G^2 + sum_hw(A) G^3), where G = 0 gives 0 / 0 -> 0 under safe division
+_ALPHA = "G2 / (2 * G2 + sum(A, hw) * G3)"
+# SSGrad-CAM's space map: |G| normalised by its spatial maximum, per channel
+_SPACE = "abs(G) / max(abs(G), hw)"
+
+
+@dataclass(frozen=True)
+class Seed:
+    name: str
+    title: str
+    expression: str
+    reference: str
+    cost: str
+    notes: str = ""
+    aliases: tuple[str, ...] = ()
+    target: str | None = None              # "finer": Finer-CAM's contrastive target
+    fuse: str = "mean"                     # how maps of several layers are combined
+    params: dict = field(default_factory=dict)
+
+    @property
+    def tree(self) -> Expr:
+        return parse(self.expression)
+
+
+_SEEDS = [
+    Seed("cam", "CAM", "sum(W * A, k)",
+         "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016, arXiv:1512.04150",
+         "1 forward + a backward through the linear head only",
+         "needs a GAP + linear head; W is the classifier row of the target (dS/dz). No ReLU, as in the paper."),
+    Seed("gradcam", "Grad-CAM", "relu(sum(mean(G, hw) * A, k))",
+         "Selvaraju et al., Grad-CAM, ICCV 2017, arXiv:1610.02391", "1 forward + 1 backward to the layer",
+         aliases=("grad-cam",)),
+    Seed("gradcampp", "Grad-CAM++", f"relu(sum(sum({_ALPHA} * relu(G), hw) * A, k))",
+         "Chattopadhyay et al., Grad-CAM++, WACV 2018, arXiv:1710.11063 (Eq. 19 closed form)",
+         "1 forward + 1 backward to the layer", "G2, G3 = G^2, G^3: exact for piecewise-linear heads with S = exp(y)",
+         aliases=("grad-cam++", "gradcam++", "gradcamplusplus")),
+    Seed("xgradcam", "XGrad-CAM", "relu(sum(sum(A * G, hw) / sum(A, hw) * A, k))",
+         "Fu et al., Axiom-based Grad-CAM, BMVC 2020, arXiv:2008.02312", "1 forward + 1 backward to the layer",
+         aliases=("xgrad-cam",)),
+    Seed("hirescam", "HiResCAM", "relu(sum(G * A, k))",
+         "Draelos & Carin, Use HiResCAM instead of Grad-CAM, arXiv:2011.08891", "1 forward + 1 backward to the layer",
+         aliases=("hires-cam",)),
+    Seed("layercam", "LayerCAM", "relu(sum(relu(G) * A, k))",
+         "Jiang et al., LayerCAM, IEEE TIP 2021", "1 forward + 1 backward per layer",
+         "several layers fuse by element-wise max after tanh(2 L / max L) rescaling", aliases=("layer-cam",),
+         fuse="layercam"),
+    Seed("eigencam", "EigenCAM", "relu(pc1(A))",
+         "Muhammad & Yeasin, Eigen-CAM, IJCNN 2020, arXiv:2008.00299", "1 forward (class-agnostic)",
+         "projection on the first principal component; sign fixed so the largest |value| is positive",
+         aliases=("eigen-cam",)),
+    Seed("finercam", "Finer-CAM", "relu(sum(mean(G, hw) * A, k))",
+         "Zhang et al., Finer-CAM, CVPR 2025, arXiv:2501.11309", "1 forward + 1 backward to the layer",
+         "Grad-CAM of S' = sum_i p_i (y_c - gamma y_ri) / sum_i p_i over the 3 most similar classes",
+         aliases=("finer-cam",), target="finer", params={"gamma": 1.0, "n_refs": 3}),
+    Seed("ssgradcam", "SSGrad-CAM", f"relu(sum(mean(G, hw) * {_SPACE} * A, k))",
+         "Yamauchi & Ishikawa, Spatial Sensitive Grad-CAM, ICIP 2022, doi:10.1109/ICIP46576.2022.9897350",
+         "1 forward + 1 backward to the layer", "Grad-CAM weights times the space map |G| / max_hw |G|",
+         aliases=("ssgrad-cam", "spatial-sensitive-gradcam")),
+    Seed("ssgradcampp", "SSGrad-CAM++", f"relu(sum(sum({_ALPHA} * relu(G), hw) * {_SPACE} * A, k))",
+         "Yamauchi, Spatial Sensitive Grad-CAM++, CVPR 2024 Workshops (XAI4CV), pp. 8164-8168",
+         "1 forward + 1 backward to the layer", "Grad-CAM++ weights times the space map",
+         aliases=("ssgrad-cam++", "ssgradcam++")),
+]
+
+SEEDS: dict[str, Seed] = {s.name: s for s in _SEEDS}
+_ALIASES = {re.sub(r"[^a-z0-9+]", "", a.lower()): s.name for s in _SEEDS for a in (s.name, s.title, *s.aliases)}
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9+]", "", name.lower())
+
+
+def get_seed(name: str) -> Seed:
+    """The seed called ``name`` (case, dashes and spaces ignored: 'Grad-CAM++' == 'gradcampp')."""
+    found = _ALIASES.get(_key(name))
+    if found is None:
+        raise UnknownNameError("method", name, SEEDS)
+    return SEEDS[found]
+
+
+def resolve_method(method: str) -> tuple[Expr, Seed | None]:
+    """A seed name or expression text -> (tree, seed or None).
+
+    Text that looks like a bare name is a seed name; anything else is parsed.
+    """
+    text = method.strip()
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9+\- ]*", text) and _key(text) in _ALIASES:
+        seed = get_seed(text)
+        return seed.tree, seed
+    if re.fullmatch(r"[a-z][a-z0-9+\-]*", text) and text not in ("A", "G", "S", "W"):
+        # a lower-case bare word that is not a seed: most likely a misspelt seed name
+        raise UnknownNameError("method", text, SEEDS, hint="or write an expression such as relu(sum(G * A, k))")
+    return parse(text), None

@@ -1,0 +1,1 @@
+"""Pictures and tables: heatmap overlays, grids, leaderboards."""

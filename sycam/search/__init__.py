@@ -1,0 +1,1 @@
+"""Synthesis: enumerate and optimise CAM expressions against a metric."""
