@@ -9,7 +9,9 @@ matrices ``R (H,h)`` and ``C (W,w)``, so
 * the extrema of ``Up(a)`` lie on a small *subgrid*: along each axis ``Up`` is piecewise linear
   in the output index, so a bilinear patch takes its min and max at the ends of its pieces.
   The subgrid keeps those ends (about 2h+2 rows and 2w+2 columns); the first maximum in
-  row-major order of the full map is always a subgrid point, so ``argmax`` is exact too.
+  row-major order of the full map is always a subgrid point, so ``argmax`` is exact too (in
+  exact arithmetic; float rounding can make equal maxima in a clamped border strip differ
+  in the last bit, and then F.interpolate's first maximum may be a neighbour of ours).
 
 Together these make the pointing game and the energy pointing game exact at a cost of
 ``O(h*w)`` per candidate instead of ``O(H*W)``.
