@@ -154,12 +154,13 @@ def capture(model: nn.Module, x: Tensor, layers, target=None, *,
     if "W" in needs and head is None:
         raise EvidenceError("W (classifier weights) needs a model that ends in a linear layer")
 
-    with frozen_parameters(model), torch.enable_grad(), recording(refs, head) as rec:
-        out = model(x)
-    logits = select_output(out, output)
-    if logits.dim() != 2:
-        raise EvidenceError(f"expected (b, classes) scores from the model, got shape {tuple(logits.shape)}")
-    scores = target_fn(logits)
+    with frozen_parameters(model), torch.enable_grad():
+        with recording(refs, head) as rec:
+            out = model(x)
+        logits = select_output(out, output)
+        if logits.dim() != 2:
+            raise EvidenceError(f"expected (b, classes) scores from the model, got shape {tuple(logits.shape)}")
+        scores = target_fn(logits)
     if scores.shape != (x.shape[0],):
         raise EvidenceError(f"the target returned shape {tuple(scores.shape)}; it must give one score per "
                             f"image, shape ({x.shape[0]},)")
@@ -187,7 +188,8 @@ def capture(model: nn.Module, x: Tensor, layers, target=None, *,
     if wrt:
         if not scores.requires_grad:
             raise EvidenceError("the target score does not depend on the layer (no gradient path)")
-        grads = list(torch.autograd.grad(scores.sum(), wrt, allow_unused=True))
+        with torch.enable_grad():   # the caller may be inside torch.no_grad()
+            grads = list(torch.autograd.grad(scores.sum(), wrt, allow_unused=True))
 
     layers_ev: dict[str, LayerEvidence] = {}
     for i, (ref, a) in enumerate(zip(refs, activations)):

@@ -40,6 +40,8 @@ def apply_op(node: Call, args: Sequence[Value]) -> Value:
         return nx.COMPARE[op](*args)
     if kind == "where":
         cond, x, y = args
+        if not isinstance(cond, Tensor):       # a comparison of two constants
+            return x if cond else y
         if not isinstance(x, Tensor) and not isinstance(y, Tensor):
             x = torch.tensor(x, dtype=torch.get_default_dtype(), device=cond.device)
         return torch.where(cond, x, y)

@@ -125,16 +125,23 @@ def first_component(x: Tensor, k: int, h: int, w: int) -> Tensor:
     moved = x.movedim(k, -1)                          # (..., h, w, k)
     lead = moved.shape[:-3]
     X = moved.reshape(*lead, -1, moved.shape[-1])     # (..., n=hw, K)
-    X = X - X.mean(dim=-2, keepdim=True)
-    n, K = X.shape[-2:]
-    X64 = X.double()
-    if n <= K:
-        vals, vecs = torch.linalg.eigh(X64 @ X64.transpose(-1, -2))
-        proj = vecs[..., -1] * vals[..., -1:].clamp_min(0).sqrt()
-    else:
-        vals, vecs = torch.linalg.eigh(X64.transpose(-1, -2) @ X64)
-        proj = (X64 @ vecs[..., -1:])[..., 0]
+    finite = torch.isfinite(X).flatten(-2).all(dim=-1)          # (...,): images pc1 can handle
+    X64 = torch.where(finite[..., None, None], X.double(), 0.0)
+    X64 = X64 - X64.mean(dim=-2, keepdim=True)
+    scale = X64.abs().flatten(-2).amax(dim=-1).clamp_min(1e-300)[..., None, None]
+    X64 = X64 / scale                                            # unit scale: the Gram stays well inside float64
+    n, K = X64.shape[-2:]
+    try:
+        if n <= K:
+            vals, vecs = torch.linalg.eigh(X64 @ X64.transpose(-1, -2))
+            proj = vecs[..., -1] * vals[..., -1:].clamp_min(0).sqrt()
+        else:
+            vals, vecs = torch.linalg.eigh(X64.transpose(-1, -2) @ X64)
+            proj = (X64 @ vecs[..., -1:])[..., 0]
+    except torch.linalg.LinAlgError:   # no convergence: report the maps invalid, don't crash
+        proj = torch.full(X64.shape[:-1], float("nan"), dtype=X64.dtype, device=X64.device)
     pick = proj.abs().argmax(dim=-1, keepdim=True)
-    proj = torch.where(proj.gather(-1, pick) < 0, -proj, proj)
+    proj = torch.where(proj.gather(-1, pick) < 0, -proj, proj) * scale[..., 0]
+    proj = torch.where(finite[..., None], proj, float("nan"))   # non-finite input: an invalid map
     out = proj.to(x.dtype).reshape(*lead, moved.shape[-3], moved.shape[-2], 1)
     return out.movedim(-1, k)

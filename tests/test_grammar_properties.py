@@ -1,0 +1,152 @@
+"""Property tests: only sycam's own errors escape the front end, and every well-typed tree
+prints, parses back, compiles and evaluates to a finite map or is reported invalid."""
+import math
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sycam.errors import SycamError
+from sycam.grammar import DEFAULT_TERMINALS, check, parse, result_kind, to_text
+from sycam.grammar.ast import Call, Num, Var, call
+from sycam.grammar.symbolic import canonical_key
+from sycam.kernels import compile_expression, finalize, to_layout
+
+ALPHABET = "AGSW23k hw()+-*/^,.<>=!0123456789eE_relusmaxbpcgn\n\t$#"
+TOKENS = ["A", "G", "G2", "G3", "S", "W", "relu(", "sum(", "mean(", "max(", "softmax(", "norm(",
+          "where(", "pc1(", ", hw)", ", k)", ", khw)", ")", "(", "+", "-", "*", "/", "^", ">", "==",
+          "0.5", "2", "1e-3", ",", " ", "abs(", "log(", "exp(", "sqrt(", "nope(", "hw", "k"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=ALPHABET, max_size=60))
+def test_random_text_raises_only_our_errors(text):
+    try:
+        tree = parse(text)
+        result_kind(tree)
+    except SycamError:
+        pass
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(TOKENS), max_size=25).map("".join))
+def test_random_token_soup_raises_only_our_errors(text):
+    try:
+        tree = parse(text)
+        check(tree)
+    except SycamError:
+        pass
+
+
+# --- random well-typed trees -----------------------------------------------------------------
+
+LEAVES = {frozenset("bkhw"): ["A", "G", "G2", "G3"], frozenset("b"): ["S"], frozenset("bk"): ["W"]}
+UNARY = ["neg", "relu", "abs", "sign", "exp", "log", "sqrt", "tanh", "sigmoid"]
+BINARY = ["add", "sub", "mul", "div", "pow"]
+CONSTANTS = [0.0, 0.5, 1.0, 2.0, -1.0, 3.0, 1e-3]
+
+
+def _subsets(axes):
+    axes = sorted(axes)
+    return [frozenset(a for i, a in enumerate(axes) if mask >> i & 1) for mask in range(1 << len(axes))]
+
+
+@st.composite
+def typed(draw, axes: frozenset, depth: int):
+    """A tree whose type is exactly ``axes`` (which contains b, or is empty for constants)."""
+    options = []
+    if not axes:
+        options.append("const")
+    if axes in LEAVES:
+        options.append("leaf")
+    reducible = bool(frozenset("khw") - axes)
+    if depth > 0:
+        options += ["unary", "binary"] + (["reduce"] if reducible else [])
+        if axes - {"b"}:
+            options.append("normalise")
+        options.append("where")
+        if {"h", "w"} <= axes and "k" not in axes:
+            options.append("pc1")
+    if not options:  # must reach this type through a reduction
+        options = ["reduce"]
+    kind = draw(st.sampled_from(options))
+    if kind == "const":
+        return Num(draw(st.sampled_from(CONSTANTS)))
+    if kind == "leaf":
+        return Var(draw(st.sampled_from(LEAVES[axes])))
+    sub = max(depth - 1, 0)
+    if kind == "unary":
+        return call(draw(st.sampled_from(UNARY)), draw(typed(axes, sub)))
+    if kind == "binary":
+        other = draw(st.sampled_from(_subsets(axes)))
+        other = other | {"b"} if other else other
+        x, y = draw(typed(axes, sub)), draw(typed(other, sub))
+        if draw(st.booleans()):
+            x, y = y, x
+        return Call(draw(st.sampled_from(BINARY)), (x, y))
+    if kind == "reduce":
+        extra = [r for r in _subsets(frozenset("khw") - axes) if r]
+        removed = draw(st.sampled_from(extra))
+        inner = axes | removed | {"b"}
+        op = draw(st.sampled_from(["sum", "mean", "max", "min", "std"]))
+        return Call(op, (draw(typed(inner, sub)),), "".join(sorted(removed)))
+    if kind == "normalise":
+        along = draw(st.sampled_from([r for r in _subsets(axes - {"b"}) if r]))
+        return Call(draw(st.sampled_from(["softmax", "norm"])), (draw(typed(axes, sub)),), "".join(along))
+    if kind == "where":
+        cmp = draw(st.sampled_from(["gt", "ge", "lt", "le", "eq", "ne"]))
+        cond = Call(cmp, (draw(typed(axes, sub)), Num(draw(st.sampled_from(CONSTANTS)))))
+        return Call("where", (cond, draw(typed(axes, sub)), draw(typed(axes, sub))))
+    return Call("pc1", (draw(typed(axes | {"k"}, sub)),))
+
+
+HEATMAPS = typed(frozenset("bhw"), 4)
+
+
+def evidence(kind: str):
+    g = torch.Generator().manual_seed(0)
+    shape = (2, 3, 4, 5)
+    if kind == "random":
+        A = torch.rand(shape, generator=g) * (torch.rand(shape, generator=g) > 0.3)
+        G = torch.randn(shape, generator=g) * 1e-3
+    elif kind == "zeros":
+        A, G = torch.zeros(shape), torch.zeros(shape)
+    else:  # "huge"
+        A, G = torch.full(shape, 1e30), torch.full(shape, -1e20)
+    terms = {"A": (A, "bkhw"), "G": (G, "bkhw"), "G2": (G ** 2, "bkhw"), "G3": (G ** 3, "bkhw"),
+             "S": (torch.tensor([1.5, -2.0]), "b"), "W": (torch.randn(2, 3, generator=g), "bk")}
+    return {k: to_layout(t, a) for k, (t, a) in terms.items()}
+
+
+EVIDENCE = {k: evidence(k) for k in ("random", "zeros", "huge")}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(HEATMAPS)
+def test_well_typed_trees_round_trip(tree):
+    assert check(tree) == frozenset("bhw")
+    assert parse(to_text(tree)) == tree
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(HEATMAPS)
+def test_well_typed_trees_evaluate_to_finite_maps_or_invalid(tree):
+    program = compile_expression(tree, DEFAULT_TERMINALS)
+    for terms in EVIDENCE.values():
+        raw = program(terms)[0]
+        assert raw.shape == (2, 4, 5)
+        maps, valid = finalize(raw, (8, 10))
+        assert torch.isfinite(maps).all()
+        assert ((maps >= 0) & (maps <= 1)).all()
+        assert torch.equal(valid, torch.isfinite(raw).flatten(1).all(1))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(typed(frozenset("bhw"), 3))
+def test_canonical_key_never_crashes_and_is_stable(tree):
+    assert canonical_key(tree) == canonical_key(parse(to_text(tree)))
+
+
+def test_constant_only_maps_are_constant_zero():
+    maps, valid = finalize(compile_expression(parse("sum(A * 0, k)"), DEFAULT_TERMINALS)(EVIDENCE["random"])[0])
+    assert valid.all() and (maps == 0).all() and not math.isnan(float(maps.sum()))
