@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import DataError
 
 MARKER = ".complete.json"
-FETCH_HINT = "run `sycam data fetch` (or sycam.data.fetch()) first"
+FETCH_HINT = "run `sycam data fetch` (or sycam.data.fetch.fetch()) first"
 
 
 def cache_dir(root: str | Path | None = None) -> Path:

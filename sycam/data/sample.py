@@ -48,6 +48,7 @@ class Sample:
     objects: list[AnnotatedObject]
     name: str                           # unique within its set (file name, "composite-0003", ...)
     source: str = ""                    # where it came from (path, package, generator)
+    meta: dict = field(default_factory=dict)  # provenance details (e.g. a composite's layout)
 
     @property
     def size(self) -> tuple[int, int]:
