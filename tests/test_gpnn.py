@@ -174,7 +174,7 @@ def test_pyramid_levels_and_constant_image():
 
 # ---------------------------------------------------------------------------- generation
 
-SMALL = dict(iters=3, local_iters=2, global_max_patches=300)  # both search modes at 40 x 48
+SMALL = dict(iters=3, fine_iters=2, fine_patches=300)  # coarse and fine (windowed) levels at 40 x 48
 
 
 def test_deterministic_from_seed(cat):
@@ -194,9 +194,9 @@ def test_variation_does_not_depend_on_batch_size(cat):
     assert torch.allclose(two.images, three.images[:2], atol=1e-6)
 
 
-@pytest.mark.parametrize("search", [dict(global_max_patches=None), dict(global_max_patches=300)])
+@pytest.mark.parametrize("search", [dict(fine_search="global"), dict(fine_search="window")])
 def test_zero_noise_reproduces_the_source(cat, search):
-    r = gpnn_variations(cat, 1, seed=0, sigma=0.0, iters=3, **search)
+    r = gpnn_variations(cat, 1, seed=0, sigma=0.0, iters=3, fine_patches=300, **search)
     assert torch.allclose(r.images[0], cat, atol=1e-5)
     # and does so by copying every patch from where it is (up to exact duplicates)
     assert (r.correspondence.index == Correspondence.identity(1, (40, 48), 7).index).float().mean() > 0.95
@@ -250,3 +250,23 @@ def test_saved_grid_shows_the_source_first(cat, tmp_path):
     assert torch.equal(img[4:44, 4:52], src)
     var = (r.images[2].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
     assert torch.equal(img[48:88, 56:104], var)
+
+
+def test_coarse_correspondence_propagates_to_the_finer_grid():
+    """Identity stays identity; a coarse shift (2, 3) becomes a shift of about R * (2, 3)."""
+    from sycam.evidence.gpnn import _propagate
+    coarse, fine, p = (30, 40), (40, 53), 7
+    cg = (coarse[0] - p + 1, coarse[1] - p + 1)
+    fg = (fine[0] - p + 1, fine[1] - p + 1)
+    ident = Correspondence.identity(1, coarse, p).index
+    cy, cx = _propagate(ident, coarse, fine, p)
+    rows, cols = torch.meshgrid(torch.arange(fg[0]), torch.arange(fg[1]), indexing="ij")
+    assert torch.equal(cy[0], rows.flatten()) and torch.equal(cx[0], cols.flatten())
+    r, c = ident // cg[1], ident % cg[1]
+    shifted = (r + 2).clamp(max=cg[0] - 1) * cg[1] + (c + 3).clamp(max=cg[1] - 1)
+    cy, cx = _propagate(shifted, coarse, fine, p)
+    inner = (rows < fg[0] - 8) & (cols < fg[1] - 10)  # away from the clamped border
+    dy = (cy[0] - rows.flatten())[inner.flatten()].float()
+    dx = (cx[0] - cols.flatten())[inner.flatten()].float()
+    sy, sx = fine[0] / coarse[0], fine[1] / coarse[1]
+    assert (dy - 2 * sy).abs().max() <= 0.5 + 1e-6 and (dx - 3 * sx).abs().max() <= 0.5 + 1e-6

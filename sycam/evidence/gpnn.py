@@ -74,13 +74,16 @@ class GPNNParams:
     sigma: float = 0.75
     alpha: float = 0.005
     iters: int = 10
-    """PNN iterations at levels searched exactly (the coarse ones)."""
-    local_iters: int = 2
-    """PNN iterations at levels searched in windows (the fine ones)."""
-    global_max_patches: int | None = 2500
-    """Levels with at most this many patches per image are searched exactly; None: all levels."""
-    local_radius: int = 2
-    """Half-width r of the (2r+1)^2 window of candidate keys at windowed levels."""
+    """PNN iterations per coarse level (official: 10 at every level)."""
+    fine_patches: int = 2500
+    """Levels with more patches per image than this are "fine" (at 224 px: 72 px and up)."""
+    fine_iters: int = 2
+    """PNN iterations per fine level."""
+    fine_search: str = "window"
+    """"window": fine levels search a window around the propagated correspondence; "global":
+    exact search everywhere (with ``fine_iters=iters`` this is the official algorithm)."""
+    window_radius: int = 1
+    """Half-width r of the (2r+1)^2 window of candidate keys (plus 4 neighbour proposals)."""
     pca_dim: int | None = 30
     """Compare patches in the span of the top ``pca_dim`` principal components; None: raw."""
     memory_mb: float = 8.0
@@ -94,10 +97,12 @@ class GPNNParams:
             raise SycamError(f"pyramid ratio must be > 1, got {self.ratio}")
         if self.coarse_dim < self.patch_size:
             raise SycamError(f"coarse_dim {self.coarse_dim} is smaller than the patch size")
-        if self.iters < 1 or self.local_iters < 1:
-            raise SycamError("iters and local_iters must be >= 1")
-        if self.alpha < 0 or self.sigma < 0 or self.local_radius < 0 or self.memory_mb <= 0:
-            raise SycamError("alpha, sigma, local_radius must be >= 0 and memory_mb > 0")
+        if self.iters < 1 or self.fine_iters < 1:
+            raise SycamError("iters and fine_iters must be >= 1")
+        if self.fine_search not in ("window", "global"):
+            raise SycamError(f"fine_search must be 'window' or 'global', got {self.fine_search!r}")
+        if self.alpha < 0 or self.sigma < 0 or self.window_radius < 0 or self.memory_mb <= 0:
+            raise SycamError("alpha, sigma, window_radius must be >= 0 and memory_mb > 0")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,12 +369,25 @@ def local_normalised_nn(queries: Tensor, keys: Tensor, candidates: Tensor, alpha
 
 
 def _window_candidates(cy: Tensor, cx: Tensor, grid: tuple[int, int], r: int) -> Tensor:
-    """Flat key indices of the (2r+1)^2 window around (cy, cx) (n, L), clamped to the grid."""
+    """Candidate keys of every query, (n, L, (2r+1)^2 + 4) flat indices, clamped to the grid:
+    the (2r+1)^2 window around its own centre c(p) = (cy, cx), then c(p + e) - e for the four
+    neighbours e (PatchMatch's propagation: a neighbour's match, shifted back, continues a
+    coherently copied region across the query)."""
     gh, gw = grid
+    n = cy.shape[0]
     off = torch.arange(-r, r + 1, device=cy.device)
     yy = (cy[..., None, None] + off[:, None]).clamp(0, gh - 1)
     xx = (cx[..., None, None] + off[None, :]).clamp(0, gw - 1)
-    return (yy * gw + xx).flatten(-2)
+    out = [(yy * gw + xx).flatten(-2)]
+    ys, xs = cy.view(n, gh, gw), cx.view(n, gh, gw)
+    rows = torch.arange(gh, device=cy.device)
+    cols = torch.arange(gw, device=cy.device)
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        ri, ci = (rows + dy).clamp(0, gh - 1), (cols + dx).clamp(0, gw - 1)
+        ny = (ys[:, ri][:, :, ci] - dy).clamp(0, gh - 1)
+        nx = (xs[:, ri][:, :, ci] - dx).clamp(0, gw - 1)
+        out.append((ny * gw + nx).view(n, -1, 1))
+    return torch.cat(out, -1)
 
 
 def _propagate(nn: Tensor, coarse_size, fine_size, p: int) -> tuple[Tensor, Tensor]:
@@ -483,10 +501,11 @@ def gpnn_variations(image: Tensor, n: int, *, seed: int, params: GPNNParams | No
         else:
             y = _resize(y, size)
             first_keys = _resize(pyr[lvl + 1], size)
-        exact = prm.global_max_patches is None or nn is None or grid[0] * grid[1] <= prm.global_max_patches
+        fine = grid[0] * grid[1] > prm.fine_patches
+        exact = not fine or prm.fine_search == "global" or nn is None
         basis, mu = _pca_basis(xs[0], p, prm.pca_dim)
         sharp = _features(xs, basis, mu, p)[0]
-        iters = prm.iters if exact else prm.local_iters
+        iters = prm.fine_iters if fine else prm.iters
         for it in range(iters):
             keys = _features(first_keys, basis, mu, p)[0] if it == 0 else sharp
             q = _features(y, basis, mu, p)
@@ -497,7 +516,7 @@ def gpnn_variations(image: Tensor, n: int, *, seed: int, params: GPNNParams | No
                     cy, cx = _propagate(nn, prev_size, size, p)
                 else:
                     cy, cx = nn // grid[1], nn % grid[1]
-                cand = _window_candidates(cy, cx, grid, prm.local_radius)
+                cand = _window_candidates(cy, cx, grid, prm.window_radius)
                 nn = local_normalised_nn(q, keys, cand, prm.alpha, memory_mb=prm.memory_mb)
             y = Correspondence(nn, size, p).apply(xs[0])
         prev_size = size
