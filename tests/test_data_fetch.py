@@ -57,12 +57,17 @@ def test_a_group_folder_without_its_marker_is_not_done(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     (cache / "darknet").mkdir(parents=True)
     (cache / "darknet" / "dog.jpg").write_bytes(b"half written")     # an interrupted run
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = cache / f".darknet-{dead.pid}-abcd1234"                   # its temporary folder
+    (stale / "usr").mkdir(parents=True)
     assert not is_complete("darknet", cache)
     with pytest.raises(DataError, match="sycam data fetch"):
         group_path("darknet", cache)
     report = fetch_mod.fetch(cache, ["darknet"], log=lambda s: None)
     assert report.fetched == {"darknet": 8}
     assert (cache / "darknet" / "dog.jpg").read_bytes() != b"half written"
+    assert not stale.exists() and not list(cache.glob(".darknet-*"))
     (cache / "darknet" / MARKER).unlink()
     assert not is_complete("darknet", cache)
 

