@@ -13,7 +13,10 @@ Everything is deterministic from the seed: image ``i`` of seed ``s`` depends onl
 ``(s, i)``, the stamp list and the backgrounds. :func:`composite_set` keeps only images the
 default model recognises (**top-1** correct for one-object images, **each object in the
 top-5** for two-object images; ``rule="top5"`` relaxes one-object images to top-5 too)
-and can cache the kept images as PNG + JSON under ``<cache>/composites/``.
+and can cache the kept images as PNG + JSON under ``<cache>/composites/``. The keep
+decision reads the model's output (one image per forward pass, so it never depends on
+batching); a platform whose float results differ in the last bits could flip a borderline
+top-5 decision, which is what the cache is for: it pins the kept set.
 """
 from __future__ import annotations
 
@@ -149,7 +152,11 @@ def generate(seed: int, stamps: list[tuple[Stamp, Image.Image]], backgrounds: li
 
 
 def composites(n: int, seed: int = 0, root: str | Path | None = None, layout: Layout = Layout()) -> list[Sample]:
-    """The first ``n`` composites of ``seed``, unfiltered (needs ``sycam data fetch``)."""
+    """The first ``n`` composites of ``seed``, unfiltered (needs ``sycam data fetch``).
+
+    The default layout places objects anywhere on the canvas; pass
+    ``Layout.for_preprocess(pre)`` to keep them inside a model's crop.
+    """
     stream = generate(seed, load_stamp_images(root=root), load_backgrounds(root), layout)
     return [next(stream) for _ in range(n)]
 
