@@ -109,3 +109,29 @@ def explain(method: str, model: nn.Module, x: Tensor, layers=None, targets=None,
     """One-shot: the (b, H, W) maps of ``method`` for images ``x``."""
     with CAM(method, model, layers, **kwargs) as cam, torch.no_grad():
         return cam(x, targets)
+
+
+def explain_many(cams: dict[str, CAM], x: Tensor, targets=None) -> dict[str, Explanation]:
+    """Several methods on the same images, paying for the model once per distinct target.
+
+    Methods that explain the same target (every gradient seed but Finer-CAM, say) share one
+    evidence capture: one forward and one backward for all of them.
+    """
+    out: dict[str, Explanation] = {}
+    groups: dict[tuple, list[str]] = {}
+    for name, cam in cams.items():
+        key = (id(cam.model), tuple(r.name for r in cam.layers or ()), cam.seed.target if cam.seed else None,
+               id(cam.target), id(cam.output))
+        groups.setdefault(key, []).append(name)
+    for names in groups.values():
+        first = cams[names[0]]
+        if first.layers is None:
+            first.layers = resolve_layers(first.model, last_spatial_layer(first.model, x[:1]))
+        needs = set().union(*(cams[n].needs for n in names))
+        ev = capture(first.model, x, first.layers, first._target(targets), needs=needs, output=first.output)
+        for n in names:
+            cam = cams[n]
+            raw = {layer: cam.program(lev.layout())[0] for layer, lev in ev.layers.items()}
+            maps, valid = fuse(list(raw.values()), ev.input_size, cam.fusion)
+            out[n] = Explanation(maps.to(x.device), valid.to(x.device), raw, ev)
+    return out

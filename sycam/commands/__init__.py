@@ -1,0 +1,1 @@
+"""The sub-commands of the ``sycam`` CLI, one module each (``add(subparsers)`` + ``run(args)``)."""
