@@ -258,12 +258,14 @@ def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(ch, 1, -1, 1), groups=ch)
 
 
-def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize (half-pixel centres) of (n, C, H, W); anti-aliased when shrinking."""
+def _resize(x: Tensor, size: tuple[int, int], antialias: bool = True) -> Tensor:
+    """Bilinear resize (half-pixel centres) of (n, C, H, W); anti-aliased when shrinking unless
+    told otherwise (after an explicit blur)."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                         antialias=antialias and shrink)
 
 
 def _level_sizes(h: int, w: int, ratio: float, coarse_dim: int) -> list[tuple[int, int]]:
@@ -280,16 +282,20 @@ def _level_sizes(h: int, w: int, ratio: float, coarse_dim: int) -> list[tuple[in
 
 
 def gaussian_pyramid(image: Tensor, ratio: float = 4 / 3, coarse_dim: int = 14) -> list[Tensor]:
-    """[x_0 = image, x_1, ..., x_N] finest first; x_{n+1} = resize(blur_{2R/6}(x_n), ceil(size/R)).
+    """[x_0 = image, x_1, ..., x_N] finest first; x_{n+1} = bilinear(blur_{2R/6}(x_n), ceil(size/R))
+    (skimage's pyramid_reduce).
 
-    N = ceil(log(min(H, W)/coarse_dim) / log R); the last level is resized so that its short side
-    is exactly ``coarse_dim`` (aspect kept).
+    N = ceil(log(min(H, W)/coarse_dim) / log R); x_N is an anti-aliased resize of x_{N-1} with
+    short side exactly ``coarse_dim`` (aspect kept), as the official code does.
     """
     x = image[None] if image.ndim == 3 else image
     sizes = _level_sizes(x.shape[-2], x.shape[-1], ratio, coarse_dim)
     out = [x]
-    for size in sizes[1:]:
-        out.append(_resize(_gaussian_blur(out[-1], 2 * ratio / 6), size))
+    for i, size in enumerate(sizes[1:], 1):
+        if i == len(sizes) - 1:
+            out.append(_resize(out[-1], size))
+        else:
+            out.append(_resize(_gaussian_blur(out[-1], 2 * ratio / 6), size, antialias=False))
     return [t[0] for t in out] if image.ndim == 3 else out
 
 
