@@ -104,29 +104,35 @@ class _PerturbationCurve(Metric):
         counts = curve_counts(npx, self.steps)
         p = len(counts)
         base = make_substrate(x, self.substrate)
-        # map-independent endpoints: the original image and the full substrate
-        ends = run_model(model_fn, 2 * b, lambda i, j: (torch.cat([x, base])[i:j], labels.repeat(2)[i:j]),
-                         batch_size, self.score).view(2, b)
-        first, last = (ends[0], ends[1]) if self.mode == "deletion" else (ends[1], ends[0])
-        out = torch.empty(n, b, p, device=x.device)
-        out[..., 0], out[..., -1] = first, last
-        if p > 2:
-            flat_maps = maps.reshape(n * b, npx)
-            cnt = torch.tensor(counts[1:-1], device=x.device, dtype=torch.int32)
-            xf, bf = x.flatten(2), base.flatten(2)
-            src, dst = (bf, xf) if self.mode == "deletion" else (xf, bf)  # value of ranked pixels / others
+        flat_maps = maps.reshape(n * b, npx)
+        cnt = torch.tensor(counts[1:-1], device=x.device, dtype=torch.int32)
+        xf, bf = x.flatten(2), base.flatten(2)
+        src, dst = (bf, xf) if self.mode == "deletion" else (xf, bf)  # value of ranked pixels / others
+        ends = torch.cat([x, base])  # map-independent endpoints: the original image, the full substrate
 
-            def build(i: int, j: int) -> tuple[Tensor, Tensor]:
-                job = torch.arange(i, j, device=x.device)
+        def build(i: int, j: int) -> tuple[Tensor, Tensor]:
+            # jobs 0..2b-1 are the endpoints, then (map, point) pairs: one stream, full batches
+            job = torch.arange(max(i, 2 * b), max(j, 2 * b), device=x.device) - 2 * b
+            parts, labs = [], []
+            if i < 2 * b:
+                e = torch.arange(i, min(j, 2 * b), device=x.device)
+                parts.append(ends[e])
+                labs.append(labels[e % b])
+            if job.numel():
                 mb, k = job // (p - 2), job % (p - 2)
                 uniq, inv = torch.unique(mb, return_inverse=True)
                 ranked = _ranks(flat_maps[uniq])[inv] < cnt[k][:, None]  # (m, HW)
                 img = mb % b
-                xin = torch.where(ranked[:, None, :], src[img], dst[img])
-                return xin.view(-1, *x.shape[1:]), labels[img]
+                parts.append(torch.where(ranked[:, None, :], src[img], dst[img]).view(-1, *x.shape[1:]))
+                labs.append(labels[img])
+            return torch.cat(parts), torch.cat(labs)
 
-            mid = run_model(model_fn, n * b * (p - 2), build, batch_size, self.score)
-            out[..., 1:-1] = mid.view(n, b, p - 2)
+        scores = run_model(model_fn, 2 * b + n * b * max(p - 2, 0), build, batch_size, self.score)
+        orig, full = scores[:b], scores[b:2 * b]
+        first, last = (orig, full) if self.mode == "deletion" else (full, orig)
+        out = torch.empty(n, b, p, device=x.device)
+        out[..., 0], out[..., -1] = first, last
+        out[..., 1:-1] = scores[2 * b:].view(n, b, max(p - 2, 0))
         frac = torch.tensor(counts, device=x.device, dtype=torch.float32) / npx
         return frac, out
 

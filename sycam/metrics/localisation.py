@@ -7,6 +7,7 @@ exact mask or the filled box) and return ``(n,b)``. An image whose region is emp
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -18,34 +19,76 @@ from .maps import LowResMaps
 from .similarity import midranks, pearson
 
 
+def _resolve(batch: Batch, region: str, prefer: str) -> str:
+    if region == "auto":
+        first = batch.masks is not None if prefer == "mask" else bool(batch.boxes)
+        return prefer if first else ("box" if prefer == "mask" else "mask")
+    return region
+
+
 def _region(batch: Batch, region: str, prefer: str) -> Tensor:
     from .base import region_masks
 
-    if region == "auto":
-        first = batch.masks is not None if prefer == "mask" else bool(batch.boxes)
-        region = prefer if first else ("box" if prefer == "mask" else "mask")
-    return region_masks(batch, region)
+    return region_masks(batch, _resolve(batch, region, prefer))
 
 
 def dilate_disk(mask: Tensor, radius: int) -> Tensor:
     """``mask`` ``(b,H,W)`` bool dilated by a disk of ``radius`` px: pixels with a True pixel at
-    Euclidean distance <= radius. One row-wise max-pool per distinct disk half-width."""
+    Euclidean distance <= radius. Row dilations come from one cumulative count per row (one
+    gather per distinct half-width of the disk), then the disk's rows are OR-ed."""
+    mask = mask.bool()
     if radius <= 0:
-        return mask.bool()
-    m = mask.float()[:, None]
-    h = m.shape[-2]
+        return mask.clone()
+    b, h, w = mask.shape
+    count = F.pad(mask.to(torch.int32).cumsum(-1), (1, 0))  # count[..., x] = #True in [0, x)
+    xs = torch.arange(w, device=mask.device)
     rows: dict[int, Tensor] = {}
-    out = torch.zeros_like(m)
+    out = torch.zeros_like(mask)
     for dy in range(-radius, radius + 1):
         half = math.isqrt(radius * radius - dy * dy)
         if half not in rows:
-            rows[half] = F.max_pool2d(m, (1, 2 * half + 1), stride=1, padding=(0, half))
+            hi = (xs + half + 1).clamp(max=w)
+            lo = (xs - half).clamp(min=0)
+            rows[half] = (count.index_select(-1, hi) - count.index_select(-1, lo)) > 0
         row = rows[half]
         # out[y] |= row[y + dy]
-        src = row[..., max(dy, 0):h + min(dy, 0), :]
-        dst = out[..., max(-dy, 0):h + min(-dy, 0), :]
-        torch.maximum(dst, src, out=dst)
-    return out[:, 0] > 0
+        out[:, max(-dy, 0):h + min(-dy, 0)] |= row[:, max(dy, 0):h + min(dy, 0)]
+    return out
+
+
+_ZONES: dict[tuple, tuple[weakref.ref, Tensor]] = {}
+
+
+def _region_key(batch: Batch, region: str) -> tuple:
+    """Identity and in-place version of the tensors a region is built from."""
+    if region == "mask":
+        return (id(batch.masks), batch.masks._version)  # type: ignore[union-attr]
+    if region == "other":
+        return (id(batch.other_masks), batch.other_masks._version)  # type: ignore[union-attr]
+    return (id(batch.boxes), tuple((id(t), t._version) for t in batch.boxes))
+
+
+def hit_zone(batch: Batch, region: str, tolerance: int) -> Tensor:
+    """``dilate_disk(G, tolerance)`` ``(b,H,W)``, cached per batch (a search scores many
+    candidate chunks against one batch). The cache holds a weak reference to the batch and the
+    identity and version of its mask/box tensors, so a changed batch is never served stale."""
+    region = _resolve(batch, region, prefer="mask")
+    key = (id(batch), region, tolerance, _region_key(batch, region))
+    hit = _ZONES.get(key)
+    if hit is not None and hit[0]() is batch:
+        return hit[1]
+    from .base import region_masks
+
+    zone = dilate_disk(region_masks(batch, region), tolerance)
+    if len(_ZONES) >= 16:
+        _ZONES.pop(next(iter(_ZONES)))
+    _ZONES[key] = (weakref.ref(batch), zone)
+    return zone
+
+
+def _per_image_dot(flat: Tensor, g: Tensor) -> Tensor:
+    """``sum_p flat[n,b,p] g[b,p]`` as one matrix-vector product per image (no copies)."""
+    return torch.stack([flat[:, j] @ g[j] for j in range(flat.shape[1])], 1)
 
 
 class PointingGame(Metric):
@@ -68,19 +111,23 @@ class PointingGame(Metric):
         self.tolerance, self.region = int(tolerance), region
 
     def compute(self, maps: Tensor | LowResMaps, batch: Batch, res: Resources) -> Tensor:
-        g = _region(batch, self.region, prefer="mask")
-        hit_zone = dilate_disk(g, self.tolerance).flatten(1)  # (b, HW)
+        zone = hit_zone(batch, self.region, self.tolerance).flatten(1)  # (b, HW)
         if isinstance(maps, LowResMaps):
             lo, hi, idx = maps.extrema()
             flat_ok = hi > lo if maps.normalise != "max" else hi > 0
         else:
             flat = maps.flatten(2)
-            hi, idx = flat.max(-1)
-            flat_ok = hi > flat.amin(-1)
-        b = hit_zone.shape[0]
-        hit = hit_zone[torch.arange(b, device=idx.device)[None, :], idx].float()
+            idx = flat.argmax(-1)
+            # a constant map has its (first) maximum at pixel 0: only those need the min
+            flat_ok = torch.ones_like(idx, dtype=torch.bool)
+            first = (idx == 0).nonzero(as_tuple=True)
+            if first[0].numel():
+                sub = flat[first]
+                flat_ok[first] = sub.amax(-1) > sub.amin(-1)
+        b = zone.shape[0]
+        hit = zone[torch.arange(b, device=idx.device)[None, :], idx].float()
         hit = torch.where(flat_ok, hit, torch.zeros_like(hit))
-        empty = ~g.flatten(1).any(1)
+        empty = ~zone.any(1)
         return torch.where(empty[None, :], torch.full_like(hit, math.nan), hit)
 
 
@@ -106,7 +153,7 @@ class EnergyPointingGame(Metric):
             inside, total = maps.region_sums(g)
         else:
             flat = maps.flatten(2)
-            inside = torch.einsum("nbp,bp->nb", flat, g.flatten(1).to(flat.dtype))
+            inside = _per_image_dot(flat, g.flatten(1).to(flat.dtype))
             total = flat.sum(-1)
         epg = torch.where(total > 0, inside / total.clamp_min(1e-30), torch.zeros_like(total))
         empty = ~g.flatten(1).any(1)
@@ -128,9 +175,10 @@ class IoU(Metric):
 
     def compute(self, maps: Tensor, batch: Batch, res: Resources) -> Tensor:
         g = _region(batch, self.region, prefer="mask").flatten(1)
-        on = maps.flatten(2) >= self.threshold
-        inter = (on & g).sum(-1).float()
-        union = on.sum(-1).float() + g.sum(-1).float() - inter
+        flat = maps.flatten(2)
+        on = torch.ge(flat, self.threshold, out=torch.empty_like(flat))  # 1.0 / 0.0 in one pass
+        inter = _per_image_dot(on, g.to(flat.dtype))
+        union = on.sum(-1) + g.sum(-1).to(flat.dtype) - inter
         iou = inter / union.clamp_min(1)
         return torch.where(g.any(1)[None, :], iou, torch.full_like(iou, math.nan))
 

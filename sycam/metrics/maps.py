@@ -65,16 +65,44 @@ class LowResMaps:
         dev = str(self.a.device)
         return _interp_matrix(h, self.size[0], dev), _interp_matrix(w, self.size[1], dev)
 
-    def extrema(self) -> tuple[Tensor, Tensor, Tensor]:
-        """``min``, ``max`` and flat ``argmax`` (first in row-major order) of ``Up(a)`` per map."""
-        R, C = self.matrices()
-        rows = _extremal_rows(self.a.shape[-2], self.size[0], str(self.a.device))
-        cols = _extremal_rows(self.a.shape[-1], self.size[1], str(self.a.device))
-        sub = R[rows] @ self.a.float() @ C[cols].T  # (..., r, c)
-        flat = sub.flatten(-2)
-        top = flat.argmax(-1)
-        full_idx = rows[top // len(cols)] * self.size[1] + cols[top % len(cols)]
-        return flat.amin(-1), flat.amax(-1), full_idx
+    def subgrid(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``Up(a)`` on the extremal subgrid ``(..., r*c)`` and its row and column indices."""
+        h, w = self.a.shape[-2:]
+        dev = str(self.a.device)
+        rows = _extremal_rows(h, self.size[0], dev)
+        cols = _extremal_rows(w, self.size[1], dev)
+        a = self.a.float()
+        lead = a.shape[:-2]
+        if h * w <= 64:  # one GEMM with kron(R_sub, C_sub): (N, h*w) @ (h*w, r*c)
+            sub = a.reshape(-1, h * w) @ _kron_subgrid(h, w, self.size[0], self.size[1], dev)
+        else:  # two GEMMs: (N*h, w) @ (w, c), then (r, h) @ (h, N*c)
+            R, C = self.matrices()
+            right = (a.reshape(-1, w) @ C[cols].T).view(-1, h, len(cols))
+            sub = (R[rows] @ right.transpose(0, 1).reshape(h, -1)).view(len(rows), -1, len(cols))
+            sub = sub.transpose(0, 1).reshape(-1, len(rows) * len(cols))
+        return sub.view(*lead, len(rows) * len(cols)), rows, cols
+
+    def extrema(self, chunk: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
+        """``min``, ``max`` and flat ``argmax`` (first in row-major order) of ``Up(a)`` per map.
+
+        Processed ``chunk`` maps at a time so the temporaries stay in cache (2x faster on CPU)."""
+        lead = self.a.shape[:-2]
+        flat_a = self.a.reshape(-1, *self.a.shape[-2:])
+        outs = [self._extrema(LowResMaps(flat_a[i:i + chunk], self.size, self.normalise))
+                for i in range(0, flat_a.shape[0], chunk)]
+        lo, hi, idx = (torch.cat(t).view(lead) for t in zip(*outs))
+        return lo, hi, idx
+
+    @staticmethod
+    def _extrema(part: "LowResMaps") -> tuple[Tensor, Tensor, Tensor]:
+        flat, rows, cols = part.subgrid()
+        hi = flat.amax(-1)
+        k = flat.shape[-1]
+        # first maximal position without argmax (slow on CPU): max of eq * (k, k-1, ..., 1)
+        rev = torch.arange(k, 0, -1, device=flat.device, dtype=flat.dtype)
+        top = (k - (flat.eq(hi[..., None]) * rev).amax(-1)).long()
+        full_idx = rows[top // len(cols)] * part.size[1] + cols[top % len(cols)]
+        return flat.amin(-1), hi, full_idx
 
     def region_sums(self, regions: Tensor) -> tuple[Tensor, Tensor]:
         """``(sum over region of L, sum of L)`` per map for bool/float regions ``(b,H,W)``.
@@ -119,6 +147,14 @@ def _interp_matrix(n_in: int, n_out: int, device: str) -> Tensor:
     """``(n_out, n_in)`` weights of 1-D linear interpolation exactly as ``F.interpolate`` does it."""
     eye = torch.eye(n_in, device=device)
     return F.interpolate(eye[:, None, :], size=n_out, mode="linear", align_corners=False)[:, 0].T.contiguous()
+
+
+@lru_cache(maxsize=32)
+def _kron_subgrid(h: int, w: int, out_h: int, out_w: int, device: str) -> Tensor:
+    """``(h*w, r*c)``: a flattened ``(h,w)`` map to its upsampled values on the extremal subgrid."""
+    r = _interp_matrix(h, out_h, device)[_extremal_rows(h, out_h, device)]
+    c = _interp_matrix(w, out_w, device)[_extremal_rows(w, out_w, device)]
+    return torch.kron(r, c).T.contiguous()
 
 
 @lru_cache(maxsize=32)

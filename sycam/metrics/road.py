@@ -29,12 +29,12 @@ DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 # ---------------------------------------------------------------------- the linear system
-def _sep121(x: Tensor) -> Tensor:
-    """Separable [1,2,1] x [1,2,1] filter with zero padding."""
-    r = 2 * x
-    r[..., :, 1:] += x[..., :, :-1]
-    r[..., :, :-1] += x[..., :, 1:]
-    out = 2 * r
+def _sep121(x: Tensor, scale: float = 1.0) -> Tensor:
+    """``scale`` times the separable [1,2,1] x [1,2,1] filter, zero padding (in-place adds)."""
+    r = x * (2 * scale)
+    r[..., :, 1:].add_(x[..., :, :-1], alpha=scale)
+    r[..., :, :-1].add_(x[..., :, 1:], alpha=scale)
+    out = r * 2
     out[..., 1:, :] += r[..., :-1, :]
     out[..., :-1, :] += r[..., 1:, :]
     return out
@@ -45,7 +45,7 @@ def neighbour_sum(x: Tensor) -> Tensor:
 
     The 3x3 kernel [[1,2,1],[2,0,2],[1,2,1]]/12 is [1,2,1]^T[1,2,1]/12 minus 1/3 at the centre.
     """
-    return _sep121(x) / 12 - x / 3
+    return _sep121(x, 1 / 12) - x / 3
 
 
 class _Level:
@@ -58,7 +58,7 @@ class _Level:
         self.inv_s = 1 / self.s
 
     def apply(self, x: Tensor) -> Tensor:
-        return self.u * (self.diag * x - _sep121(x) / 12)
+        return _sep121(x, -1 / 12).addcmul_(self.diag, x).mul_(self.u)
 
 
 def _levels(u: Tensor, coarsest: int = 3) -> list[_Level]:
@@ -77,17 +77,17 @@ def _vcycle(levels: list[_Level], r: Tensor, level: int = 0, sweeps: int = 2, om
     last = level == len(levels) - 1
     e = step * r
     for _ in range((coarse_sweeps if last else sweeps) - 1):
-        e = e + step * (r - lv.apply(e))
+        e.addcmul_(step, r - lv.apply(e))
     if last:
         return e
     res = r - lv.apply(e)
     coarse = levels[level + 1]
-    rc = coarse.u * F.avg_pool2d(res, 2, ceil_mode=True, divisor_override=1)  # R = P^T (sum)
+    rc = F.avg_pool2d(res, 2, ceil_mode=True, divisor_override=1).mul_(coarse.u)  # R = P^T (sum)
     ec = _vcycle(levels, rc, level + 1, sweeps, omega, coarse_sweeps)
     h, w = r.shape[-2:]
-    e = e + lv.u * F.interpolate(ec, scale_factor=2, mode="nearest")[..., :h, :w]
+    e.addcmul_(lv.u, F.interpolate(ec, scale_factor=2, mode="nearest")[..., :h, :w])
     for _ in range(sweeps):
-        e = e + step * (r - lv.apply(e))
+        e.addcmul_(step, r - lv.apply(e))
     return e
 
 
