@@ -138,6 +138,19 @@ def test_pointing_game_empty_mask_is_nan_not_a_hit():
     assert summarise(hits).mean.item() == pytest.approx(0.5) and summarise(hits).count.item() == 2
 
 
+def test_pointing_game_sees_masks_changed_in_place():
+    """The dilated masks are cached per batch; editing the batch must not serve a stale zone."""
+    batch = make_batch(torch.stack([box_mask(0, 4, 0, 4)]))
+    m = peak(20, 20)[None]
+    assert PointingGame()(m, batch).item() == 0.0
+    batch.masks[0, 18:22, 18:22] = True  # in place
+    assert PointingGame()(m, batch).item() == 1.0
+    batch.masks = torch.stack([box_mask(0, 4, 0, 4)])  # replaced
+    assert PointingGame()(m, batch).item() == 0.0
+    batch.boxes = [torch.tensor([[19.0, 19, 21, 21]])]
+    assert PointingGame(region="box")(m, batch).item() == 1.0
+
+
 def test_pointing_game_constant_map_points_nowhere():
     batch = make_batch(torch.stack([box_mask(0, 4, 0, 4)]))  # a constant map's argmax would be (0,0)
     assert PointingGame()(torch.full((1, S, S), 0.7), batch).item() == 0.0

@@ -170,6 +170,11 @@ def test_road_metric_equals_a_loop_over_spsolve_with_candidates_and_noise():
     fast = metric(cands, batch, model_fn=model, batch_size=5)
     slow = ROAD("lerf", (0.3, 0.7), noise=0.01, seed=5, solver="spsolve")(cands, batch, model_fn=model, batch_size=5)
     assert torch.allclose(fast, slow, atol=1e-5)  # same noise draws, same system
+    # the noise is drawn per (order, fraction, image): a candidate's score does not depend on
+    # the chunking or on the other candidates
+    alone = ROAD("lerf", (0.3, 0.7), noise=0.01, seed=5)(cands[1], batch, model_fn=model, batch_size=64)
+    assert torch.allclose(fast[1], alone, atol=1e-6)
+    assert not torch.allclose(fast, ROAD("lerf", (0.3, 0.7), noise=0.01, seed=6)(cands, batch, model_fn=model))
     # by hand, without noise: mean over fractions of p(imputed) - p(x)
     quiet = ROAD("lerf", (0.3, 0.7), noise=0.0)(cands, batch, model_fn=model)
     with torch.no_grad():

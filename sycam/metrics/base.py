@@ -100,9 +100,9 @@ class Metric(ABC):
     on parameters, e.g. ``cost`` of insertion depends on ``steps``) and implement :meth:`compute`.
     """
 
-    name: ClassVar[str] = ""
-    direction: ClassVar[Direction] = Direction.HIGHER
-    needs: ClassVar[frozenset[str]] = frozenset()
+    name: str = ""
+    direction: Direction = Direction.HIGHER
+    needs: frozenset[str] = frozenset()
     cost: Cost = Cost()
     uses_maps: ClassVar[bool] = True        # False: scores something else (e.g. axiom weights)
     accepts_lowres: ClassVar[bool] = False  # True: compute() handles LowResMaps itself
@@ -193,8 +193,8 @@ class FunctionMetric(Metric):
         if unknown:
             raise MetricError(f"metric {name!r}: unknown needs {sorted(unknown)}; "
                               f"known: {sorted(GROUND_TRUTH | RESOURCES)}")
-        self.fn, self.name, self.direction = fn, name, Direction(direction)  # type: ignore[misc]
-        self.needs = frozenset(needs)  # type: ignore[misc]
+        self.fn, self.name, self.direction = fn, name, Direction(direction)
+        self.needs = frozenset(needs)
         self.cost = cost
         self.__doc__ = fn.__doc__
 

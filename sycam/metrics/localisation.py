@@ -56,33 +56,34 @@ def dilate_disk(mask: Tensor, radius: int) -> Tensor:
     return out
 
 
-_ZONES: dict[tuple, tuple[weakref.ref, Tensor]] = {}
+_ZONES: dict[tuple, tuple[list[weakref.ref], Tensor]] = {}
 
 
-def _region_key(batch: Batch, region: str) -> tuple:
-    """Identity and in-place version of the tensors a region is built from."""
+def _region_sources(batch: Batch, region: str) -> list[Tensor]:
+    """The tensors a region is built from (mask tensor or box tensors)."""
     if region == "mask":
-        return (id(batch.masks), batch.masks._version)  # type: ignore[union-attr]
+        return [batch.masks] if batch.masks is not None else []
     if region == "other":
-        return (id(batch.other_masks), batch.other_masks._version)  # type: ignore[union-attr]
-    return (id(batch.boxes), tuple((id(t), t._version) for t in batch.boxes))
+        return [batch.other_masks] if batch.other_masks is not None else []
+    return list(batch.boxes)
 
 
 def hit_zone(batch: Batch, region: str, tolerance: int) -> Tensor:
-    """``dilate_disk(G, tolerance)`` ``(b,H,W)``, cached per batch (a search scores many
-    candidate chunks against one batch). The cache holds a weak reference to the batch and the
-    identity and version of its mask/box tensors, so a changed batch is never served stale."""
+    """``dilate_disk(G, tolerance)`` ``(b,H,W)``, cached (a search scores many candidate chunks
+    against one batch). An entry is reused only while the very same mask/box tensor objects are
+    alive and unmodified (weak references + in-place version counters), so it is never stale."""
     region = _resolve(batch, region, prefer="mask")
-    key = (id(batch), region, tolerance, _region_key(batch, region))
+    sources = _region_sources(batch, region)
+    key = (region, tolerance, tuple((id(t), t._version) for t in sources))
     hit = _ZONES.get(key)
-    if hit is not None and hit[0]() is batch:
+    if hit is not None and len(hit[0]) == len(sources) and all(r() is t for r, t in zip(hit[0], sources)):
         return hit[1]
     from .base import region_masks
 
     zone = dilate_disk(region_masks(batch, region), tolerance)
     if len(_ZONES) >= 16:
         _ZONES.pop(next(iter(_ZONES)))
-    _ZONES[key] = (weakref.ref(batch), zone)
+    _ZONES[key] = ([weakref.ref(t) for t in sources], zone)
     return zone
 
 

@@ -28,7 +28,7 @@ _REGISTRY: dict[str, Factory] = {}
 def _named(name: str, factory: Factory) -> Factory:
     def make(**params: Any) -> Metric:
         m = factory(**params)
-        m.name = name  # type: ignore[misc]
+        m.name = name
         return m
 
     make.__doc__ = getattr(factory, "__doc__", None) or getattr(getattr(factory, "func", None), "__doc__", None)

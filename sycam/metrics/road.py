@@ -252,6 +252,8 @@ class ROAD(Metric):
     ``"combined"`` (LeRF - MoRF) / 2 (higher is better; grad-cam's ROADCombined).
     The ``fractions`` are the *removed* shares; grad-cam's ``percentile=p`` removes 100-p %.
     Cost: one forward per fraction and order per map and image, + 1 shared (original).
+    The imputation noise is drawn per (seed, order, fraction, image): every candidate sees the
+    same noise, and a score does not depend on the batch size or on the other candidates.
     """
 
     name = "road_combined"
@@ -269,8 +271,8 @@ class ROAD(Metric):
         self.order, self.fractions = order, tuple(float(f) for f in fractions)
         self.noise, self.selection, self.score, self.seed = float(noise), selection, score, seed
         self.tol, self.impute_batch, self.solver = tol, impute_batch, solver
-        self.name = {"morf": "road_morf", "lerf": "road_lerf", "combined": "road_combined"}[order]  # type: ignore[misc]
-        self.direction = Direction.LOWER if order == "morf" else Direction.HIGHER  # type: ignore[misc]
+        self.name = {"morf": "road_morf", "lerf": "road_lerf", "combined": "road_combined"}[order]
+        self.direction = Direction.LOWER if order == "morf" else Direction.HIGHER
         orders = 2 if order == "combined" else 1
         self.cost = Cost(forwards=orders * len(self.fractions), shared_forwards=1)
 
@@ -282,7 +284,6 @@ class ROAD(Metric):
         nf = len(self.fractions)
         fr = torch.tensor(self.fractions, device=x.device)
         flat = maps.flatten(0, 1)  # (n*b,H,W)
-        gen = torch.Generator(device=x.device).manual_seed(self.seed)
         y = run_model(res.model_fn, b, lambda i, j: (x[i:j], labels[i:j]), res.batch_size, self.score)  # type: ignore[arg-type]
         total = len(orders) * n * b * nf
         # systems solved together: about 16 images of 224x224 (~0.8 M pixels) per solve
@@ -301,17 +302,27 @@ class ROAD(Metric):
                     sel = o[sl] == oi
                     if sel.any():
                         rm[sel] = removal_masks(flat[mb[sl][sel]], fr[f[sl][sel]], name, self.selection)
-                if self.solver == "cg":
-                    out.append(noisy_linear_impute(x[img[sl]], rm, self.noise, gen, self.tol))
-                else:
-                    imp = spsolve_impute(x[img[sl]], rm)
-                    eps = torch.randn(imp.shape, generator=gen, device=imp.device, dtype=imp.dtype)
-                    out.append(imp + self.noise * eps * rm[:, None])
+                xs = x[img[sl]]
+                imp = linear_impute(xs, rm, tol=self.tol) if self.solver == "cg" else spsolve_impute(xs, rm)
+                if self.noise > 0:
+                    key = (o[sl] * nf + f[sl]) * b + img[sl]
+                    imp = imp + self.noise * self._draws(key, xs.shape[1:], xs.device) * rm[:, None]
+                out.append(imp)
             return torch.cat(out), labels[img]
 
         scores = run_model(res.model_fn, total, build, res.batch_size, self.score)  # type: ignore[arg-type]
         d = scores.view(len(orders), n, b, nf) - y.view(1, 1, b, 1)
         return {name: d[k] for k, name in enumerate(orders)}
+
+    def _draws(self, keys: Tensor, shape: torch.Size, device: torch.device) -> Tensor:
+        """N(0,1) noise per job, seeded by (seed, order, fraction, image): the same draws for every
+        candidate and whatever the chunking (common random numbers across candidates)."""
+        out = torch.empty((keys.numel(), *shape), device=device)
+        gen = torch.Generator(device=device)
+        for i, k in enumerate(keys.tolist()):
+            gen.manual_seed(self.seed * 1_000_003 + int(k))
+            out[i] = torch.randn(shape, generator=gen, device=device)
+        return out
 
     def compute(self, maps: Tensor, batch: Batch, res: Resources) -> Tensor:
         d = self.deltas(maps, batch, res)

@@ -78,7 +78,7 @@ class NoiseRobustness(Metric):
             raise UnknownNameError("noise", noise, NOISES)
         self.kind, self.noise, self.level, self.samples = kind, noise, float(level), int(samples)
         self.similarity, self.seed = get_similarity(similarity), seed
-        self.name = {"consistency": "noise_consistency", "responsiveness": "noise_responsiveness",  # type: ignore[misc]
+        self.name = {"consistency": "noise_consistency", "responsiveness": "noise_responsiveness",
                      "combined": "noise_robustness"}[kind]
         self.cost = Cost(shared_forwards=self.samples + 1, explainer_calls=self.samples)
 
@@ -145,7 +145,7 @@ class Equivariance(Metric):
         if transform == "scale" and self.amount <= 0:
             raise MetricError("scale amount must be > 0")
         self.similarity = get_similarity(similarity)
-        self.name = {"hflip": "equivariance_flip", "shift": "equivariance_shift",  # type: ignore[misc]
+        self.name = {"hflip": "equivariance_flip", "shift": "equivariance_shift",
                      "scale": "equivariance_scale"}[transform]
 
     def apply(self, t: Tensor) -> Tensor:
