@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from .errors import SycamError
 from .evidence.capture import Evidence, capture, needed_terms
 from .evidence.layers import last_spatial_layer, resolve_layers
-from .evidence.targets import ClassLogit, FinerContrast, as_target
+from .evidence.options import EvidenceOptions
+from .evidence.targets import ClassLogit, ClassProbability, FinerContrast, as_target
 from .grammar.ast import Expr, terminals
 from .grammar.checker import DEFAULT_TERMINALS, as_heatmap, result_kind
 from .grammar.printer import to_text
@@ -48,7 +49,7 @@ class CAM:
     """A CAM method (seed name or expression) bound to a model and one or more layers."""
 
     def __init__(self, method: str | Expr, model: nn.Module, layers=None, *, target=None, output=None,
-                 fuse: str | None = None, compile: bool = False, **target_params):
+                 fuse: str | None = None, compile: bool = False, options=None, **target_params):
         if isinstance(method, str):
             tree, self.seed = resolve_method(method)
         else:
@@ -64,6 +65,7 @@ class CAM:
         if self.fusion not in FUSIONS:
             raise SycamError(f"unknown fusion {self.fusion!r}; choose from {', '.join(FUSIONS)}")
         self.target_params = {**(self.seed.params if self.seed else {}), **target_params}
+        self.options = EvidenceOptions.make(options)   # perturbation / noise / scale settings
         self.needs = needed_terms(terminals(self.expression))
         self.program = Program([self.expression], DEFAULT_TERMINALS)
         if compile:
@@ -83,14 +85,18 @@ class CAM:
 
     def _target(self, targets):
         spec = self.target if targets is None else targets
-        if self.seed is not None and self.seed.target == "finer" and not callable(spec):
+        kind = self.seed.target if self.seed is not None else None
+        if kind == "finer" and not callable(spec):
             return FinerContrast(classes=spec, **self.target_params)
+        if kind == "probability" and not callable(spec):
+            return ClassProbability(classes=spec)
         return as_target(spec) if spec is not None else ClassLogit(None)
 
     def explain(self, x: Tensor, targets=None) -> Explanation:
         if self.layers is None:
             self.layers = resolve_layers(self.model, last_spatial_layer(self.model, x[:1]))
-        ev = capture(self.model, x, self.layers, self._target(targets), needs=self.needs, output=self.output)
+        ev = capture(self.model, x, self.layers, self._target(targets), needs=self.needs, output=self.output,
+                     options=self.options)
         raw = {}
         for name, layer in ev.layers.items():
             raw[name] = self.program(layer.layout())[0]
@@ -121,14 +127,15 @@ def explain_many(cams: dict[str, CAM], x: Tensor, targets=None) -> dict[str, Exp
     groups: dict[tuple, list[str]] = {}
     for name, cam in cams.items():
         key = (id(cam.model), tuple(r.name for r in cam.layers or ()), cam.seed.target if cam.seed else None,
-               id(cam.target), id(cam.output))
+               id(cam.target), id(cam.output), cam.options)
         groups.setdefault(key, []).append(name)
     for names in groups.values():
         first = cams[names[0]]
         if first.layers is None:
             first.layers = resolve_layers(first.model, last_spatial_layer(first.model, x[:1]))
         needs = set().union(*(cams[n].needs for n in names))
-        ev = capture(first.model, x, first.layers, first._target(targets), needs=needs, output=first.output)
+        ev = capture(first.model, x, first.layers, first._target(targets), needs=needs, output=first.output,
+                     options=first.options)
         for n in names:
             cam = cams[n]
             raw = {layer: cam.program(lev.layout())[0] for layer, lev in ev.layers.items()}

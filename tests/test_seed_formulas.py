@@ -106,7 +106,9 @@ def test_weights_expression_becomes_generic_cam():
 
 @pytest.mark.parametrize("method", list(sycam.SEEDS))
 def test_final_maps_are_normalised_upsampled_raw_maps(method):
-    model = GapHead(torch.tensor([[1.0, -0.5], [0.0, 1.0]])) if method == "cam" else spatial_model()
+    # CAM needs a GAP head; CAMERAS resizes the input, which the fixed-size flatten head cannot take
+    gap = method in ("cam", "cameras")
+    model = GapHead(torch.tensor([[1.0, -0.5], [0.0, 1.0]])) if gap else spatial_model()
     x = torch.nn.functional.interpolate(example_input(), size=(2, 2))
     exp = sycam.CAM(method, model, "feat").explain(x, [0])
     raw = exp.layer_maps["feat"]

@@ -130,31 +130,58 @@ def _model_device(model: nn.Module, x: Tensor) -> torch.device:
 
 
 def capture(model: nn.Module, x: Tensor, layers, target=None, *,
-            needs: Iterable[str] = ("A", "G"), output=None) -> Evidence:
-    """Run the model once on ``x`` and collect the terminals in ``needs`` for every layer.
+            needs: Iterable[str] = ("A", "G"), output=None, options=None) -> Evidence:
+    """Collect the terminals in ``needs`` for every layer of ``layers`` on images ``x``.
 
+    One forward (and one backward when gradients are needed) gives A, G, G2, G3, S, W;
+    channel scores (``score``, ``ablation``, ...), scale terms (``As``, ``Gs``, ``keep``) and
+    noise terms (``Av``, ``Gv``, ...) add the passes they need, set by ``options``
+    (:class:`~sycam.evidence.options.EvidenceOptions` or a dict).
     ``target``: see :func:`sycam.evidence.targets.as_target` (None = top-1 logit).
     ``output``: how to find the scores in a non-tensor model output (key, index or callable).
     """
+    from . import axes
+    from .options import EvidenceOptions
+    from .providers import Context, PROVIDERS
+
     refs = resolve_layers(model, layers)
     needs = set(needs) | {"A"}
-    unknown = needs - {"A", "S", "W"} - GRADIENT_TERMS
+    known = {"A", "S", "W"} | GRADIENT_TERMS | set(PROVIDERS) | axes.SCALE_TERMS | axes.NOISE_TERMS
+    unknown = needs - known
     if unknown:
-        raise SycamError(f"capture cannot provide {sorted(unknown)}; the perturbation and "
-                         "higher-order terms are computed by their own modules")
+        raise SycamError(f"capture cannot provide {sorted(unknown)} (it knows {', '.join(sorted(known))})")
     if model.training:
         warnings.warn("the model is in training mode (dropout, batch statistics): call model.eval() "
                       "for deterministic explanations", stacklevel=2)
     if x.dim() != 4:
         raise SycamError(f"images must be a (b, 3, H, W) batch, got shape {tuple(x.shape)}")
+    opts = EvidenceOptions.make(options)
     x = x.to(_model_device(model, x))
     target_fn = as_target(target)
+    ev = single_pass(model, x, refs, target_fn, needs & ({"A", "S", "W"} | GRADIENT_TERMS), output)
+    for name in sorted(needs & set(PROVIDERS)):
+        for ref in refs:
+            ctx = Context(model, x, ref, ev.layers[ref.name].A, target_fn, output, opts)
+            ev.layers[ref.name].terms[name] = (PROVIDERS[name](ctx).to(x.device), "bk")
+    for group, build in ((axes.SCALE_TERMS, axes.scale_terms), (axes.NOISE_TERMS, axes.noise_terms)):
+        if needs & group:
+            extra = build(single_pass, model, x, refs, target_fn, ev.logits, output, opts)
+            for layer, terms in extra.items():
+                ev.layers[layer].terms.update(terms)
+    return ev
+
+
+def single_pass(model: nn.Module, x: Tensor, refs: list[LayerRef], target_fn, needs: set[str],
+                output=None) -> Evidence:
+    """One forward (+ one backward if gradients or W are needed) on ``x``."""
+    needs = set(needs) | {"A"}
     want_grad = bool(needs & GRADIENT_TERMS)
     head = classifier_head(model) if "W" in needs else None
     if "W" in needs and head is None:
         raise EvidenceError("W (classifier weights) needs a model that ends in a linear layer")
 
-    with frozen_parameters(model), torch.enable_grad():
+    differentiate = want_grad or head is not None
+    with frozen_parameters(model), torch.set_grad_enabled(differentiate):
         with recording(refs, head) as rec:
             out = model(x)
         logits = select_output(out, output)
@@ -186,7 +213,7 @@ def capture(model: nn.Module, x: Tensor, layers, target=None, *,
     wrt = (activations if want_grad else []) + ([z] if z is not None else [])
     grads: list[Tensor | None] = []
     if wrt:
-        if not scores.requires_grad:
+        if not scores.requires_grad:   # the layer does not feed the target
             raise EvidenceError("the target score does not depend on the layer (no gradient path)")
         with torch.enable_grad():   # the caller may be inside torch.no_grad()
             grads = list(torch.autograd.grad(scores.sum(), wrt, allow_unused=True))

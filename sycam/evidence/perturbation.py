@@ -279,16 +279,19 @@ def is_coefficients(n: int, schedule: Literal["torchcam", "linear"] = "torchcam"
 def is_cam(model: nn.Module, x: Tensor, A: Tensor, target: Any = None, *, n: int = 10,
            schedule: Literal["torchcam", "linear"] | Sequence[float] = "torchcam",
            variant: Literal["official", "torchcam"] = "official", max_batch: int = 32,
-           skip_constant: bool = True, top_k: int | None = None, output: Any = None) -> Tensor:
+           skip_constant: bool = True, top_k: int | None = None, output: Any = None,
+           softmax: bool = True) -> Tensor:
     """IS-CAM weights (b,K): w_k = softmax_k (1/N) Σ_i S(c_i · x ⊙ M_k).
 
     c_i from :func:`is_coefficients` (or a sequence of scales, N = its length). The
     baseline term of the paper, −S(x_b), is the same for every channel and cancels in the
     softmax. "official" uses mm(Up(A_k)) masks, "torchcam" torchcam's (module table).
+    ``softmax=False`` returns the channel averages before the softmax (the language's
+    ``score_is`` terminal; the IS-CAM seed applies ``softmax(score_is, k)`` itself).
     """
     coeffs = list(schedule) if not isinstance(schedule, str) else is_coefficients(n, schedule)
     return _family(model, x, A, target, n=len(coeffs), build=lambda i, xi, m: coeffs[i] * (xi * m),
-                   variant=variant, allowed=("official", "torchcam"), softmax=True, baseline=None,
+                   variant=variant, allowed=("official", "torchcam"), softmax=softmax, baseline=None,
                    max_batch=max_batch, skip_constant=skip_constant, top_k=top_k, output=output)
 
 

@@ -43,6 +43,21 @@ DEFAULT_TERMINALS: dict[str, Terminal] = {t.name: t for t in [
     Terminal("S", "b", "target score (e.g. the class logit)"),
     Terminal("W", "bk", "classifier weights dS/dz at the input z of a GAP + linear head (CAM)",
              "1 backward through the head"),
+    # channel scores from perturbed inputs (sycam.evidence.providers)
+    Terminal("score", "bk", "Score-CAM: the target on x * M_k, M_k = minmax(Up(A_k))", "K forwards"),
+    Terminal("score_ss", "bk", "SS-CAM: Score-CAM averaged over N noisy masks (or inputs)", "N K forwards"),
+    Terminal("score_is", "bk", "IS-CAM: Score-CAM averaged over N scaled masks (before its softmax)",
+             "N K forwards"),
+    Terminal("ablation", "bk", "Ablation-CAM: (y - y with channel k zeroed) / y", "K passes of the layers after"),
+    Terminal("mi", "bk", "MI-CAM: mutual information of Up(A_k) and the grey image", "K histograms"),
+    # evidence over input scales (CAMERAS) and noise samples (Smooth Grad-CAM++)
+    Terminal("As", "bskhw", "activations at each input scale, resized to a common size", "R forwards + R backwards"),
+    Terminal("Gs", "bskhw", "gradients at each input scale, resized to a common size", "R forwards + R backwards"),
+    Terminal("keep", "bs", "1 where the scale's top-1 equals the top-1 on the original images", "R forwards"),
+    Terminal("Av", "bvkhw", "activations of noisy copies x + N(0, sigma^2)", "N forwards + N backwards"),
+    Terminal("Gv", "bvkhw", "gradients of noisy copies", "N forwards + N backwards"),
+    Terminal("G2v", "bvkhw", "Gv^2 (Grad-CAM++ closed form per noise sample)", "N forwards + N backwards"),
+    Terminal("G3v", "bvkhw", "Gv^3", "N forwards + N backwards"),
 ]}
 
 

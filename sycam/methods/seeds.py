@@ -78,6 +78,40 @@ _SEEDS = [
          aliases=("ssgrad-cam++", "ssgradcam++")),
 ]
 
+_SEEDS += [
+    Seed("scorecam", "Score-CAM", "relu(sum(score * A, k))",
+         "Wang et al., Score-CAM, CVPR Workshops 2020, arXiv:1910.01279", "K masked forwards",
+         "w_k = softmax(y(x * M_k))_c, the reference code (the paper's CIC without a baseline); grad-cam and "
+         "torchcam use relu(sum(softmax(score, k) * A, k)) with the logit target", target="probability",
+         aliases=("score-cam",)),
+    Seed("sscam", "SS-CAM", "relu(sum(score_ss * A, k))",
+         "Wang et al., SS-CAM: Smoothed Score-CAM, arXiv:2006.14255", "N K masked forwards (N = 10)",
+         "noise on the mask, N = 10, sigma = 2 (options ss_n, ss_sigma, ss_noise)", target="probability",
+         aliases=("ss-cam",)),
+    Seed("iscam", "IS-CAM", "relu(sum(softmax(score_is, k) * A, k))",
+         "Naidu et al., IS-CAM: Integrated Score-CAM, arXiv:2010.03023", "N K masked forwards (N = 10)",
+         "softmax over channels of the logits averaged over N scaled masks (torchcam's schedule)",
+         aliases=("is-cam",)),
+    Seed("ablationcam", "Ablation-CAM", "relu(sum(ablation * A, k))",
+         "Desai & Ramaswamy, Ablation-CAM, WACV 2020", "K passes of the layers after the target layer",
+         "the model is split at the layer (torch.fx) so ablations re-run only the rest",
+         aliases=("ablation-cam",)),
+    Seed("micam", "MI-CAM", "relu(sum(mi * A, k))",
+         "Iyer et al., MI-CAM, arXiv:2507.09092", "K histograms, no forward",
+         "normalised mutual information by joint histogram (256 bins) of Up(A_k) and the grey model input",
+         aliases=("mi-cam",)),
+    Seed("cameras", "CAMERAS", "relu(sum(sum(keep * As, s) * sum(keep * Gs, s), k))",
+         "Jalwana et al., CAMERAS, CVPR 2021", "R forwards + R backwards at R input sizes (R = 8, up to 924 px)",
+         "A and G averaged over the scales that keep the class, then multiplied (the 1 / sum(keep, s) factors "
+         "are a positive scale per image, removed by normalisation)", aliases=("cameras-cam",)),
+    Seed("smoothgradcampp", "Smooth Grad-CAM++",
+         "relu(sum(sum(mean(G2v, v) / (2 * mean(G2v, v) + sum(A, hw) * mean(G3v, v)) * relu(mean(Gv, v)), hw)"
+         " * A, k))",
+         "Omeiza et al., Smooth Grad-CAM++, arXiv:1908.01224", "N forwards + N backwards (N = 4, sigma = 0.3)",
+         "G^2, G^3 and G averaged over noisy copies of the input; activations of the clean input",
+         aliases=("smooth-gradcam++", "smoothgradcam++")),
+]
+
 SEEDS: dict[str, Seed] = {s.name: s for s in _SEEDS}
 _ALIASES = {re.sub(r"[^a-z0-9+]", "", a.lower()): s.name for s in _SEEDS for a in (s.name, s.title, *s.aliases)}
 

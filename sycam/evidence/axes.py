@@ -1,0 +1,98 @@
+"""Evidence along axes beyond one pass: input scales (s) and noise samples (v).
+
+Scales (CAMERAS, Jalwana et al. 2021): the images are resized (bicubic) to each size in
+``options.scales``, A and G are captured at every size for the same target class, resized
+bilinearly to one common size and stacked on s: terminals ``As``, ``Gs`` (b,s,k,h,w) and
+``keep`` (b,s), 1 where the model's top-1 at that scale equals its top-1 on the original
+images (CAMERAS averages only those scales: mean_s over kept scales = sum(keep * As, s) /
+sum(keep, s); the original size, if listed, is always kept).
+
+Noise (Smooth Grad-CAM++, Omeiza et al. 2019): ``options.noise_n`` copies x + N(0, sigma^2)
+give ``Av``, ``Gv``, ``G2v`` = Gv^2, ``G3v`` = Gv^3 with axes (b,v,k,h,w); the clean A, G
+stay available.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import LayerRef
+from .options import EvidenceOptions
+from .targets import _classes
+
+SCALE_TERMS = {"As", "Gs", "keep"}
+NOISE_TERMS = {"Av", "Gv", "G2v", "G3v"}
+
+
+def fixed_classes(target: Any, logits: Tensor) -> tuple[Any, Tensor | None]:
+    """The target with each image's class fixed from the clean logits (None if it has no classes)."""
+    if dataclasses.is_dataclass(target) and any(f.name == "classes" for f in dataclasses.fields(target)):
+        classes = _classes(target.classes, logits)
+        return dataclasses.replace(target, classes=classes), classes
+    return target, None
+
+
+def _common_size(sizes: list[tuple[int, int]], how: str | int, x: Tensor) -> tuple[int, int]:
+    if how == "largest":
+        return max(sizes)
+    if how == "input":
+        return int(x.shape[-2]), int(x.shape[-1])
+    return int(how), int(how)
+
+
+def _resize(t: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(t.shape[-2:]) == size:
+        return t
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+
+def scale_terms(single_pass, model: nn.Module, x: Tensor, refs: list[LayerRef], target: Any, logits: Tensor,
+                output: Any, options: EvidenceOptions) -> dict[str, dict[str, tuple[Tensor, str]]]:
+    """Per layer: As, Gs (b,s,k,h,w) at a common size and keep (b,s)."""
+    bound, _ = fixed_classes(target, logits)
+    predicted = logits.argmax(1)
+    per_scale = []
+    for size in options.scales:
+        xs = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+        ev = single_pass(model, xs, refs, bound, {"A", "G"}, output)
+        per_scale.append((ev, (ev.logits.argmax(1) == predicted).to(x.dtype)))
+    keep = torch.stack([k for _, k in per_scale], dim=1)
+    out = {}
+    for ref in refs:
+        sizes = [tuple(ev.layers[ref.name].A.shape[-2:]) for ev, _ in per_scale]
+        common = _common_size(sizes, options.scale_size, x)
+        As = torch.stack([_resize(ev.layers[ref.name].A, common) for ev, _ in per_scale], dim=1)
+        Gs = torch.stack([_resize(ev.layers[ref.name].terms["G"][0], common) for ev, _ in per_scale], dim=1)
+        out[ref.name] = {"As": (As, "bskhw"), "Gs": (Gs, "bskhw"), "keep": (keep, "bs")}
+    return out
+
+
+def noise_terms(single_pass, model: nn.Module, x: Tensor, refs: list[LayerRef], target: Any, logits: Tensor,
+                output: Any, options: EvidenceOptions) -> dict[str, dict[str, tuple[Tensor, str]]]:
+    """Per layer: Av, Gv, G2v, G3v (b,v,k,h,w) from noise_n noisy copies of each image."""
+    bound, classes = fixed_classes(target, logits)
+    b, n = x.shape[0], options.noise_n
+    gen = torch.Generator(device=x.device).manual_seed(options.seed)
+    noise = torch.randn((b, n, *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype)
+    noisy = (x[:, None] + options.noise_sigma * noise).reshape(b * n, *x.shape[1:])
+    if classes is not None:
+        bound = dataclasses.replace(bound, classes=classes.repeat_interleave(n))
+    chunks = []
+    step = max(options.max_batch, 1)
+    for start in range(0, b * n, step):
+        part = bound
+        if classes is not None:
+            part = dataclasses.replace(bound, classes=bound.classes[start:start + step])
+        chunks.append(single_pass(model, noisy[start:start + step], refs, part, {"A", "G"}, output))
+    out = {}
+    for ref in refs:
+        A = torch.cat([ev.layers[ref.name].A for ev in chunks])
+        G = torch.cat([ev.layers[ref.name].terms["G"][0] for ev in chunks])
+        A, G = A.reshape(b, n, *A.shape[1:]), G.reshape(b, n, *G.shape[1:])
+        out[ref.name] = {"Av": (A, "bvkhw"), "Gv": (G, "bvkhw"), "G2v": (G.pow(2), "bvkhw"),
+                         "G3v": (G.pow(3), "bvkhw")}
+    return out

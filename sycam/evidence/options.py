@@ -1,0 +1,47 @@
+"""Settings of the evidence that costs extra passes (perturbation scores, noise, scales).
+
+One frozen dataclass with the papers' defaults; ``EvidenceOptions.make({...})`` rejects
+unknown keys with the closest known ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from ..errors import UnknownNameError
+
+#: CAMERAS' default input resolutions: range(224, 1000, 100)
+CAMERAS_SCALES = tuple(range(224, 1000, 100))
+
+
+@dataclass(frozen=True)
+class EvidenceOptions:
+    max_batch: int = 32                # rows per model call for masked / ablated inputs
+    score_variant: str = "official"    # Score-CAM masks: official | torchcam | gradcam
+    top_k: int | None = None           # only the k most active channels get masked forwards
+    ss_n: int = 10                     # SS-CAM samples (paper: 10; torchcam: 35)
+    ss_sigma: float = 2.0              # SS-CAM noise std
+    ss_noise: str = "mask"             # SS-CAM(1) noise on the mask, SS-CAM(2) on the input
+    is_n: int = 10                     # IS-CAM integration steps
+    is_schedule: str = "torchcam"      # IS-CAM mask scales: torchcam | linear
+    mi_bins: int = 256                 # MI-CAM histogram bins
+    noise_n: int = 4                   # Smooth Grad-CAM++ samples (torchcam default)
+    noise_sigma: float = 0.3           # Smooth Grad-CAM++ input noise std (normalised input units)
+    scales: tuple[int, ...] = CAMERAS_SCALES  # CAMERAS input sizes
+    scale_size: str | int = "largest"  # common size of As, Gs: largest feature map | input | an int
+    seed: int = 0                      # random draws (noise samples)
+
+    @classmethod
+    def make(cls, options: "EvidenceOptions | dict[str, Any] | None" = None) -> "EvidenceOptions":
+        if options is None:
+            return cls()
+        if isinstance(options, cls):
+            return options
+        known = [f.name for f in fields(cls)]
+        for key in options:
+            if key not in known:
+                raise UnknownNameError("evidence option", key, known)
+        values = dict(options)
+        if "scales" in values:
+            values["scales"] = tuple(int(s) for s in values["scales"])
+        return replace(cls(), **values)
