@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import sycam
+from sycam.kernels import upsample
 from sycam.evidence.targets import FinerContrast
 from tiny import GapHead, example_input, spatial_model
 
@@ -111,7 +112,7 @@ def test_final_maps_are_normalised_upsampled_raw_maps(method):
     model = GapHead(torch.tensor([[1.0, -0.5], [0.0, 1.0]])) if gap else spatial_model()
     x = torch.nn.functional.interpolate(example_input(), size=(2, 2))
     exp = sycam.CAM(method, model, "feat").explain(x, [0])
-    raw = exp.layer_maps["feat"]
+    raw = upsample(exp.layer_maps["feat"], tuple(x.shape[-2:]))
     lo, hi = raw.amin(), raw.amax()
     expected = (raw - lo) / (hi - lo) if hi > lo else torch.zeros_like(raw)
     assert torch.allclose(exp.maps, expected, atol=1e-6)
