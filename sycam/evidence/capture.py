@@ -8,12 +8,17 @@ gradients are never computed: parameters are frozen for the duration of the pass
 W = dS/dz at the input z of the classifier's last linear layer (the CAM weights of a
 GAP + linear head). The Grad-CAM++ closed forms G2 = G^2 and G3 = G^3 are derived from
 G. Hooks exist only inside the call, in a context manager, and are always removed.
+
+A target marked ``reads_raw_output`` (see :mod:`sycam.evidence.targets`; e.g. an object
+detector's :class:`~sycam.evidence.detection.DetectionTarget`) is given the model's raw output
+instead of the logits; ``Evidence.logits`` is then None and only the single-pass terms
+(A, G, G2, G3, S) are available.
 """
 from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -22,11 +27,13 @@ from torch import Tensor, nn
 from ..errors import EvidenceError, SycamError
 from ..kernels.layout import to_layout
 from .layers import LayerRef, resolve_layers
-from .targets import Target, as_target, select_output
+from .targets import Target, as_target, reads_raw_output, select_output
 
 #: terminals derived from G without another pass
 CLOSED_FORMS = {"G2": 2, "G3": 3}
 GRADIENT_TERMS = {"G", "G2", "G3"}
+#: true diagonal derivatives, from autograd over the model's suffix (sycam.evidence.derivatives)
+TRUE_DERIVATIVES = {"H2", "H3"}
 
 
 @dataclass
@@ -53,10 +60,11 @@ class Evidence:
     """What the model said about a batch: inputs, outputs, target scores and per-layer terms."""
 
     x: Tensor
-    logits: Tensor
+    logits: Tensor | None             # None when the target reads the raw model output (detectors)
     scores: Tensor
     layers: dict[str, LayerEvidence]
     target: Target
+    frame: Callable[[Tensor], Tensor] | None = None   # raw layer maps (b,h,w) -> input frame (b,H,W)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -64,6 +72,8 @@ class Evidence:
 
     @property
     def predicted(self) -> Tensor:
+        if self.logits is None:
+            raise EvidenceError("no class prediction: the target read the raw model output (not logits)")
         return self.logits.argmax(dim=1)
 
     def __len__(self) -> int:
@@ -146,7 +156,7 @@ def capture(model: nn.Module, x: Tensor, layers, target=None, *,
 
     refs = resolve_layers(model, layers)
     needs = set(needs) | {"A"}
-    known = {"A", "S", "W"} | GRADIENT_TERMS | set(PROVIDERS) | axes.SCALE_TERMS | axes.NOISE_TERMS
+    known = {"A", "S", "W"} | GRADIENT_TERMS | TRUE_DERIVATIVES | set(PROVIDERS) | axes.SCALE_TERMS | axes.NOISE_TERMS
     unknown = needs - known
     if unknown:
         raise SycamError(f"capture cannot provide {sorted(unknown)} (it knows {', '.join(sorted(known))})")
@@ -158,11 +168,24 @@ def capture(model: nn.Module, x: Tensor, layers, target=None, *,
     opts = EvidenceOptions.make(options)
     x = x.to(_model_device(model, x))
     target_fn = as_target(target)
+    if reads_raw_output(target_fn):
+        extra = needs - ({"A", "S"} | GRADIENT_TERMS)
+        if extra:
+            raise EvidenceError(f"{sorted(extra)} need a classifier's logits, but the target reads the raw "
+                                "model output (e.g. a detector's); use a gradient method (A, G, G2, G3, S)")
     ev = single_pass(model, x, refs, target_fn, needs & ({"A", "S", "W"} | GRADIENT_TERMS), output)
     for name in sorted(needs & set(PROVIDERS)):
         for ref in refs:
             ctx = Context(model, x, ref, ev.layers[ref.name].A, target_fn, output, opts)
             ev.layers[ref.name].terms[name] = (PROVIDERS[name](ctx).to(x.device), "bk")
+    if needs & TRUE_DERIVATIVES:
+        from .derivatives import true_derivatives
+        from .split import split_model
+
+        for ref in refs:
+            suffix = split_model(model, ref.name, x, check=False)
+            ev.layers[ref.name].terms.update(true_derivatives(
+                suffix, ev.layers[ref.name].A, target_fn, ev.logits, output, opts, needs & TRUE_DERIVATIVES))
     for group, build in ((axes.SCALE_TERMS, axes.scale_terms), (axes.NOISE_TERMS, axes.noise_terms)):
         if needs & group:
             extra = build(single_pass, model, x, refs, target_fn, ev.logits, output, opts)
@@ -176,6 +199,10 @@ def single_pass(model: nn.Module, x: Tensor, refs: list[LayerRef], target_fn, ne
     """One forward (+ one backward if gradients or W are needed) on ``x``."""
     needs = set(needs) | {"A"}
     want_grad = bool(needs & GRADIENT_TERMS)
+    raw = reads_raw_output(target_fn)
+    if raw and "W" in needs:
+        raise EvidenceError("W (classifier weights) needs a classification model, but the target reads the raw "
+                            "model output (e.g. a detector's); use a gradient method such as gradcam")
     head = classifier_head(model) if "W" in needs else None
     if "W" in needs and head is None:
         raise EvidenceError("W (classifier weights) needs a model that ends in a linear layer")
@@ -184,10 +211,13 @@ def single_pass(model: nn.Module, x: Tensor, refs: list[LayerRef], target_fn, ne
     with frozen_parameters(model), torch.set_grad_enabled(differentiate):
         with recording(refs, head) as rec:
             out = model(x)
-        logits = select_output(out, output)
-        if logits.dim() != 2:
-            raise EvidenceError(f"expected (b, classes) scores from the model, got shape {tuple(logits.shape)}")
-        scores = target_fn(logits)
+        if raw:   # the target reads the output as it is (list of detections, ...)
+            logits, scores = None, target_fn(out)
+        else:
+            logits = select_output(out, output)
+            if logits.dim() != 2:
+                raise EvidenceError(f"expected (b, classes) scores from the model, got shape {tuple(logits.shape)}")
+            scores = target_fn(logits)
     if scores.shape != (x.shape[0],):
         raise EvidenceError(f"the target returned shape {tuple(scores.shape)}; it must give one score per "
                             f"image, shape ({x.shape[0]},)")
@@ -207,6 +237,9 @@ def single_pass(model: nn.Module, x: Tensor, refs: list[LayerRef], target_fn, ne
                 "choose the module that produces the final value (e.g. the enclosing block)")
         if a.dim() != 4:
             raise EvidenceError(f"layer {ref.name} gives shape {tuple(a.shape)}; a CAM layer must give (b, k, h, w)")
+        if raw and a.shape[0] != x.shape[0]:
+            raise EvidenceError(f"layer {ref.name} gives {a.shape[0]} rows for {x.shape[0]} images (not one map per "
+                                "image, e.g. per-region features of a detector head); choose a backbone layer")
         activations.append(a)
 
     z = rec["head_input"]
@@ -239,7 +272,9 @@ def single_pass(model: nn.Module, x: Tensor, refs: list[LayerRef], target_fn, ne
             ev.terms["W"] = (w.detach(), "bk")
         ev.terms["S"] = (scores.detach(), "b")
         layers_ev[ref.name] = ev
-    return Evidence(x.detach(), logits.detach(), scores.detach(), layers_ev, target_fn)
+    frame = target_fn.input_frame(model, x) if raw and hasattr(target_fn, "input_frame") else None
+    return Evidence(x.detach(), None if logits is None else logits.detach(), scores.detach(), layers_ev, target_fn,
+                    frame)
 
 
 def needed_terms(names: Iterable[str]) -> set[str]:

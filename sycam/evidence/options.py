@@ -29,7 +29,10 @@ class EvidenceOptions:
     noise_sigma: float = 0.3           # Smooth Grad-CAM++ input noise std (normalised input units)
     scales: tuple[int, ...] = CAMERAS_SCALES  # CAMERAS input sizes
     scale_size: str | int = "largest"  # common size of As, Gs: largest feature map | input | an int
-    seed: int = 0                      # random draws (noise samples)
+    derivatives: str = "exact"         # H2 / H3: exact diagonals, or a hutchinson estimate of H2
+    hutchinson_n: int = 64             # Rademacher probes for the H2 estimate
+    max_hessian_elements: int = 20000  # exact diagonals cost one suffix pass per layer element
+    seed: int = 0                      # random draws (noise samples, probes)
 
     @classmethod
     def make(cls, options: "EvidenceOptions | dict[str, Any] | None" = None) -> "EvidenceOptions":
