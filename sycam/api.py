@@ -45,6 +45,15 @@ class Explanation:
         return self.evidence.scores
 
 
+def _postprocess(ev: Evidence, raw: dict[str, Tensor], fusion: str) -> tuple[Tensor, Tensor]:
+    """Fused maps at the input size. A model that resizes its input internally (a detector) gives
+    ``ev.frame`` to bring layer maps into the input's frame first; a row whose target score is
+    not finite (e.g. no detection matched) has nothing to explain and is reported invalid."""
+    layer_maps = list(raw.values()) if ev.frame is None else [ev.frame(m) for m in raw.values()]
+    maps, valid = fuse(layer_maps, ev.input_size, fusion)
+    return maps, valid & torch.isfinite(ev.scores).to(valid.device)
+
+
 class CAM:
     """A CAM method (seed name or expression) bound to a model and one or more layers."""
 
@@ -100,7 +109,7 @@ class CAM:
         raw = {}
         for name, layer in ev.layers.items():
             raw[name] = self.program(layer.layout())[0]
-        maps, valid = fuse(list(raw.values()), ev.input_size, self.fusion)
+        maps, valid = _postprocess(ev, raw, self.fusion)
         if not bool(valid.all()):
             warnings.warn(f"{int((~valid).sum())} of {len(valid)} maps of {self.text} are not finite "
                           "(reported invalid, returned as zeros)", stacklevel=2)
@@ -139,6 +148,6 @@ def explain_many(cams: dict[str, CAM], x: Tensor, targets=None) -> dict[str, Exp
         for n in names:
             cam = cams[n]
             raw = {layer: cam.program(lev.layout())[0] for layer, lev in ev.layers.items()}
-            maps, valid = fuse(list(raw.values()), ev.input_size, cam.fusion)
+            maps, valid = _postprocess(ev, raw, cam.fusion)
             out[n] = Explanation(maps.to(x.device), valid.to(x.device), raw, ev)
     return out

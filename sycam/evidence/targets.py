@@ -3,6 +3,15 @@
 A target is any callable ``output -> Tensor (b,)``. The classes here cover the usual
 cases; :func:`as_target` turns the shortcuts people pass (``None``, an int, a list of
 ints, a tensor, per-sample callables) into one.
+
+Targets on raw outputs (detectors, ...): a target with the class attribute
+``reads_raw_output = True`` is called on whatever the model returns (``model(x)``, e.g. a
+torchvision detector's list of ``{boxes, scores, labels}`` dicts), not on selected logits,
+and returns one score per image, ``(b,)``. A row it cannot score (no matching detection) is
+NaN: its map is reported invalid. It may also define ``input_frame(model, x)`` returning a
+callable that maps raw layer maps ``(b, h, w)`` to the input's frame ``(b, H, W)`` (for models
+that resize or pad their input internally); without it maps are upsampled as usual.
+See :class:`sycam.evidence.detection.DetectionTarget`.
 """
 from __future__ import annotations
 
@@ -103,6 +112,11 @@ class PerSample:
         if len(self.targets) != logits.shape[0]:
             raise SycamError(f"{len(self.targets)} targets for a batch of {logits.shape[0]} images")
         return torch.stack([torch.as_tensor(t(row)).reshape(()) for t, row in zip(self.targets, logits)])
+
+
+def reads_raw_output(target: Any) -> bool:
+    """True for a target that reads the model's raw output instead of logits (see the module docs)."""
+    return bool(getattr(target, "reads_raw_output", False))
 
 
 def as_target(spec: Any) -> Target:
