@@ -169,7 +169,7 @@ def capture(model: nn.Module, x: Tensor, layers, target=None, *,
     x = x.to(_model_device(model, x))
     target_fn = as_target(target)
     if reads_raw_output(target_fn):
-        extra = needs - ({"A", "S"} | GRADIENT_TERMS)
+        extra = needs - ({"A", "S", "W"} | GRADIENT_TERMS)   # W: refused with its own message below
         if extra:
             raise EvidenceError(f"{sorted(extra)} need a classifier's logits, but the target reads the raw "
                                 "model output (e.g. a detector's); use a gradient method (A, G, G2, G3, S)")
