@@ -133,7 +133,7 @@ def bench_deletion_insertion(model, batch: Batch, maps: torch.Tensor, steps: int
 
     d, i_ = ours()
     ref = theirs()
-    err = max(max(abs(d[k].item() - ref[k]["deletion_auc"]), abs(i_[k].item() - ref[k]["insertion_auc"]))
+    err = max(max(abs(d[0, k].item() - ref[k]["deletion_auc"]), abs(i_[0, k].item() - ref[k]["insertion_auc"]))
               for k in range(b))
     res = paired(ours, theirs, repeats)
     p = len(range(0, S * S, -(-S * S // steps))) + 1

@@ -175,6 +175,8 @@ def test_road_metric_equals_a_loop_over_spsolve_with_candidates_and_noise():
     alone = ROAD("lerf", (0.3, 0.7), noise=0.01, seed=5)(cands[1], batch, model_fn=model, batch_size=64)
     assert torch.allclose(fast[1], alone, atol=1e-6)
     assert not torch.allclose(fast, ROAD("lerf", (0.3, 0.7), noise=0.01, seed=6)(cands, batch, model_fn=model))
+    both = ROAD("combined", (0.3, 0.7), noise=0.01, seed=5).deltas(cands, batch, _res(model))
+    assert torch.allclose(both["lerf"].mean(-1), fast, atol=1e-6)  # same draws inside "combined"
     # by hand, without noise: mean over fractions of p(imputed) - p(x)
     quiet = ROAD("lerf", (0.3, 0.7), noise=0.0)(cands, batch, model_fn=model)
     with torch.no_grad():

@@ -176,11 +176,18 @@ class IoU(Metric):
 
     def compute(self, maps: Tensor, batch: Batch, res: Resources) -> Tensor:
         g = _region(batch, self.region, prefer="mask").flatten(1)
+        gf = g.to(maps.dtype)
+        area = gf.sum(-1)
         flat = maps.flatten(2)
-        on = torch.ge(flat, self.threshold, out=torch.empty_like(flat))  # 1.0 / 0.0 in one pass
-        inter = _per_image_dot(on, g.to(flat.dtype))
-        union = on.sum(-1) + g.sum(-1).to(flat.dtype) - inter
-        iou = inter / union.clamp_min(1)
+        # candidates in chunks of ~4M pixels: the thresholded copy stays small (no page faults)
+        step = max(1, (1 << 22) // max(1, flat.shape[1] * flat.shape[2]))
+        ious = []
+        for i in range(0, flat.shape[0], step):
+            part = flat[i:i + step]
+            on = torch.ge(part, self.threshold, out=torch.empty_like(part))  # 1.0 / 0.0 in one pass
+            inter = _per_image_dot(on, gf)
+            ious.append(inter / (on.sum(-1) + area - inter).clamp_min(1))
+        iou = torch.cat(ious)
         return torch.where(g.any(1)[None, :], iou, torch.full_like(iou, math.nan))
 
 
