@@ -1,1 +1,31 @@
-"""Synthesis: enumerate and optimise CAM expressions against a metric."""
+"""Synthesis: enumerate CAM expressions and check them against a metric (SyCAM).
+
+* :mod:`~sycam.search.space` - :class:`SearchSpace`: terminals, operators, constants, bounds,
+  result type; from kwargs, CLI strings or a TOML/JSON file; validated up front.
+* :mod:`~sycam.search.evaluate` - :class:`EvidenceSet` (captured once), :class:`Memo` (sub-term
+  values, byte-bounded), :class:`Evaluator` (candidates -> maps -> scores, batched).
+* :mod:`~sycam.search.equivalence` - sympy forms and observational keys (the equivalence oracle).
+* :mod:`~sycam.search.enumerate` - :class:`Enumerator`: bottom-up, typed, by size.
+* :mod:`~sycam.search.correctness` - :class:`CorrectnessOracle`: metric threshold or incumbent,
+  counterexamples join the working set (CEGIS).
+* :mod:`~sycam.search.synth` - :func:`synthesise`: the loop, with a :class:`Budget`.
+* :mod:`~sycam.search.target` - the ``target_pearson`` metric (similarity to target maps).
+
+Importing the package registers ``target_pearson`` with :func:`sycam.metrics.get_metric`.
+"""
+from .correctness import Accepted, CorrectnessOracle, Verdict
+from .enumerate import Enumerator, LevelCounts, candidate_classes
+from .evaluate import CandidateMaps, EvidenceSet, Evaluator, Memo, Scores, ValueCache
+from .space import (DEFAULT_OPERATORS, GRADIENT_SEEDS, RESULTS, OpSpec, SearchSpace, SearchSpaceError, load_space,
+                    parse_operator)
+from .synth import Budget, Found, SearchEvent, SearchResult, synthesise
+from .target import TargetPearson, pearson_to, reference_maps, register as _register_target
+
+_register_target()
+
+__all__ = [
+    "Accepted", "Budget", "CandidateMaps", "CorrectnessOracle", "DEFAULT_OPERATORS", "Enumerator", "EvidenceSet",
+    "Evaluator", "Found", "GRADIENT_SEEDS", "LevelCounts", "Memo", "OpSpec", "RESULTS", "Scores", "SearchEvent",
+    "SearchResult", "SearchSpace", "SearchSpaceError", "TargetPearson", "ValueCache", "Verdict", "candidate_classes",
+    "load_space", "parse_operator", "pearson_to", "reference_maps", "synthesise",
+]

@@ -69,8 +69,9 @@ class EvidenceSet:
 
     @classmethod
     def capture(cls, model: torch.nn.Module, batch: Batch, layers, *, needs: Iterable[str] = ("A", "G"),
-                target=None, chunk: int = 16, output=None) -> "EvidenceSet":
-        """Capture once: one forward + one backward per chunk of ``chunk`` images.
+                target=None, chunk: int = 16, output=None, options=None) -> "EvidenceSet":
+        """Capture once: one forward + one backward per chunk of ``chunk`` images (plus the
+        passes that channel-score terminals need, set by ``options``).
 
         ``target`` None explains each row's label (``batch.labels``): what the metrics' ground
         truth is about.
@@ -82,7 +83,7 @@ class EvidenceSet:
         for i in range(0, len(batch), chunk):
             sub = batch[i:i + chunk]
             tgt = sub.labels if target is None else _slice_target(target, i, i + chunk)
-            ev = capture(model, sub.x, layers, tgt, needs=needs, output=output)
+            ev = capture(model, sub.x, layers, tgt, needs=needs, output=output, options=options)
             for name, lev in ev.layers.items():
                 terms = parts.setdefault(name, {})
                 for term, t in lev.layout().items():

@@ -511,7 +511,12 @@ class SearchSpace:
         drop_names, drop_exprs = set(), set()
         for e in exclude:
             if isinstance(e, str):
-                drop_names.add(get_seed(e).name)
+                seed = get_seed(e)
+                drop_names.add(seed.name)
+                try:
+                    drop_exprs.add(self.candidate(seed.tree))
+                except SearchSpaceError:
+                    pass
             else:
                 drop_exprs.add(e)
         out: dict[str, Expr] = {}

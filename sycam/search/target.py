@@ -1,0 +1,137 @@
+"""The metric "similarity to target maps", for rediscovery: how close are the maps to given ones?
+
+:class:`TargetPearson` scores each map by its Pearson correlation with the reference map of
+the same image (higher is better, 1 = the same map up to a positive affine change). It is a
+plug-in of the metrics interface, registered as ``"target_pearson"``::
+
+    ref = reference_maps("gradcampp", model, batch.x, layer, batch.labels)   # (N, H, W)
+    metric = get_metric("target_pearson", reference=ref, images=batch.x)
+
+Rows are matched to references by the image they belong to (a fingerprint of the model
+input), so any subset or reordering of the images can be scored. On
+:class:`~sycam.metrics.maps.LowResMaps` it is exact at feature resolution: with
+U = R a C^T the bilinear upsampling of a (h, w) map a,
+
+    sum U = r^T a c,   sum U^2 = <R^T R a C^T C, a>,   sum U T = <a, R^T T C>,
+
+(r, c the column sums of R, C), and Pearson is invariant to the per-map min-max
+normalisation (a positive affine change), so no map is ever upsampled.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..data.batch import Batch
+from ..errors import SycamError
+from ..metrics.base import Direction, Metric, MetricError, Resources
+from ..metrics.maps import LowResMaps
+from ..metrics.similarity import pearson
+
+
+def _fingerprint(x: Tensor) -> Tensor:
+    """(b, 2) float64 projections of each flattened input on two fixed random vectors."""
+    flat = x.detach().flatten(1).double()
+    g = torch.Generator().manual_seed(97)
+    v = torch.randn(flat.shape[1], 2, generator=g, dtype=torch.float64).to(flat.device)
+    return (flat[:, :, None] * v[None]).sum(1)
+
+
+class TargetPearson(Metric):
+    """Pearson correlation of each map with the reference map of its image (per image, (n, b)).
+
+    ``reference``: (N, H, W) target maps; ``images``: the (N, 3, S, S) model inputs they belong
+    to. A constant map (or reference) scores 0.
+    """
+
+    name = "target_pearson"
+    direction = Direction.HIGHER
+    needs = frozenset()
+    accepts_lowres = True
+
+    def __init__(self, reference: Tensor | None = None, images: Tensor | None = None):
+        if (reference is None) != (images is None):
+            raise MetricError("target_pearson needs both reference= maps and the images= they belong to")
+        if reference is not None:
+            if reference.dim() != 3 or images.dim() != 4 or reference.shape[0] != images.shape[0]:
+                raise MetricError(f"target_pearson: reference (N, H, W) and images (N, 3, S, S) must match, got "
+                                  f"{tuple(reference.shape)} and {tuple(images.shape)}")
+            self.reference = reference.detach().double()
+            self._prints = _fingerprint(images)
+        else:
+            self.reference = None
+
+    def rows(self, x: Tensor) -> Tensor:
+        """Indices of the references of the images ``x`` (MetricError if one is unknown)."""
+        if self.reference is None:
+            raise MetricError("target_pearson has no reference maps: get_metric('target_pearson', "
+                              "reference=maps, images=x)")
+        fp = _fingerprint(x).to(self._prints.device)
+        dist = (fp[:, None, :] - self._prints[None]).abs().amax(-1)
+        scale = self._prints.abs().amax() + 1e-30
+        best = dist.argmin(1)
+        ok = dist.gather(1, best[:, None])[:, 0] <= 1e-9 * scale
+        if not bool(ok.all()):
+            raise MetricError(f"target_pearson: {int((~ok).sum())} image(s) have no reference map")
+        return best
+
+    def compute(self, maps: Tensor | LowResMaps, batch: Batch, res: Resources) -> Tensor:
+        idx = self.rows(batch.x).to(self.reference.device)
+        T = self.reference.index_select(0, idx)                       # (b, H, W)
+        if not isinstance(maps, LowResMaps):
+            return pearson(maps, T[None].to(maps.device))
+        return lowres_pearson(maps, T.to(maps.a.device))
+
+
+def lowres_pearson(maps: LowResMaps, T: Tensor) -> Tensor:
+    """Exact Pearson of Up(a) with (b, H, W) targets, computed at feature resolution (n, b)."""
+    if tuple(T.shape[-2:]) != tuple(maps.size):
+        raise MetricError(f"reference maps are {tuple(T.shape[-2:])}, the maps {maps.size}")
+    R, C = (m.double() for m in maps.matrices())                # (H, h), (W, w)
+    a = maps.a.double()                                           # (n, b, h, w)
+    N = float(maps.size[0] * maps.size[1])
+    T = T.double()
+    r, c = R.sum(0), C.sum(0)
+    s_u = torch.einsum("nbhw,h,w->nb", a, r, c)
+    s_uu = (torch.einsum("ij,nbjw,wv->nbiv", R.T @ R, a, C.T @ C) * a).sum((-2, -1))
+    proj = torch.einsum("Hh,bHW,Ww->bhw", R, T, C)                # R^T T C per image
+    s_ut = (a * proj[None]).sum((-2, -1))
+    mt = T.mean((-2, -1))
+    vt = T.var((-2, -1), correction=0)
+    mu = s_u / N
+    vu = (s_uu / N - mu * mu).clamp_min(0)
+    cov = s_ut / N - mu * mt[None]
+    den = (vu * vt[None]).sqrt()
+    ok = (vu > 1e-12 * (s_uu / N).clamp_min(1e-300)) & (vt[None] > 0)
+    return torch.where(ok, cov / den.clamp_min(1e-300), torch.zeros_like(cov)).clamp(-1, 1).float()
+
+
+def reference_maps(method, model: torch.nn.Module, x: Tensor, layers, targets=None, *, chunk: int = 16) -> Tensor:
+    """Maps (N, H, W) of a known method (seed name, expression text or tree) through the public
+    :class:`sycam.api.CAM` path: an independent computation of the target maps."""
+    from ..api import CAM
+
+    with CAM(method, model, layers) as cam:
+        outs = []
+        for i in range(0, x.shape[0], chunk):
+            t = None if targets is None else targets[i:i + chunk]
+            outs.append(cam(x[i:i + chunk], t).detach())
+    return torch.cat(outs)
+
+
+def register() -> None:
+    """Register ``target_pearson`` in the metric registry (idempotent)."""
+    from ..metrics.registry import available_metrics, register_metric
+
+    if TargetPearson.name not in available_metrics():
+        register_metric(TargetPearson.name, TargetPearson)
+
+
+def pearson_to(maps: Tensor, reference: Tensor) -> Tensor:
+    """(b,) Pearson of (b, H, W) maps with references (both at input size): the held-out check."""
+    if maps.shape != reference.shape:
+        raise SycamError(f"maps {tuple(maps.shape)} and references {tuple(reference.shape)} differ in shape")
+    r = pearson(maps.double(), reference.double())
+    return torch.where(torch.isfinite(r), r, torch.full_like(r, math.nan))
