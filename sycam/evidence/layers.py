@@ -87,47 +87,36 @@ class LayerInfo:
     calls: int
 
 
-def list_layers(model: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
-    """Every named module with its output shape and call count on one example forward."""
-    shapes: dict[str, tuple] = {}
-    calls: dict[str, int] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if not name:
-            continue
-
-        def hook(_m, _inp, out, name=name):
-            calls[name] = calls.get(name, 0) + 1
-            shapes[name] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
-        handles.append(module.register_forward_hook(hook))
+def traced_outputs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, object]]:
+    """(module name, output) of every named module, in the order calls finish, on one
+    no-grad forward of ``example``."""
+    order: list[tuple[str, object]] = []
+    handles = [module.register_forward_hook(lambda _m, _i, out, name=name: order.append((name, out)))
+               for name, module in model.named_modules() if name]
     try:
         with torch.no_grad():
             model(example)
     finally:
         for h in handles:
             h.remove()
+    return order
+
+
+def list_layers(model: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
+    """Every named module with its output shape and call count on one example forward."""
+    shapes: dict[str, tuple | None] = {}
+    calls: dict[str, int] = {}
+    for name, out in traced_outputs(model, example):
+        calls[name] = calls.get(name, 0) + 1
+        shapes[name] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
     return [LayerInfo(name, type(m).__name__, shapes.get(name), calls.get(name, 0))
             for name, m in model.named_modules() if name]
 
 
 def last_spatial_layer(model: nn.Module, example: torch.Tensor) -> str:
     """The last module (in call order) whose output is a (b, k, h, w) map with h, w > 1."""
-    order: list[tuple[str, tuple]] = []
-    handles = []
-    for name, module in model.named_modules():
-        if name:
-            handles.append(module.register_forward_hook(
-                lambda _m, _i, out, name=name: order.append((name, tuple(out.shape)))
-                if isinstance(out, torch.Tensor) else None))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-    spatial = [n for n, s in order if len(s) == 4 and s[2] > 1 and s[3] > 1]
+    spatial = [name for name, out in traced_outputs(model, example)
+               if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[2] > 1 and out.shape[3] > 1]
     if not spatial:
         raise SycamError("the model has no layer with a spatial (b, k, h, w) output to explain")
     return spatial[-1]
-
-

@@ -172,19 +172,13 @@ def _constant(value: float) -> sympy.Expr:
     return sympy.Integer(int(value)) if value.is_integer() else sympy.Rational(repr(value))
 
 
-@lru_cache(maxsize=4096)
-def to_sympy(expr: Expr) -> sympy.Expr:
-    """The sympy form of an expression (terminals become real symbols)."""
-    if isinstance(expr, Var):
-        return sympy.Symbol(expr.name, real=True)
-    if isinstance(expr, Num):
-        return _constant(expr.value)
-    op = expr.op
+def sympy_apply(node: Call, args: list[sympy.Expr]) -> sympy.Expr:
+    """The sympy form of ``node`` from its arguments' forms (``where``: the comparison's two
+    operands, then the branches)."""
+    op = node.op
     if op == "where":
-        cond, x, y = expr.args
-        a, b = (to_sympy(c) for c in cond.args)
-        return where_fn(cond.op)(a, b, to_sympy(x), to_sympy(y))
-    args = [to_sympy(a) for a in expr.args]
+        a, b, x, y = args
+        return where_fn(node.args[0].op)(a, b, x, y)
     if op == "add":
         return args[0] + args[1]
     if op == "sub":
@@ -197,14 +191,28 @@ def to_sympy(expr: Expr) -> sympy.Expr:
         return -args[0]
     if op == "pow":
         base, exponent = args
-        if isinstance(exponent, sympy.Integer):
-            return base ** exponent
-        return spow(base, exponent)
+        return base ** exponent if isinstance(exponent, sympy.Integer) else spow(base, exponent)
     if op in _UNARY_SYMPY:
         return _UNARY_SYMPY[op](args[0])
     if OPS[op].kind in ("reduce", "normalise"):
-        return along(op, expr.axes)(args[0])
+        return along(op, node.axes)(args[0])
     raise ValueError(f"no sympy form for {op}")
+
+
+def sympy_leaf(expr: Var | Num) -> sympy.Expr:
+    """A terminal becomes a real symbol, a constant an exact rational."""
+    return sympy.Symbol(expr.name, real=True) if isinstance(expr, Var) else _constant(expr.value)
+
+
+@lru_cache(maxsize=4096)
+def to_sympy(expr: Expr) -> sympy.Expr:
+    """The sympy form of an expression (terminals become real symbols)."""
+    if isinstance(expr, (Var, Num)):
+        return sympy_leaf(expr)
+    if expr.op == "where":
+        cond, x, y = expr.args
+        return sympy_apply(expr, [to_sympy(cond.args[0]), to_sympy(cond.args[1]), to_sympy(x), to_sympy(y)])
+    return sympy_apply(expr, [to_sympy(a) for a in expr.args])
 
 
 def from_sympy(s: sympy.Expr) -> Expr:
