@@ -399,3 +399,34 @@ def test_detection_metrics_on_an_explained_detector(linear):
     # sum(V_1 * x) with per-pixel terms -3, 0, 0, 4 (total 1): curve 1, -3, 0, 0, 0
     dele = get_metric("det_deletion", steps=4)(ex.maps, batch, model_fn=linear)
     assert torch.allclose(dele, torch.tensor([0.25 * ((1 - 3) / 2 + (-3 + 0) / 2)]))
+
+
+# ---------------------------------------------------------------------- torchvision's builders (slow)
+_RCNN = dict(box_score_thresh=0.0, rpn_pre_nms_top_n_test=40, rpn_post_nms_top_n_test=20, box_detections_per_img=3)
+_ONE = dict(score_thresh=0.0, topk_candidates=20, detections_per_img=3)
+BUILDERS = {   # name: (extra kwargs, default layer, gradient expected to reach the layer with random weights)
+    "fasterrcnn_resnet50_fpn": (_RCNN, "backbone.body.layer4", True),
+    "fasterrcnn_mobilenet_v3_large_fpn": (_RCNN, "backbone.body.16", True),
+    "maskrcnn_resnet50_fpn": (_RCNN, "backbone.body.layer4", True),
+    "retinanet_resnet50_fpn_v2": (_ONE, "backbone.body.layer4", True),
+    "fcos_resnet50_fpn": (_ONE, "backbone.body.layer4", True),
+    "ssd300_vgg16": (_ONE, "backbone.features", True),
+    # random MobileNetV3 features die out (ReLU6 of ~0): zero gradient until real weights are loaded
+    "ssdlite320_mobilenet_v3_large": (_ONE, "backbone.features.1", False),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUILDERS)
+def test_torchvision_builders(name):
+    extra, layer, flows = BUILDERS[name]
+    size = {} if name.startswith("ssd") else dict(min_size=96, max_size=160)
+    model = getattr(tv_det, name)(weights=None, weights_backbone=None, num_classes=5, **size, **extra).eval()
+    assert default_layers(model) == layer
+    x = torch.rand(1, 3, 96, 128)
+    det = detect(model, x)[0]
+    e = sycam.CAM("ssgradcam", model, layers=layer).explain(x, targets=DetectionTarget(det["boxes"][0],
+                                                                                       int(det["labels"][0])))
+    assert e.valid.all() and torch.isfinite(e.maps).all() and e.maps.shape == (1, 96, 128)
+    assert bool(e.evidence.layers[layer].terms["G"][0].abs().sum() > 0) == flows
+    assert hook_count(model) == 0
