@@ -70,11 +70,13 @@ _SEEDS = [
          aliases=("finer-cam",), target="finer", params={"gamma": 1.0, "n_refs": 3}),
     Seed("ssgradcam", "SSGrad-CAM", f"relu(sum(mean(G, hw) * {_SPACE} * A, k))",
          "Yamauchi & Ishikawa, Spatial Sensitive Grad-CAM, ICIP 2022, doi:10.1109/ICIP46576.2022.9897350",
-         "1 forward + 1 backward to the layer", "Grad-CAM weights times the space map |G| / max_hw |G|",
+         "1 forward + 1 backward to the layer", "Grad-CAM weights times the space map |G| / max_hw |G|; made for "
+         "detectors: target=DetectionTarget(box) (sycam.evidence.detection) explains one detected instance",
          aliases=("ssgrad-cam", "spatial-sensitive-gradcam")),
     Seed("ssgradcampp", "SSGrad-CAM++", f"relu(sum(sum({_ALPHA} * relu(G), hw) * {_SPACE} * A, k))",
          "Yamauchi, Spatial Sensitive Grad-CAM++, CVPR 2024 Workshops (XAI4CV), pp. 8164-8168",
-         "1 forward + 1 backward to the layer", "Grad-CAM++ weights times the space map",
+         "1 forward + 1 backward to the layer", "Grad-CAM++ weights times the space map; on detectors with "
+         "target=DetectionTarget(box) (sycam.evidence.detection)",
          aliases=("ssgrad-cam++", "ssgradcam++")),
 ]
 
