@@ -107,7 +107,8 @@ def match_detections(boxes: Tensor, scores: Tensor, labels: Tensor | None, refs:
     idx = torch.where(tied, second, neg).argmax(1)          # argmax gives the first maximum
     found = ok.any(1)
     idx = torch.where(found, idx, torch.full_like(idx, -1))
-    ov = torch.where(found, overlap.gather(1, idx.clamp_min(0)[:, None])[:, 0], torch.zeros_like(found, dtype=overlap.dtype))
+    ov = overlap.gather(1, idx.clamp_min(0)[:, None])[:, 0]
+    ov = torch.where(found, ov, torch.zeros_like(ov))
     return idx, ov
 
 
@@ -365,7 +366,7 @@ def instance_rows(boxes: Tensor | Sequence[Tensor], labels: Tensor | Sequence[An
         raise SycamError(f"labels for {len(labels)} images, boxes for {len(per_image)}")
     lab = []
     for lb, b in zip(labels, per_image):
-        t = torch.full((len(b),), -1, dtype=torch.long) if lb is None else torch.as_tensor(lb, dtype=torch.long).reshape(-1)
+        t = torch.tensor([-1]) if lb is None else torch.as_tensor(lb, dtype=torch.long).reshape(-1)
         if t.numel() == 1:
             t = t.expand(len(b))
         if t.numel() != len(b):
