@@ -27,7 +27,7 @@ is :func:`unpermute`, GPNN-CAM's "unpermute" of a variation's CAM into source co
 
 Speed. An exact search costs O(N_q N_k d) per iteration and the normalised score needs two passes
 over the distance matrix (column minima, then row argmins): at 224 px (N ~ 47.5k) one iteration of
-one variation takes ~10 s on one CPU core even with 30-d patches. So, by default:
+one variation takes ~13 s on one CPU core even with 30-d patches. So, by default:
 
 - coarse levels (<= ``fine_patches`` = 1300 patches; at 224 px up to 41 px, where the layout of a
   variation is decided) run the exact search, chunked to ``memory_mb`` blocks, ``iters`` = 10 times;
@@ -39,16 +39,16 @@ one variation takes ~10 s on one CPU core even with 30-d patches. So, by default
 - patches are compared after projection onto the top ``pca_dim`` = 30 principal components of the
   source patches of the level (as GPNN-CAM does); ``pca_dim=None`` compares all 3*7*7 values.
 
-``fine_search="global", fine_iters=10, pca_dim=None`` is the official algorithm (minutes per image
-on a CPU). On chelsea at 224 px the windowed search reaches the exact search's patch error (mean
-distance of output patches to their nearest source patch) within ~5% at ~1/50 of the time; see
-experiments/gpnn/README.md.
+``fine_search="global", fine_iters=10, pca_dim=None`` is the official algorithm (many minutes per
+image on a CPU). Against the exact search with the same schedule (``fine_search="global"``), the
+windowed search gives the same layouts and the same patch error (mean distance of output patches
+to their nearest source patch) at ~1/80 of the time; see experiments/gpnn/README.md.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -475,11 +475,8 @@ class GPNNResult:
 
     @property
     def seconds(self) -> float:
+        """Wall-clock seconds of the whole generation."""
         return sum(lv["seconds"] for lv in self.levels)
-
-    def describe(self) -> dict:
-        return {"seed": self.seed, "n": self.images.shape[0], **asdict(self.params),
-                "seconds": round(self.seconds, 3), "levels": self.levels}
 
 
 def gpnn_variations(image: Tensor, n: int, *, seed: int, params: GPNNParams | None = None,
