@@ -1,0 +1,501 @@
+"""The search driver: seeds, bottom-up enumeration and TPE, all as trials of one Optuna study.
+
+A search is a named study in a store (:mod:`sycam.search.storage`). Its settings (space,
+objectives, model, layers, data and split) are a study attribute: a restart or another
+worker with different settings is refused. Candidates come from three sources, in order:
+
+1. **waiting trials**: the seed methods of the space, enqueued once when the study is made
+   (and trials of dead workers, enqueued again); popped by ``study.ask()``;
+2. **enumeration** (strategy ``enumerate`` / ``both``): the search core's bottom-up
+   enumerator (:class:`~sycam.search.enumerate.Enumerator`, equivalence-pruned on probe
+   images) up to ``enumerate_size`` nodes. A chunk is claimed as a whole, scored in one
+   batch and recorded as finished trials whose parameters are the grammar encoding of
+   their expressions (:mod:`sycam.search.optuna_space`), so TPE learns from them;
+3. **TPE** (strategy ``optuna`` / ``both``): batches of ``study.ask()`` trials whose
+   candidates the sampler draws from the grammar-shaped define-by-run space
+   (``constant_liar`` keeps parallel workers apart).
+
+Every candidate is keyed by its canonical form; a key is evaluated at most once per study,
+across workers and restarts (the claim protocol of :mod:`sycam.search.ledger`): a proposal
+whose key is owned already becomes a pruned trial marked ``duplicate_of``. With one
+objective and ``fidelity`` k, candidates are scored on k images first and Optuna's
+``WilcoxonPruner`` stops those that are significantly worse than the best trial.
+
+The budget counts evaluations in the whole study, so re-running a killed search with the
+same command finishes the remaining work, and several workers share one budget.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState, create_trial
+
+from ..errors import SycamError
+from ..grammar.ast import Expr
+from ..grammar.printer import to_text
+from .evaluate import EvidenceSet
+from .ledger import INFO, SETTINGS, WORKER, Ledger, View, expression_key, info
+from .objectives import Objectives, Outcome
+from .optuna_space import EncodingError, GrammarSpace
+from .space import SearchSpace
+from .storage import Store
+from .workers import DEFAULT_GRACE, DEFAULT_HEARTBEAT, Worker
+
+STRATEGIES = ("enumerate", "optuna", "both")
+SAMPLERS = ("tpe", "nsga2", "random")
+DEFAULT_ENUMERATE_SIZE = 5
+
+
+class SearchError(SycamError, ValueError):
+    """A search that cannot start or continue (settings of a stored study differ, bad options)."""
+
+
+@dataclass
+class Options:
+    """How this worker searches (free to differ between workers and restarts)."""
+
+    strategy: str = "both"
+    budget: int | None = 500            # evaluations in the whole study
+    seconds: float | None = None        # wall time of this run's search loop
+    enumerate_size: int | None = None   # largest enumerated size (default 5, or max_size for "enumerate")
+    batch: int = 16                     # TPE trials asked at once
+    sampler: str = "tpe"
+    seed: int | None = None
+    chunk: int = 256                    # enumerated candidates per chunk
+    grace: float = DEFAULT_GRACE        # seconds without heartbeat before another host's worker is dead
+    heartbeat: float = DEFAULT_HEARTBEAT
+    duplicate_patience: int = 48        # TPE duplicates in a row before a random batch
+    max_duplicates: int = 2000          # ... and before the search stops (space exhausted)
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise SearchError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+        if self.sampler not in SAMPLERS:
+            raise SearchError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
+        if self.budget is not None and self.budget < 1:
+            raise SearchError(f"the budget must be at least 1 candidate, not {self.budget}")
+        if self.seconds is not None and self.seconds <= 0:
+            raise SearchError(f"the time budget must be positive, not {self.seconds}")
+        if self.budget is None and self.seconds is None:
+            raise SearchError("give a budget: a number of candidates, a time limit, or both")
+        if self.batch < 1 or self.chunk < 1:
+            raise SearchError("batch and chunk sizes must be at least 1")
+
+
+@dataclass
+class Progress:
+    """What the driver reports after every batch."""
+
+    done: int
+    inflight: int
+    budget: int | None
+    phase: str
+    best: str | None = None
+    best_value: float | None = None
+    duplicates: int = 0
+    pruned: int = 0
+
+
+@dataclass
+class RunSummary:
+    """What this run did (the study holds everything)."""
+
+    reason: str
+    evaluated: int = 0            # candidates this worker scored and recorded
+    duplicates: int = 0
+    pruned: int = 0
+    invalid: int = 0
+    retried: int = 0
+    seconds: float = 0.0
+    worker: str = ""
+    phases: dict[str, int] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------- study
+def make_sampler(name: str, seed: int | None, n_objectives: int) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
+            # group=True would sample every group ever seen (one per tree path) on every trial:
+            # seconds per trial after a few hundred trials; plain multivariate TPE stays ~O(trials).
+            return optuna.samplers.TPESampler(multivariate=True, constant_liar=True, seed=seed)
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _canonical(settings: Mapping[str, Any]) -> dict:
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def settings_difference(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences between two settings dicts (top-level keys)."""
+    a, b = _canonical(stored), _canonical(wanted)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            sa, sb = json.dumps(a.get(key))[:120], json.dumps(b.get(key))[:120]
+            out.append(f"{key}: stored {sa}, now {sb}")
+    return out
+
+
+def open_study(store: Store, name: str, settings: Mapping[str, Any], directions: Sequence[str],
+               sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner | None = None,
+               seeds: Callable[[optuna.Study], None] | None = None) -> tuple[optuna.Study, bool]:
+    """Create the study or load it; refuse one made with other settings. ``seeds(study)`` runs
+    once, when the study is new (under the claim lock). Returns (study, created)."""
+    if not name or any(c in name for c in "\n\r\t") or len(name) > 200:
+        raise SearchError(f"bad study name {name!r}")
+    pruner = pruner or optuna.pruners.NopPruner()
+    study = optuna.create_study(study_name=name, storage=store.optuna, sampler=sampler, pruner=pruner,
+                                directions=list(directions), load_if_exists=True)
+    have = [d.name.lower() for d in study.directions]
+    if have != list(directions):
+        raise SearchError(f"study {name!r} in {store.url} optimises {have}, not {list(directions)}; "
+                          "use another --study or the same metrics")
+    created = False
+    with store.lock(name):
+        stored = study.user_attrs.get(SETTINGS)
+        if stored is None:
+            if study.get_trials(deepcopy=False):
+                raise SearchError(f"study {name!r} in {store.url} was not made by sycam search")
+            study.set_user_attr(SETTINGS, _canonical(settings))
+            if seeds is not None:
+                seeds(study)
+            created = True
+        else:
+            diff = settings_difference(stored, settings)
+            if diff:
+                raise SearchError(f"study {name!r} in {store.url} was made with other settings; resume it with "
+                                  "the same ones or use another --study:\n  " + "\n  ".join(diff))
+    return study, created
+
+
+def seed_enqueuer(space: SearchSpace, grammar: GrammarSpace, seeds: Mapping[str, Expr]):
+    """A ``seeds(study)`` callback for :func:`open_study`: enqueue each seed candidate once per key."""
+    def enqueue(study: optuna.Study) -> None:
+        seen: dict[str, dict] = {}
+        for name, cand in seeds.items():
+            key = expression_key(space, cand)
+            if key in seen:
+                seen[key]["also"] = seen[key].get("also", []) + [name]
+                continue
+            params, _ = grammar.params(cand)
+            seen[key] = {"params": params, "info": {"expr": to_text(cand), "key": key, "size": cand.size,
+                                                    "source": "seed", "seed": name}}
+        for entry in seen.values():
+            if "also" in entry:
+                entry["info"]["also"] = entry.pop("also")
+            study.enqueue_trial(entry["params"], user_attrs={INFO: entry["info"]})
+    return enqueue
+
+
+# ---------------------------------------------------------------------------------- driver
+class _Incumbent:
+    """What WilcoxonPruner reads from a study: its best trial and direction (fixed per batch)."""
+
+    def __init__(self, best, direction):
+        self._best, self.direction = best, direction
+
+    @property
+    def best_trial(self):
+        if self._best is None:
+            raise ValueError("no complete trial yet")
+        return self._best
+
+
+def best_of(trials, directions: Sequence[str]):
+    """The best complete non-duplicate trial on the first objective (None if none)."""
+    sign = 1.0 if directions[0] == "maximize" else -1.0
+    best, best_v = None, -math.inf
+    for t in trials:
+        if t.state != TrialState.COMPLETE or "duplicate_of" in info(t) or not t.values:
+            continue
+        v = sign * t.values[0]
+        if v > best_v:
+            best, best_v = t, v
+    return best
+
+
+class Search:
+    """One worker of a study: ``Search(...).run()`` until the budget, the time or ``stop`` ends it."""
+
+    def __init__(self, store: Store, study: optuna.Study, space: SearchSpace, objectives: Objectives,
+                 options: Options, *, probe: EvidenceSet | None = None, seeds: Mapping[str, Expr] | None = None,
+                 pruner: optuna.pruners.BasePruner | None = None, progress: Callable[[Progress], None] | None = None,
+                 stop: threading.Event | None = None, log: Callable[[str], None] | None = None):
+        self.store = store
+        self.study = study
+        self.name = study.study_name
+        self.space = space
+        self.grammar = GrammarSpace(space)
+        self.objectives = objectives
+        self.options = options
+        self.probe = probe
+        self.seeds = dict(seeds or {})
+        self.pruner = pruner
+        self.progress = progress
+        self.stop = stop or threading.Event()
+        self.log = log or (lambda msg: None)
+        self.directions = objectives.directions
+        self.summary = RunSummary("")
+        self._tpe = study.sampler
+        self._random = optuna.samplers.RandomSampler(seed=options.seed)
+        self._dup_streak = 0
+        self._incumbent = None
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> RunSummary:
+        opts = self.options
+        t0 = time.monotonic()
+        deadline = None if opts.seconds is None else t0 + opts.seconds
+        worker = Worker(self.study, interval=opts.heartbeat)
+        self.token = worker.token
+        self.summary.worker = worker.token
+        self.ledger = Ledger(self.study, worker.token, opts.grace)
+        chunks = self._enumeration() if opts.strategy in ("enumerate", "both") else None
+        reason = ""
+        worker.start()
+        try:
+            while not reason:
+                if self.stop.is_set():
+                    reason = "stopped"
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    reason = "time"
+                    break
+                with self.store.lock(self.name):
+                    view = self._view()
+                if opts.budget is not None and view.claimed >= opts.budget and not view.waiting:
+                    reason = "budget"
+                    break
+                if view.waiting:
+                    self._trial_batch("queued")
+                elif chunks is not None:
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        chunks = None
+                        if opts.strategy == "enumerate":
+                            reason = "enumerated"
+                    else:
+                        self._chunk(chunk)
+                elif opts.strategy in ("optuna", "both"):
+                    if self._dup_streak >= opts.max_duplicates:
+                        reason = "exhausted"
+                        break
+                    self._trial_batch("optuna")
+                else:
+                    reason = "enumerated"
+        finally:
+            worker.stop()
+            if self.summary.reason == "" and not reason:
+                reason = "interrupted"
+            self._abandon()
+            self.summary.reason = reason
+            self.summary.seconds = time.monotonic() - t0
+        return self.summary
+
+    def _view(self) -> View:
+        """The study under the lock, after reaping the trials of dead workers."""
+        view = self.ledger.view()
+        if view.stale:
+            failed = self.ledger.reap(view)
+            if failed:
+                self.summary.retried += len(failed)
+                self.log(f"trials {failed} of stopped workers failed and queued again")
+            view = self.ledger.view()
+        self._incumbent = best_of(view.trials, self.directions)
+        self._report(view, "")
+        return view
+
+    def _abandon(self) -> None:
+        """Give back what this worker holds (its RUNNING trials are failed and queued again)."""
+        try:
+            with self.store.lock(self.name):
+                view = Ledger(self.study, token="", grace=self.options.grace).view()
+                mine = [t for t in view.stale if t.user_attrs.get(WORKER) == self.token]
+                if mine:
+                    view.stale = mine
+                    failed = self.ledger.reap(view)
+                    self.log(f"interrupted: trials {failed} queued again for the next run")
+        except Exception as err:   # never hide the original error
+            self.log(f"could not give back running trials ({err}); the next worker reclaims them")
+
+    def _report(self, view: View, phase: str) -> None:
+        if self.progress is None:
+            return
+        best = self._incumbent
+        self.progress(Progress(view.done, view.inflight, self.options.budget, phase,
+                               info(best).get("expr") if best else None,
+                               best.values[0] if best else None,
+                               self.summary.duplicates, self.summary.pruned))
+
+    # ------------------------------------------------------------------ pruning
+    def _pruner(self) -> Callable[[dict[int, float]], bool] | None:
+        if self.pruner is None or not self.objectives.fidelity:
+            return None
+        incumbent = _Incumbent(self._incumbent, optuna.study.StudyDirection[self.directions[0].upper()])
+
+        def prune(steps: dict[int, float]) -> bool:
+            if not steps:
+                return False
+            ft = create_trial(state=TrialState.COMPLETE, value=0.0, intermediate_values=steps)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return bool(self.pruner.prune(incumbent, ft))
+        return prune
+
+    # ------------------------------------------------------------------ trials (queued and TPE)
+    def _trial_batch(self, phase: str) -> None:
+        opts = self.options
+        with self.store.lock(self.name):
+            view = self._view()
+            room = view.waiting + (opts.batch if opts.budget is None else max(0, opts.budget - view.claimed))
+            n = min(opts.batch, room)
+            if n <= 0:
+                return
+            random_batch = phase == "optuna" and self._dup_streak >= opts.duplicate_patience
+            self.study.sampler = self._random if random_batch else self._tpe
+            trials = []
+            for _ in range(n):
+                t = self.study.ask()
+                t.set_user_attr(WORKER, self.token)
+                trials.append(t)
+        proposals = []
+        for t in trials:
+            i = dict(t.user_attrs.get(INFO) or {})
+            try:
+                expr = self.grammar.suggest(t)
+            except EncodingError as err:
+                i["error"] = f"cannot decode: {err}"
+                t.set_user_attr(INFO, i)
+                self.study.tell(t, state=TrialState.FAIL)
+                continue
+            if not i.get("key"):
+                i.update(expr=to_text(expr), key=expression_key(self.space, expr), size=expr.size,
+                         source="random" if random_batch else "optuna")
+            proposals.append((t, expr, i))
+        self.study.sampler = self._tpe
+        claimed = []
+        with self.store.lock(self.name):
+            view = self.ledger.view()
+            for t, expr, i in proposals:
+                owner = view.owner(i["key"])
+                if owner is not None and owner != t.number:
+                    i["duplicate_of"] = owner
+                else:
+                    view.owners[i["key"]] = t.number
+                    claimed.append((t, expr, i))
+                t.set_user_attr(INFO, i)
+        for t, expr, i in proposals:
+            if "duplicate_of" in i:
+                self.study.tell(t, state=TrialState.PRUNED)
+                self.summary.duplicates += 1
+        if phase == "optuna":
+            self._dup_streak = 0 if claimed else self._dup_streak + len(proposals)
+        if not claimed:
+            return
+        outcomes = self._evaluate([expr for _, expr, _ in claimed])
+        for (t, expr, i), o in zip(claimed, outcomes):
+            for step, value in o.steps.items():
+                t.report(value, step)
+            self._tell(t, i, o)
+        self.summary.phases[phase] = self.summary.phases.get(phase, 0) + len(claimed)
+
+    def _evaluate(self, candidates: Sequence[Expr]) -> list[Outcome]:
+        return self.objectives.evaluate(candidates, self._pruner())
+
+    def _tell(self, trial, i: dict, o: Outcome) -> None:
+        self.summary.evaluated += 1
+        if o.status == "complete":
+            self.study.tell(trial, o.values)
+            return
+        if o.status == "invalid":
+            self.summary.invalid += 1
+            trial.set_user_attr(INFO, {**i, "invalid": o.reason})
+        else:
+            self.summary.pruned += 1
+        self.study.tell(trial, state=TrialState.PRUNED)
+
+    # ------------------------------------------------------------------ enumeration
+    def _enumeration(self):
+        """Chunks of distinct candidates from the search core's enumerator (sizes <= enumerate_size)."""
+        from .enumerate import Enumerator
+
+        if self.probe is None:
+            raise SearchError("enumeration needs probe evidence (a few working images)")
+        size = self.options.enumerate_size
+        if size is None:
+            size = self.space.max_size if self.options.strategy == "enumerate" else DEFAULT_ENUMERATE_SIZE
+        size = max(1, min(int(size), self.space.max_size))
+        smallest = min(self.space.min_size(t) or 10 ** 9 for t in self.space.result_axes)
+        if size < smallest:
+            return
+        try:
+            space = self.space.replace(max_size=size)
+        except SycamError:
+            return
+        enum = Enumerator(space, self.probe, chunk=self.options.chunk)
+        for name, cand in self.seeds.items():
+            if space.contains(cand):
+                enum.register(name, cand)
+        yield from enum.candidates()
+
+    def _chunk(self, candidates: list[Expr]) -> None:
+        opts = self.options
+        texts = [to_text(c) for c in candidates]
+        cid = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:16]
+        keys = [expression_key(self.space, c) for c in candidates]
+        with self.store.lock(self.name):
+            view = self._view()
+            if cid in view.chunks:
+                return
+            todo, seen = [], set()
+            for c, k, text in zip(candidates, keys, texts):
+                if view.owner(k) is None and k not in seen:
+                    seen.add(k)
+                    todo.append((c, k, text))
+            room = len(todo) if opts.budget is None else max(0, opts.budget - view.claimed)
+            partial = room < len(todo)
+            todo = todo[:room]
+            if not todo:
+                if not partial:
+                    self.ledger.finish_chunk(cid, 0)
+                return
+            self.ledger.claim_chunk(cid, [k for _, k, _ in todo])
+        outcomes = self._evaluate([c for c, _, _ in todo])
+        frozen = []
+        for (c, k, text), o in zip(todo, outcomes):
+            i = {"expr": text, "key": k, "size": c.size, "source": "enumerate"}
+            try:
+                params, dists = self.grammar.params(c)
+            except EncodingError:
+                params, dists = {}, {}
+            if o.status == "invalid":
+                i["invalid"] = o.reason
+            state = TrialState.COMPLETE if o.status == "complete" else TrialState.PRUNED
+            frozen.append((k, o, create_trial(state=state, values=o.values, params=params, distributions=dists,
+                                              user_attrs={INFO: i, WORKER: self.token},
+                                              intermediate_values=o.steps)))
+        with self.store.lock(self.name):
+            view = self.ledger.view()
+            keep = [(k, o, f) for k, o, f in frozen if view.owner(k) in (None, f"chunk:{cid}")]
+            self.study.add_trials([f for _, _, f in keep])
+            if partial:
+                self.ledger.release_chunk(cid)
+            else:
+                self.ledger.finish_chunk(cid, len(keep))
+        for _, o, _ in keep:
+            self.summary.evaluated += 1
+            self.summary.pruned += o.status == "pruned"
+            self.summary.invalid += o.status == "invalid"
+        self.summary.phases["enumerate"] = self.summary.phases.get("enumerate", 0) + len(keep)

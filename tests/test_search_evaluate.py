@@ -1,0 +1,132 @@
+"""Candidate evaluation from cached evidence: parity with the public CAM path, the memo and its
+budget, invalid maps, directions, the multi-fidelity hook, errors before work."""
+import math
+
+import pytest
+import torch
+
+from sycam.api import CAM
+from sycam.errors import UnknownNameError
+from sycam.grammar import parse
+from sycam.kernels.compiler import Program
+from sycam.metrics import LowResMaps, MetricError, get_metric
+from sycam.metrics.similarity import pearson
+from sycam.search import EvidenceSet, Evaluator, Memo, SearchSpace, ValueCache
+from sycam.search.target import TargetPearson, lowres_pearson
+from sycam.search.toy import toy_problem
+
+
+@pytest.fixture(scope="module")
+def toy():
+    model, batch, layer = toy_problem(12)
+    space = SearchSpace.default()
+    ev = EvidenceSet.capture(model, batch, layer, needs=space.evidence_terms, chunk=5)
+    return model, batch, layer, space, ev
+
+
+def test_scores_match_the_public_cam_path(toy):
+    model, batch, layer, space, ev = toy
+    seeds = space.seeds()
+    ev_scores = Evaluator(ev, space, "energy_pointing_game").score(list(seeds.values()))
+    metric = get_metric("energy_pointing_game")
+    for i, name in enumerate(seeds):
+        maps = CAM(name, model, layers=layer)(batch.x, targets=batch.labels)
+        expected = metric(maps, batch)
+        assert torch.allclose(ev_scores.value[i], expected, atol=1e-5), name
+
+
+def test_batched_weights_equal_one_compiled_expression_each(toy):
+    _, batch, _, space, ev = toy
+    cands = [parse(t) for t in ["mean(G, hw)", "sum(A * G, hw) / sum(A, hw)", "max(G, hw) - mean(G, hw)",
+                                "relu(G) * A / max(A, hw)", "G"]]
+    maps = Evaluator(ev, space, "energy_pointing_game").maps(cands)
+    terms = next(iter(ev.layers.values()))
+    for i, c in enumerate(cands):
+        raw = Program([space.heatmap(c)], space.terminal_axes)(terms)[0]
+        assert torch.allclose(maps.raw[0][i], raw, rtol=1e-5, atol=1e-6)
+
+
+def test_a_candidate_with_cached_children_costs_one_op(toy):
+    _, _, _, _, ev = toy
+    memo = Memo(ev, ValueCache(64 << 20))
+    memo(parse("sum(A * G, hw)"))
+    memo(parse("sum(A, hw)"))
+    before = memo.ops
+    memo(parse("sum(A * G, hw) / sum(A, hw)"))
+    assert memo.ops == before + 1
+    memo(parse("sum(A * G, hw) / sum(A, hw)"))
+    assert memo.ops == before + 1          # cached
+
+
+def test_memo_budget_is_respected_and_evicted_values_are_recomputed(toy):
+    _, _, _, _, ev = toy
+    one = next(iter(ev.layers.values()))["A"]
+    size = one.numel() * one.element_size()
+    cache = ValueCache(3 * size)
+    memo = Memo(ev, cache)
+    exprs = [parse(t) for t in ["A * G", "A + G", "A - G", "relu(G) * A", "abs(G) + A", "A * A"]]
+    first = [memo(e)[0].clone() for e in exprs]
+    assert cache.stats.peak_bytes <= 3 * size and cache.stats.evictions >= 3
+    again = [memo(e)[0] for e in exprs]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert cache.stats.bytes <= cache.budget
+
+
+def test_invalid_maps_score_minus_infinity_without_crashing(toy):
+    _, _, _, space, ev = toy
+    e = Evaluator(ev, space, "pointing_game")
+    s = e.score([parse("exp(A) ^ 40"), parse("mean(G, hw)")])   # (e^A)^40 overflows float32
+    assert not bool(s.valid[0].all()) and bool(s.valid[1].all())
+    assert s.mean[0] == -math.inf and math.isfinite(float(s.mean[1]))
+    bad = ~s.valid[0]
+    assert torch.isnan(s.value[0][bad]).all()
+
+
+def test_lower_is_better_metrics_are_negated_internally(toy):
+    _, _, _, space, ev = toy
+    metric = get_metric("complexity")
+    assert metric.direction.value == "lower"
+    s = Evaluator(ev, space, metric).score([parse("mean(G, hw)"), parse("G")])
+    assert torch.allclose(s.internal, -s.value)
+    assert torch.allclose(s.metric_mean, s.value.mean(1))
+
+
+def test_subsets_and_staged_scoring(toy):
+    _, _, _, space, ev = toy
+    e = Evaluator(ev, space, "energy_pointing_game")
+    cands = [parse(t) for t in ["mean(G, hw)", "G", "relu(G)", "A", "sum(A * G, hw) / sum(A, hw)"]]
+    full = e.score(cands)
+    part = e.score(cands, rows=[1, 4, 7])
+    assert torch.allclose(part.value, full.value[:, [1, 4, 7]])
+    alive, staged = e.score_staged(cands, stages=[4, 12], keep=0.4)
+    top_on_4 = torch.argsort(e.score(cands, rows=range(4)).mean, descending=True)[:2].tolist()
+    assert alive == sorted(top_on_4) and staged.value.shape == (2, 12)
+
+
+def test_errors_before_any_work(toy):
+    _, batch, _, space, ev = toy
+    with pytest.raises(UnknownNameError, match="did you mean 'pointing_game'"):
+        Evaluator(ev, space, "pointng_game")
+    no_gt = EvidenceSet(ev.layers, ev.input_size, batch[:len(batch)])
+    no_gt.batch.masks, no_gt.batch.boxes = None, []
+    with pytest.raises(MetricError, match="needs batch.masks or batch.boxes"):
+        Evaluator(no_gt, space, "pointing_game")
+    with pytest.raises(MetricError, match="model_fn"):
+        Evaluator(ev, space, "deletion")
+
+
+def test_target_pearson_is_exact_at_feature_resolution(toy):
+    model, batch, layer, space, ev = toy
+    ref = CAM("gradcampp", model, layers=layer)(batch.x, targets=batch.labels)
+    metric = get_metric("target_pearson", reference=ref, images=batch.x)
+    assert isinstance(metric, TargetPearson)
+    maps = Evaluator(ev, space, metric).maps([parse("mean(G, hw)"), parse("G"), parse("A * 0 + 1")])
+    low = maps.lowres()
+    exact = pearson(low.full(), ref[None])
+    assert torch.allclose(lowres_pearson(low, ref), exact, atol=1e-5)
+    # rows are matched by image, in any order and subset
+    sub = batch[[5, 2]]
+    small = LowResMaps(low.a[:, [5, 2]], low.size)
+    assert torch.allclose(metric(small, sub), exact[:, [5, 2]], atol=1e-5)
+    with pytest.raises(MetricError, match="no reference"):
+        metric(small, toy_problem(2, seed=3)[1])
