@@ -42,7 +42,7 @@ one variation takes ~13 s on one CPU core even with 30-d patches. So, by default
 ``fine_search="global", fine_iters=10, pca_dim=None`` is the official algorithm (many minutes per
 image on a CPU). Against the exact search with the same schedule (``fine_search="global"``), the
 windowed search gives the same layouts and the same patch error (mean distance of output patches
-to their nearest source patch) at ~1/80 of the time; see experiments/gpnn/README.md.
+to their nearest source patch) at 1/50 to 1/80 of the time; see experiments/gpnn/README.md.
 """
 from __future__ import annotations
 
