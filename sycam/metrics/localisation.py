@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.batch import Batch
-from .base import Direction, Metric, Resources
+from .base import Direction, Metric, Resources, region_masks
 from .maps import LowResMaps
 from .similarity import midranks, pearson
 
@@ -27,8 +27,6 @@ def _resolve(batch: Batch, region: str, prefer: str) -> str:
 
 
 def _region(batch: Batch, region: str, prefer: str) -> Tensor:
-    from .base import region_masks
-
     return region_masks(batch, _resolve(batch, region, prefer))
 
 
@@ -78,8 +76,6 @@ def hit_zone(batch: Batch, region: str, tolerance: int) -> Tensor:
     hit = _ZONES.get(key)
     if hit is not None and len(hit[0]) == len(sources) and all(r() is t for r, t in zip(hit[0], sources)):
         return hit[1]
-    from .base import region_masks
-
     zone = dilate_disk(region_masks(batch, region), tolerance)
     if len(_ZONES) >= 16:
         _ZONES.pop(next(iter(_ZONES)))
