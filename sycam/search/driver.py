@@ -32,6 +32,7 @@ import math
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,8 +74,9 @@ class Options:
     chunk: int = 256                    # enumerated candidates per chunk
     grace: float = DEFAULT_GRACE        # seconds without heartbeat before another host's worker is dead
     heartbeat: float = DEFAULT_HEARTBEAT
-    duplicate_patience: int = 48        # TPE duplicates in a row before a random batch
-    max_duplicates: int = 2000          # ... and before the search stops (space exhausted)
+    duplicate_rate: float = 0.5         # above this share of duplicates among recent TPE proposals,
+                                        # the next batch is drawn uniformly from the grammar
+    max_duplicates: int = 2000          # duplicates in a row before the search stops (space exhausted)
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -251,6 +253,7 @@ class Search:
         self._tpe = study.sampler
         self._random = optuna.samplers.RandomSampler(seed=options.seed)
         self._dup_streak = 0
+        self._recent: deque[bool] = deque(maxlen=32)     # recent TPE proposals: was it a duplicate?
         self._incumbent = None
 
     # ------------------------------------------------------------------ main loop
@@ -359,11 +362,13 @@ class Search:
         opts = self.options
         with self.store.lock(self.name):
             view = self._view()
-            room = view.waiting + (opts.batch if opts.budget is None else max(0, opts.budget - view.claimed))
-            n = min(opts.batch, room)
+            fresh = 0 if phase == "queued" else (opts.batch if opts.budget is None
+                                                 else max(0, opts.budget - view.claimed))
+            n = min(opts.batch, view.waiting + fresh)
             if n <= 0:
                 return
-            random_batch = phase == "optuna" and self._dup_streak >= opts.duplicate_patience
+            random_batch = (phase == "optuna" and len(self._recent) >= 16
+                            and sum(self._recent) > opts.duplicate_rate * len(self._recent))
             self.study.sampler = self._random if random_batch else self._tpe
             trials = []
             for _ in range(n):
@@ -402,6 +407,10 @@ class Search:
                 self.summary.duplicates += 1
         if phase == "optuna":
             self._dup_streak = 0 if claimed else self._dup_streak + len(proposals)
+            if not random_batch:
+                self._recent.extend("duplicate_of" in i for _, _, i in proposals)
+            elif claimed:
+                self._recent.clear()
         if not claimed:
             return
         outcomes = self._evaluate([expr for _, expr, _ in claimed])

@@ -203,7 +203,6 @@ class Objectives:
             for i in alive:
                 firsts[i] = _mean_values(s1, i)
         alive = [i for i in alive if out[i] is None]
-        values: dict[int, list[float]] = {i: [] for i in alive}
         others = {k: ev.score([candidates[i] for i in alive]) for k, ev in self.evaluators.items()
                   if k != self.first} if alive else {}
         for j, i in enumerate(alive):
