@@ -1,50 +1,60 @@
 """Bottom-up, typed enumeration by size, pruned by the equivalence oracle.
 
 The **bank** holds one representative per class of equivalent terms, by size and type (a
-type is the set of axes). Level n is grown from smaller levels only:
+type is the set of axes), with its values on the probe images. Level n is grown from smaller
+levels only:
 
     unary / reduction / normalisation / pc1 of a size n-1 term, when it types;
     binary x op y with size(x) + size(y) = n - 1 (commutative ops once per unordered pair;
     ``^`` only to a constant exponent; never two constants).
 
-A new term is *generated* only if it can still become (part of) a candidate within
-``max_size`` (:meth:`SearchSpace.useful`) and its depth is within ``max_depth``. It then meets
-the oracles in turn (counts per size in :class:`LevelCounts`):
+A term is *generated* only if it can still become (part of) a candidate within ``max_size``
+(:meth:`SearchSpace.useful`) and its depth is within ``max_depth``. It then meets the oracles
+(counts per size in :class:`LevelCounts`):
 
-1. **sympy**: its canonical form (one sympy op on its children's forms) is new;
-2. **observational**: its value on the probe images (one operator on its children's
-   memoised values) is finite, not a constant, and not equal to a bank term's value.
-   Survivors join the bank; since sizes only grow, the kept representative is the smallest.
+1. **sympy** (``sympy="before"``, the default): its canonical form, one sympy operation on its
+   children's forms, is new (``"after"``: checked after the observational test, on fewer
+   terms; ``"off"``: not used);
+2. **observational**: its probe value is finite, not a constant, and differs from every bank
+   term's value. Survivors join the bank; sizes only grow, so the kept representative of a
+   class is a smallest one.
 
 A term of the result type is also a **candidate**: it must further have a new candidate form
 (sympy, up to a positive factor) and a new normalised probe heatmap (:class:`MapIndex`).
 Distinct candidates are yielded in chunks for the correctness oracle. Seeds can be
 registered first (:meth:`Enumerator.register`): an enumerated candidate equal to a seed is
-not yielded again, and the smaller of the two is recorded (:attr:`Enumerator.equivalent`).
+not yielded again, and a smaller equivalent is recorded (:attr:`Enumerator.equivalent`).
 
-Memory: sub-term values live in a :class:`ValueCache` under a byte budget (evicted values are
-recomputed from their children); the bank's bookkeeping and the map index are counted against
-the same budget and enumeration stops (``stop_reason = "memory"``) when they fill it.
+Each new term costs one operator on stored values, and the operators are batched: a level's
+terms that share an operator and a stored operand are computed in one tensor call against
+the stacked values of all the other operands of one (size, type) group; their validity,
+constancy and exact value hashes come from that batch too. Memory: the bank's values, the
+pending candidates and the map index are counted against ``memory_bytes``; enumeration stops
+(``stop_reason = "memory"``) when they fill it.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import sympy
 import torch
+from torch import Tensor
 
 from ..errors import SycamError
 from ..grammar.ast import Call, Expr, Num, Var
-from ..grammar.ops import COMMUTATIVE
+from ..grammar.ops import COMMUTATIVE, OPS
 from ..grammar.printer import to_text
-from .equivalence import CONSTANT, INVALID, MapIndex, candidate_form, observe, sympy_apply, sympy_leaf
-from .evaluate import MiB, EvidenceSet, Memo, ValueCache, maps_from_values
+from ..kernels.compiler import apply_op
+from .equivalence import MapIndex, candidate_form, sympy_apply, sympy_leaf
+from .evaluate import MiB, EvidenceSet, Memo, ValueCache, maps_from_values, stacked_maps
 from .space import OpSpec, SearchSpace
 
 Axes = frozenset[str]
-TERM_OVERHEAD = 1024      # bytes of bookkeeping per bank term (node, sympy form, keys), an estimate
+TERM_OVERHEAD = 512       # bytes of bookkeeping per bank term (node, keys; sympy forms extra), an estimate
+BATCH_BYTES = 32 * MiB    # largest batch of results computed in one call
 
 
 @dataclass(slots=True)
@@ -56,10 +66,12 @@ class Term:
 
 @dataclass
 class LevelCounts:
-    """Terms and candidates of one size before and after each oracle (monotone left to right).
+    """Terms and candidates of one size before and after each oracle (non-increasing left to right).
 
     terms:      generated -> new sympy form -> valid (finite, not constant) -> new value (bank)
-    candidates: generated -> new sympy form (term and candidate) -> new value and new heatmap
+                (with ``sympy="after"`` the sympy column is counted last: generated >= valid >=
+                observational >= sympy)
+    candidates: generated -> also a new term and a new candidate form -> a new heatmap
     """
 
     size: int
@@ -96,32 +108,67 @@ class Progress:
     message: str = ""
 
 
+@dataclass
+class _Group:
+    """Bank terms of one (size, type): their values stacked (n, b, s, v, k, h, w) per layer once
+    the level is complete (``parts`` collects them while it grows)."""
+
+    terms: list[Term] = field(default_factory=list)
+    stacks: list[Tensor] | None = None
+    parts: list[list[Tensor]] = field(default_factory=list)
+    shallow: list[int] | None = None         # indices of the terms that may still get a parent
+    shallow_stacks: list[Tensor] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        ts = (self.stacks or []) + [p for layer in self.parts for p in layer]
+        return sum(t.numel() * t.element_size() for t in ts)
+
+    def close(self) -> None:
+        if self.stacks is None:
+            self.stacks = [torch.cat(layer) for layer in self.parts]
+            self.parts = []
+
+
+def _apply_batched(node: Call, args: Sequence[Tensor | float]) -> Tensor | float:
+    """``apply_op`` on stacked (n, b, s, v, k, h, w) arguments: element-wise operators broadcast
+    as they are; reductions, normalisations and pc1 see the stack folded into the image axis."""
+    kind = OPS[node.op].kind
+    if kind in ("unary", "binary"):
+        return apply_op(node, args)
+    (x,) = args
+    n, b = x.shape[:2]
+    out = apply_op(node, [x.reshape(n * b, *x.shape[2:])])
+    return out.reshape(n, b, *out.shape[1:])
+
+
 class Enumerator:
     """Enumerates the distinct candidates of ``space`` by size on the ``probe`` images.
 
     ``for chunk in enum.candidates(): ...`` yields lists of candidate expressions (distinct
     under the equivalence oracle), smallest sizes first. ``counts`` holds one
     :class:`LevelCounts` per size; ``stop_reason`` says why it ended ("max_size", "memory",
-    "closed").
+    "time", "closed").
     """
 
     def __init__(self, space: SearchSpace, probe: EvidenceSet, *, memory_bytes: int = 512 * MiB,
                  sympy: str = "before", atol: float = 1e-3, chunk: int = 256, fusion: str = "mean",
                  progress: Callable[[Progress], None] | None = None):
         probe.require(space.evidence_terms)
+        if sympy not in ("before", "after", "off"):
+            raise SycamError(f"sympy must be 'before' (the observational oracle), 'after' or 'off', not {sympy!r}")
         self.space = space
         self.probe = probe
         self.memory_bytes = int(memory_bytes)
-        self.cache = ValueCache(int(self.memory_bytes * 0.75))
+        self.cache = ValueCache(min(64 * MiB, self.memory_bytes // 8))   # seeds and ad-hoc lookups only
         self.memo = Memo(probe, self.cache)
-        if sympy not in ("before", "after", "off"):
-            raise SycamError(f"sympy must be 'before' (the observational oracle), 'after' or 'off', not {sympy!r}")
         self.sympy = sympy
         self.index = MapIndex(atol)
         self.chunk = int(chunk)
         self.fusion = fusion
         self.progress = progress
-        self.bank: list[dict[Axes, list[Term]]] = [{}, {}]   # by size (index 0 unused)
+        self.bank: list[dict[Axes, _Group]] = [{}, {}]   # by size (index 0 unused)
+        self.constants: list[Term] = []
         self.n_terms = 0
         self.forms: set = set()
         self.candidate_forms: set = set()
@@ -130,46 +177,55 @@ class Enumerator:
         self.equivalent: dict[str, Expr] = {}     # seed name -> smaller equivalent candidate found
         self.seed_reps: dict[str, Rep] = {}
         self.stop_reason = ""
+        self._layers = [terms for terms in probe.layers.values()]
+        self._A = [terms["A"] if "A" in terms else None for terms in self._layers]
+        self._pending: list[tuple[Term, list[Tensor]]] = []
+        self._bank_bytes = 0
         self._leaves()
 
     # ------------------------------------------------------------------ bank
     def _leaves(self) -> None:
-        level = LevelCounts(1)
+        level = self.counts[1] = LevelCounts(1)
         t0 = time.perf_counter()
-        leaves: list[Term] = []
-        for name, axes in self.space.terminals:
-            leaves.append(Term(Var(name), frozenset(axes), sympy_leaf(Var(name)) if self.sympy != 'off' else None))
         for c in self.space.constants:
-            leaves.append(Term(Num(c), frozenset(), sympy_leaf(Num(c)) if self.sympy != 'off' else None))
-        self._pending: list[Term] = []
-        for t in leaves:
             level.generated += 1
-            is_cand = t.axes in self.space.result_axes
-            level.candidates += is_cand
-            if t.form is not None:
-                if t.form in self.forms:
-                    continue
-                self.forms.add(t.form)
+            form = sympy_leaf(Num(c)) if self.sympy != "off" else None
+            if form is not None and form in self.forms:
+                continue
+            if form is not None:
+                self.forms.add(form)
             level.sympy += 1
-            if isinstance(t.expr, Var):
-                key = observe(self.memo(t.expr))
-                if key in (INVALID, CONSTANT) or key in self.keys:
-                    continue
-                self.keys.add(key)
             level.valid += 1
             level.observational += 1
-            self._add(1, t)
-            if is_cand and self._new_candidate_form(t):
-                level.candidates_sympy += 1
-                self._pending.append(t)
+            self.constants.append(Term(Num(c), frozenset(), form))
+        for name, axes in self.space.terminals:
+            term = Term(Var(name), frozenset(axes), sympy_leaf(Var(name)) if self.sympy != "off" else None)
+            if term.form is not None:
+                self.forms.add(term.form)
+            values = [terms[name][None] for terms in self._layers]
+            self._process(1, [term.expr], [(term,)], term.axes, values, level, forms=[term.form])
+        self._close_level(1)
         level.seconds = time.perf_counter() - t0
-        self.counts[1] = level
 
-    def _add(self, size: int, term: Term) -> None:
+    def _group(self, size: int, axes: Axes) -> _Group:
         while len(self.bank) <= size:
             self.bank.append({})
-        self.bank[size].setdefault(term.axes, []).append(term)
-        self.n_terms += 1
+        g = self.bank[size].get(axes)
+        if g is None:
+            g = self.bank[size][axes] = _Group(parts=[[] for _ in self._layers])
+        return g
+
+    def _close_level(self, size: int) -> None:
+        max_depth = self.space.max_depth
+        for g in self.bank[size].values():
+            g.close()
+            g.shallow = [i for i, t in enumerate(g.terms) if t.expr.depth < max_depth]
+            if len(g.shallow) == len(g.terms):
+                g.shallow_stacks = g.stacks
+            else:
+                idx = torch.tensor(g.shallow, dtype=torch.long, device=g.stacks[0].device)
+                g.shallow_stacks = [s.index_select(0, idx) for s in g.stacks]
+                self._bank_bytes += sum(s.numel() * s.element_size() for s in g.shallow_stacks)
 
     def _new_candidate_form(self, term: Term) -> bool:
         if term.form is None:
@@ -186,18 +242,22 @@ class Enumerator:
 
     @property
     def memory_used(self) -> int:
-        return self.cache.stats.bytes + self.bookkeeping_bytes
+        """Bytes held: bank values, pending candidates, map index, bookkeeping (estimated)."""
+        return self._bank_bytes + self.cache.stats.bytes + self.bookkeeping_bytes
 
     def terms(self, size: int | None = None) -> list[Term]:
         levels = self.bank[1:] if size is None else [self.bank[size]] if size < len(self.bank) else []
-        return [t for level in levels for ts in level.values() for t in ts]
+        return [t for level in levels for g in level.values() for t in g.terms]
 
     # ------------------------------------------------------------------ seeds
     def register(self, name: str, candidate: Expr) -> bool:
         """Register a seed candidate (already scored elsewhere): enumerated candidates with the same
         heatmap on the probe are not yielded again. False if it equals an earlier seed."""
+        from .evaluate import candidate_axes
+
         values = self.memo(candidate)
-        maps = maps_from_values([values], [self._axes_of(candidate)], self.probe, self.space, self.fusion)
+        maps = maps_from_values([values], [candidate_axes(candidate, self.space)], self.probe, self.space,
+                                self.fusion)
         idx, new = self.index.find_or_add(maps.normalised()[0], Rep(candidate, name))
         if not new:
             rep = self.index.ids[idx]
@@ -207,38 +267,26 @@ class Enumerator:
         self.seed_reps[name] = self.index.ids[idx]
         return True
 
-    def _axes_of(self, expr: Expr) -> Axes:
-        from .evaluate import candidate_axes
-        return candidate_axes(expr, self.space)
-
     # ------------------------------------------------------------------ enumeration
     def candidates(self, deadline: float | None = None) -> Iterator[list[Expr]]:
         """Distinct candidates in chunks, by increasing size, until max_size, the memory budget or
         the ``deadline`` (a ``time.perf_counter()`` value)."""
+        self._deadline = deadline
         try:
             yield from self._flush(self.counts[1])
             for size in range(2, self.space.max_size + 1):
                 level = self.counts[size] = LevelCounts(size)
                 self._report("level", level)
                 t0 = time.perf_counter()
-                for term_args in self._generate(size, level):
-                    if term_args is None:
-                        continue
-                    node, children, axes = term_args
-                    self._consider(size, node, children, axes, level)
-                    if len(self._pending) >= self.chunk:
-                        level.seconds += time.perf_counter() - t0
-                        yield from self._flush(level)
-                        t0 = time.perf_counter()
-                    if level.generated % 256 == 0:
-                        if self.memory_used > self.memory_bytes:
-                            self.stop_reason = "memory"
-                            break
-                        if deadline is not None and time.perf_counter() > deadline:
-                            self.stop_reason = "time"
-                            break
+                for _ in self._grow(size, level):
+                    level.seconds += time.perf_counter() - t0
+                    yield from self._flush(level)
+                    t0 = time.perf_counter()
+                    if self.stop_reason:
+                        break
                 level.seconds += time.perf_counter() - t0
                 yield from self._flush(level)
+                self._close_level(size)
                 self._report("level_done", level)
                 if self.stop_reason:
                     return
@@ -251,82 +299,194 @@ class Enumerator:
         if self.progress is not None:
             self.progress(Progress(kind, level.size, level, self.n_terms, self.memory_used, message))
 
-    def _generate(self, size: int, level: LevelCounts):
-        """Well-typed, useful, depth-bounded (node, children, axes) of this size."""
-        space = self.space
-        max_depth = space.max_depth
-        prev = self.bank[size - 1] if size - 1 < len(self.bank) else {}
-        for op in space.unary_ops:
-            for t_axes, terms in prev.items():
-                if not t_axes:
-                    continue                       # no operator on a bare constant
-                r = op.result_axes(t_axes)
-                if r is None or not space.useful(r, size):
-                    continue
-                for t in terms:
-                    if t.expr.depth + 1 > max_depth:
-                        continue
-                    yield Call(op.name, (t.expr,), op.axes), (t,), r
-        for op in space.binary_ops:
-            yield from self._binary(op, size)
+    def _check_limits(self) -> bool:
+        if self.memory_used > self.memory_bytes:
+            self.stop_reason = "memory"
+        elif self._deadline is not None and time.perf_counter() > self._deadline:
+            self.stop_reason = "time"
+        return bool(self.stop_reason)
 
-    def _binary(self, op: OpSpec, size: int):
+    def _grow(self, size: int, level: LevelCounts) -> Iterator[None]:
+        """Generate level ``size`` in batches; yields when candidates are pending (or limits hit)."""
         space = self.space
-        max_depth = space.max_depth
+        for op in space.unary_ops:
+            for t_axes, g in list(self.bank[size - 1].items()):
+                r = op.result_axes(t_axes)
+                if r is None or not t_axes or not space.useful(r, size) or not g.shallow:
+                    continue
+                node0 = lambda t, op=op: Call(op.name, (t.expr,), op.axes)  # noqa: E731
+                terms = [g.terms[i] for i in g.shallow]
+                for lo, hi in self._slices(len(terms), g.shallow_stacks):
+                    batch = [s[lo:hi] for s in g.shallow_stacks]
+                    nodes = [node0(t) for t in terms[lo:hi]]
+                    values = [_apply_batched(nodes[0], [x]) for x in batch]
+                    self._process(size, nodes, [(t,) for t in terms[lo:hi]], r, values, level)
+                    if self._due():
+                        yield
+                        if self.stop_reason:
+                            return
+        for op in space.binary_ops:
+            for _ in self._binary(op, size, level):
+                yield
+                if self.stop_reason:
+                    return
+
+    def _due(self) -> bool:
+        return len(self._pending) >= self.chunk or self._check_limits()
+
+    def _slices(self, n: int, stacks: Sequence[Tensor]) -> list[tuple[int, int]]:
+        per = max(1, sum(s[:1].numel() * s.element_size() for s in stacks))
+        step = max(1, min(BATCH_BYTES, max(MiB, self.memory_bytes // 16)) // per)
+        return [(i, min(n, i + step)) for i in range(0, n, step)]
+
+    def _binary(self, op: OpSpec, size: int, level: LevelCounts) -> Iterator[None]:
+        space = self.space
         commutative = op.name in COMMUTATIVE
+        const = self.constants
         for s1 in range(1, size - 1):
             s2 = size - 1 - s1
-            if commutative and s1 > s2:
-                continue
             if s1 >= len(self.bank) or s2 >= len(self.bank):
                 continue
-            left, right = self.bank[s1], self.bank[s2]
-            type_pairs = [(a, b) for a in left for b in right]
-            if op.name == "pow":
-                type_pairs = [(a, b) for a, b in type_pairs if not b and a]
-            for ta, tb in type_pairs:
-                if not ta and not tb:
-                    continue
-                if commutative and s1 == s2 and sorted(ta) > sorted(tb):
-                    continue                        # the unordered pair is built from (tb, ta)
-                r = op.result_axes(ta, tb)
-                if r is None or not space.useful(r, size):
-                    continue
-                xs, ys = left[ta], right[tb]
-                same = commutative and s1 == s2 and ta == tb
-                for i, x in enumerate(xs):
-                    dx = x.expr.depth
-                    for y in (ys[i:] if same else ys):
-                        if max(dx, y.expr.depth) + 1 > max_depth:
-                            continue
-                        yield Call(op.name, (x.expr, y.expr)), (x, y), r
+            left = dict(self.bank[s1])
+            right = dict(self.bank[s2])
+            if s1 == 1 and const:
+                left[frozenset()] = None        # the constants, as a pseudo-group
+            if s2 == 1 and const:
+                right[frozenset()] = None
+            for ta, ga in left.items():
+                for tb, gb in right.items():
+                    if not ta and not tb:
+                        continue                # no operator on two constants
+                    if op.name == "pow" and (tb or not ta):
+                        continue                # x ^ constant only
+                    if commutative and (s1 > s2 or (s1 == s2 and sorted(ta) > sorted(tb))):
+                        continue                # the unordered pair is built from the other side
+                    r = op.result_axes(ta, tb)
+                    if r is None or not space.useful(r, size):
+                        continue
+                    yield from self._pair(op, size, level, r, ga, gb, commutative and s1 == s2 and ta == tb)
 
-    def _consider(self, size: int, node: Call, children: Sequence[Term], axes: Axes, level: LevelCounts) -> None:
-        level.generated += 1
+    def _pair(self, op: OpSpec, size: int, level: LevelCounts, r: Axes, ga: _Group | None, gb: _Group | None,
+              same: bool) -> Iterator[None]:
+        """x op y for x in ga, y in gb (None: the constants), batched over the larger side."""
+        name = op.name
+        if ga is None or gb is None:                  # constant op group, or group op constant
+            g = gb if ga is None else ga
+            if not g.shallow:
+                return
+            terms = [g.terms[i] for i in g.shallow]
+            for c in self.constants:
+                cval = c.expr.value
+                for lo, hi in self._slices(len(terms), g.shallow_stacks):
+                    batch = [s[lo:hi] for s in g.shallow_stacks]
+                    ts = terms[lo:hi]
+                    if ga is None:
+                        nodes = [Call(name, (c.expr, t.expr)) for t in ts]
+                        values = [apply_op(nodes[0], [cval, x]) for x in batch]
+                        children = [(c, t) for t in ts]
+                    else:
+                        nodes = [Call(name, (t.expr, c.expr)) for t in ts]
+                        values = [apply_op(nodes[0], [x, cval]) for x in batch]
+                        children = [(t, c) for t in ts]
+                    self._process(size, nodes, children, r, values, level)
+                    if self._due():
+                        yield
+                        if self.stop_reason:
+                            return
+            return
+        if not ga.shallow or not gb.shallow:
+            return
+        xs = [ga.terms[i] for i in ga.shallow]
+        ys = [gb.terms[i] for i in gb.shallow]
+        loop_left = same or len(xs) <= len(ys)         # loop over one side, batch the other
+        outer, inner = (xs, ys) if loop_left else (ys, xs)
+        inner_stacks = gb.shallow_stacks if loop_left else ga.shallow_stacks
+        outer_stacks = ga.shallow_stacks if loop_left else gb.shallow_stacks
+        for i, o in enumerate(outer):
+            start = i if same else 0
+            o_vals = [s[i:i + 1] for s in outer_stacks]
+            for lo, hi in self._slices(len(inner) - start, inner_stacks):
+                lo, hi = lo + start, hi + start
+                batch = [s[lo:hi] for s in inner_stacks]
+                ts = inner[lo:hi]
+                if loop_left:
+                    nodes = [Call(name, (o.expr, t.expr)) for t in ts]
+                    values = [apply_op(nodes[0], [ov, x]) for ov, x in zip(o_vals, batch)]
+                    children = [(o, t) for t in ts]
+                else:
+                    nodes = [Call(name, (t.expr, o.expr)) for t in ts]
+                    values = [apply_op(nodes[0], [x, ov]) for ov, x in zip(o_vals, batch)]
+                    children = [(t, o) for t in ts]
+                self._process(size, nodes, children, r, values, level)
+                if self._due():
+                    yield
+                    if self.stop_reason:
+                        return
+
+    def _process(self, size: int, nodes: Sequence[Expr], children: Sequence[tuple[Term, ...]], axes: Axes,
+                 values: Sequence[Tensor], level: LevelCounts, forms: Sequence | None = None) -> None:
+        """Run the oracles over a batch of new terms (one type), whose stacked probe values are
+        ``values`` (per layer, (n, b, s, v, k, h, w)); keep the survivors."""
+        n = len(nodes)
         is_cand = axes in self.space.result_axes
-        level.candidates += is_cand
-        term = Term(node, axes, None)
-        if self.sympy == "before" and not self._sympy_new(term, children):
+        level.generated += n
+        level.candidates += n if is_cand else 0
+        values = [v.expand(n, *v.shape[1:]) if v.shape[0] != n else v for v in values]
+        # validity and constancy of every row, in one pass per layer
+        ok = torch.ones(n, dtype=torch.bool)
+        varies = torch.zeros(n, dtype=torch.bool)
+        arrays = []
+        for v in values:
+            flat = v.reshape(n, -1)
+            lo, hi = torch.aminmax(flat, dim=1)
+            lo, hi = lo.cpu(), hi.cpu()
+            ok &= torch.isfinite(lo) & torch.isfinite(hi)
+            varies |= hi != lo
+            arrays.append(flat)
+        ok = (ok & varies).tolist()
+        host = [a.contiguous().cpu().numpy() for a in arrays]
+        shapes = [tuple(v.shape[1:]) for v in values]
+        keep: list[int] = []
+        kept_terms: list[Term] = []
+        before = self.sympy == "before"
+        for i in range(n):
+            term = Term(nodes[i], axes, None)
+            if forms is not None:
+                term.form = forms[i]
+            if before and forms is None and not self._sympy_new(term, children[i]):
+                continue
+            if before:
+                level.sympy += 1
+            if not ok[i]:
+                continue
+            level.valid += 1
+            key = tuple((s, hash(h[i].tobytes())) for s, h in zip(shapes, host))
+            if key in self.keys:
+                continue
+            self.keys.add(key)
+            level.observational += 1
+            if self.sympy == "after" and forms is None and not self._sympy_new(term, children[i]):
+                continue
+            if not before:
+                level.sympy += 1
+            keep.append(i)
+            kept_terms.append(term)
+        if not keep:
             return
-        if self.sympy == "before":
-            level.sympy += 1
-        values = self.memo.compute(node, [self.memo(c.expr) for c in children])
-        key = observe(values)
-        if key is INVALID or key is CONSTANT:
-            return
-        level.valid += 1
-        if key in self.keys:
-            return
-        self.keys.add(key)
-        level.observational += 1
-        if self.sympy == "after" and not self._sympy_new(term, children):
-            return
-        if self.sympy != "before":
-            level.sympy += 1
-        self._add(size, term)
-        if is_cand and self._new_candidate_form(term):
-            level.candidates_sympy += 1
-            self._pending.append(term)
+        idx = torch.tensor(keep, dtype=torch.long, device=values[0].device)
+        kept = [v.index_select(0, idx) for v in values]
+        g = self._group(size, axes)
+        for layer, k in zip(g.parts, kept):
+            layer.append(k)
+        added = sum(k.numel() * k.element_size() for k in kept)
+        self._bank_bytes += added
+        g.terms.extend(kept_terms)
+        self.n_terms += len(kept_terms)
+        if is_cand:
+            for j, term in enumerate(kept_terms):
+                if self._new_candidate_form(term):
+                    level.candidates_sympy += 1
+                    self._pending.append((term, [k[j] for k in kept]))   # views of the bank
 
     def _sympy_new(self, term: Term, children: Sequence[Term]) -> bool:
         """Set the term's sympy form; False if it is a number or an earlier term's form."""
@@ -343,23 +503,35 @@ class Enumerator:
         if not pending:
             return
         t0 = time.perf_counter()
-        values = [self.memo(t.expr) for t in pending]
-        maps = maps_from_values(values, [t.axes for t in pending], self.probe, self.space, self.fusion)
-        normalised = maps.normalised()
-        feats = self.index.features_of(normalised)
-        valid = maps.valid.all(-1).tolist()
         out = []
-        for i, t in enumerate(pending):
-            if not valid[i]:
-                continue
-            idx, new = self.index.find_or_add(normalised[i], Rep(t.expr), feats[i])
-            if new:
-                out.append(t.expr)
-            else:
-                rep = self.index.ids[idx]
-                if rep.seed is not None and t.expr.size < rep.expr.size:
-                    self.equivalent[rep.seed] = t.expr
-                    rep.expr = t.expr
+        by_type: dict[Axes, list[int]] = {}
+        for i, (t, _) in enumerate(pending):
+            by_type.setdefault(t.axes, []).append(i)
+        for axes, idx in by_type.items():
+            raws, valid = [], None
+            for li, A in enumerate(self._A):
+                stack = torch.stack([pending[i][1][li] for i in idx])
+                raw = stacked_maps(stack, axes, A if A is not None else stack[0], self.space)
+                finite = torch.isfinite(raw).flatten(2).all(-1)
+                raws.append(torch.where(finite[..., None, None], raw, torch.zeros((), dtype=raw.dtype)))
+                valid = finite if valid is None else valid & finite
+            from .evaluate import CandidateMaps
+            normalised = CandidateMaps(raws, valid, self.probe.input_size, self.fusion).normalised()
+            feats = self.index.features_of(normalised)
+            ok = valid.all(-1).tolist()
+            for j, i in enumerate(idx):
+                if not ok[j]:
+                    continue
+                t = pending[i][0]
+                k, new = self.index.find_or_add(normalised[j], Rep(t.expr), feats[j])
+                if new:
+                    out.append(t.expr)
+                else:
+                    rep = self.index.ids[k]
+                    if rep.seed is not None and t.expr.size < rep.expr.size:
+                        self.equivalent[rep.seed] = t.expr
+                        rep.expr = t.expr
+        out.sort(key=lambda e: e.size)
         level.candidates_observational += len(out)
         level.seconds += time.perf_counter() - t0
         self._report("chunk", level)

@@ -32,6 +32,7 @@ from ..data.batch import Batch
 from ..errors import EvidenceError, SycamError
 from ..grammar.ast import Call, Expr, Num, Var
 from ..grammar.checker import infer
+from ..grammar.ops import OPS
 from ..kernels.batched import weighted_maps
 from ..kernels.compiler import apply_op
 from ..kernels.layout import DIMS, to_layout
@@ -267,37 +268,47 @@ def candidate_axes(expr: Expr, space: SearchSpace) -> frozenset[str]:
     return infer(expr, space.terminal_axes | {"A": "bkhw"})[expr]
 
 
-def _as(value: Value, shape: Sequence[int], keep: str, like: Tensor) -> Tensor:
-    """A layout value expanded to the full (b, s, v, k, h, w) sizes, then reduced to axes ``keep``."""
+def _full(value: Value, shape: Sequence[int], like: Tensor) -> Tensor:
+    """A layout value (or a float) expanded to ``shape`` (a view)."""
     if not isinstance(value, Tensor):
-        value = torch.full((1,) * 6, float(value), dtype=like.dtype, device=like.device)
-    full = value.expand(*shape)
-    drop = tuple(DIMS[a] for a in "svkhw" if a not in keep)
-    return full[tuple(0 if d in drop else slice(None) for d in range(6))]
+        value = torch.full((1,) * len(shape), float(value), dtype=like.dtype, device=like.device)
+    return value.expand(*shape)
 
 
-def layer_maps(values: Sequence[Value], axes: Sequence[frozenset[str]], A: Tensor, space: SearchSpace) -> Tensor:
-    """Raw (n, b, h, w) maps of n candidates on one layer from their values (6-D layout) and A.
+def stacked_maps(stack: Tensor, axes: frozenset[str], A: Tensor, space: SearchSpace) -> Tensor:
+    """Raw (n, b, h, w) maps of n candidates of one type from their stacked layout values
+    (n, b, s, v, k, h, w) and the layer's activations A (b, 1, 1, k, h, w).
 
     Channel weights {b, k} go through one ``weighted_maps`` product; per-position weights
     {b, k, h, w} through relu(sum_k W A); heatmaps {b, h, w} are taken as they are.
     """
     b, _, _, k, h, w = A.shape
-    shape = (b, 1, 1, k, h, w)
+    n = stack.shape[0]
+    if axes == frozenset("bk"):
+        weights = stack.expand(n, b, 1, 1, k, 1, 1).reshape(n, b, k)
+        return weighted_maps(weights, A.reshape(b, k, h, w), relu=space.result != "heatmap")
+    if axes == WEIGHT_MAP:
+        W = stack.expand(n, b, 1, 1, k, h, w).reshape(n, b, k, h, w)
+        return torch.relu((W * A.reshape(1, b, k, h, w)).sum(2))
+    if axes == frozenset("bhw"):
+        return stack.expand(n, b, 1, 1, 1, h, w).reshape(n, b, h, w)
+    raise SycamError(f"candidates with axes {sorted(axes)} are not {space.result} candidates")
+
+
+def layer_maps(values: Sequence[Value], axes: Sequence[frozenset[str]], A: Tensor, space: SearchSpace) -> Tensor:
+    """Raw (n, b, h, w) maps of n candidates on one layer from their layout values and A
+    (candidates of each type stacked and computed together, see :func:`stacked_maps`)."""
+    b, _, _, k, h, w = A.shape
+    full = {frozenset("bk"): (b, 1, 1, k, 1, 1), WEIGHT_MAP: (b, 1, 1, k, h, w), frozenset("bhw"): (b, 1, 1, 1, h, w)}
     out = torch.empty((len(values), b, h, w), dtype=A.dtype, device=A.device)
-    A3 = A.reshape(b, k, h, w)
-    weights = [i for i, t in enumerate(axes) if t == frozenset("bk")]
-    if weights:
-        stack = torch.stack([_as(values[i], shape, "k", A).reshape(b, k) for i in weights])
-        out[weights] = weighted_maps(stack, A3, relu=space.result != "heatmap")
+    groups: dict[frozenset[str], list[int]] = {}
     for i, t in enumerate(axes):
-        if t == WEIGHT_MAP:
-            W = _as(values[i], shape, "khw", A).reshape(b, k, h, w)
-            out[i] = torch.relu((W * A3).sum(1))
-        elif t == frozenset("bhw"):
-            out[i] = _as(values[i], shape, "hw", A).reshape(b, h, w)
-        elif t != frozenset("bk"):
-            raise SycamError(f"candidate {i} has axes {sorted(t)}, not a {space.result} candidate")
+        groups.setdefault(t, []).append(i)
+    for t, idx in groups.items():
+        if t not in full:
+            raise SycamError(f"candidate {idx[0]} has axes {sorted(t)}, not a {space.result} candidate")
+        stack = torch.stack([_full(values[i], full[t], A) for i in idx])
+        out[idx] = stacked_maps(stack, t, A, space)
     return out
 
 
@@ -487,14 +498,35 @@ class Evaluator:
         return memo
 
     def axes(self, candidate: Expr) -> frozenset[str]:
+        """The candidate's axes (memoised per node, so a new candidate costs one typing step)."""
         t = self._axes.get(candidate)
         if t is None:
-            t = candidate_axes(candidate, self.space)
+            t = self._type(candidate)
             if t not in self.space.result_axes:
                 raise SycamError(f"candidate has axes {sorted(t)}: not a {self.space.result} candidate")
-            if len(self._axes) > 100_000:
-                self._axes.clear()
-            self._axes[candidate] = t
+        return t
+
+    def _type(self, expr: Expr) -> frozenset[str]:
+        t = self._axes.get(expr)
+        if t is not None:
+            return t
+        if isinstance(expr, Var):
+            axes = self.space.terminal_axes.get(expr.name) or ("bkhw" if expr.name == "A" else None)
+            if axes is None:
+                return candidate_axes(expr, self.space)        # raises the checker's error
+            t = frozenset(axes)
+        elif isinstance(expr, Num):
+            t = frozenset()
+        else:
+            from .space import OpSpec
+            args = [self._type(a) for a in expr.args]
+            t = OpSpec(expr.op, expr.axes).result_axes(*args) if OPS[expr.op].kind in (
+                "unary", "binary", "reduce", "normalise", "project") else None
+            if t is None:
+                return candidate_axes(expr, self.space)        # ill-typed or not enumerable: full check
+        if len(self._axes) > 200_000:
+            self._axes.clear()
+        self._axes[expr] = t
         return t
 
     def maps(self, candidates: Sequence[Expr], rows: Sequence[int] | None = None) -> CandidateMaps:
