@@ -19,6 +19,8 @@ from .robustness import NOISES, Equivariance, NoiseRobustness
 from .sanity import CascadingRandomisation, parameter_layers
 from .similarity import SIMILARITIES, cosine, get_similarity, pearson, spearman, ssim, top_iou
 
+from . import detection  # noqa: E402,F401  (registers the det_* metrics for object detectors)
+
 __all__ = [
     "ADCC", "AverageDrop", "AverageIncrease", "AxiomInput", "BestIoU", "CascadingRandomisation", "Complexity",
     "ConservationError", "Cost", "Deletion", "Direction", "EnergyPointingGame", "Equivariance",
