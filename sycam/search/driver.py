@@ -413,15 +413,19 @@ class Search:
                 self._recent.clear()
         if not claimed:
             return
-        outcomes = self._evaluate([expr for _, expr, _ in claimed])
+        # seeds are the baselines of the report: never pruned on a few images
+        outcomes: list[Outcome | None] = [None] * len(claimed)
+        for is_seed in (True, False):
+            idx = [j for j, (_, _, i) in enumerate(claimed) if (i.get("source") == "seed") == is_seed]
+            if idx:
+                prune = None if is_seed else self._pruner()
+                for j, o in zip(idx, self.objectives.evaluate([claimed[j][1] for j in idx], prune)):
+                    outcomes[j] = o
         for (t, expr, i), o in zip(claimed, outcomes):
             for step, value in o.steps.items():
                 t.report(value, step)
             self._tell(t, i, o)
         self.summary.phases[phase] = self.summary.phases.get(phase, 0) + len(claimed)
-
-    def _evaluate(self, candidates: Sequence[Expr]) -> list[Outcome]:
-        return self.objectives.evaluate(candidates, self._pruner())
 
     def _tell(self, trial, i: dict, o: Outcome) -> None:
         self.summary.evaluated += 1
@@ -481,7 +485,7 @@ class Search:
                     self.ledger.finish_chunk(cid, 0)
                 return
             self.ledger.claim_chunk(cid, [k for _, k, _ in todo])
-        outcomes = self._evaluate([c for c, _, _ in todo])
+        outcomes = self.objectives.evaluate([c for c, _, _ in todo], self._pruner())
         frozen = []
         for (c, k, text), o in zip(todo, outcomes):
             i = {"expr": text, "key": k, "size": c.size, "source": "enumerate"}

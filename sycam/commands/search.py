@@ -1,0 +1,188 @@
+"""``sycam search``: synthesise a CAM expression for a model, layer(s), images and metric(s).
+
+Every search is a named study in Optuna storage (``--storage``, ``--study``): run the same
+command again to resume a stopped search, or start it on several processes or machines
+(PostgreSQL storage across machines) to share the work. The report (leaderboard, pictures,
+``best.txt``, ``report.html``) scores candidates on held-out images the search never saw.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..data import split
+from ..errors import SycamError
+from ..search.driver import (SAMPLERS, STRATEGIES, Options, Search, make_sampler, open_study, seed_enqueuer)
+from ..search.evaluate import EvidenceSet, check_metric_inputs
+from ..search.objectives import Objectives, parse_objectives
+from ..search.optuna_space import GrammarSpace
+from ..search.space import load_space
+from ..search.storage import open_store
+from .common import add_model_args, console
+from .problem import add_data_args, check_data_arg, load_problem, names_digest
+
+DEFAULT_METRIC = "energy_pointing_game"
+
+
+def add(sub) -> None:
+    p = sub.add_parser("search", help="synthesise a CAM expression (enumeration + Optuna TPE, resumable)",
+                       description="Search the CAM grammar for the expression that scores best on a metric; "
+                                   "report it against every seed on held-out images.")
+    add_model_args(p)
+    add_data_args(p)
+    g = p.add_argument_group("objective")
+    g.add_argument("--metric", action="append", dest="metrics",
+                   help=f"metric name[:param=value,...] (default {DEFAULT_METRIC}); repeat for several "
+                        "objectives (Pareto front); 'size' = expression size (minimised)")
+    g = p.add_argument_group("search space")
+    g.add_argument("--space", help="TOML or JSON file with the space options")
+    g.add_argument("--operators", help="e.g. '+,*,/,relu,sum:hw,mean:hw'")
+    g.add_argument("--terminals", help="e.g. 'A,G,G2,G3'")
+    g.add_argument("--constants", help="e.g. '1,2'")
+    g.add_argument("--max-size", type=int)
+    g.add_argument("--max-depth", type=int)
+    g.add_argument("--result", help="weights | weight_maps | heatmap")
+    g = p.add_argument_group("budget and strategy")
+    g.add_argument("--budget", type=int, default=300, help="evaluations in the whole study (0: no limit)")
+    g.add_argument("--time", type=float, help="wall-clock seconds for this run's search loop")
+    g.add_argument("--strategy", choices=STRATEGIES, default="both",
+                   help="enumerate small sizes exhaustively, TPE, or both (enumeration first)")
+    g.add_argument("--enumerate-size", type=int, help="largest size enumerated (default 5; max-size for enumerate)")
+    g.add_argument("--sampler", choices=SAMPLERS, default="tpe")
+    g.add_argument("--batch", type=int, default=16, help="TPE trials asked at once")
+    g.add_argument("--fidelity", type=int, default=8,
+                   help="score new candidates on this many images first; the Wilcoxon pruner stops "
+                        "clear losers (0: off; one objective only)")
+    g.add_argument("--probe", type=int, default=8, help="images the enumerator's equivalence oracle compares on")
+    g.add_argument("--seed", type=int, help="sampler seed")
+    g = p.add_argument_group("study")
+    g.add_argument("--study", default="search", help="study name (same name + storage = same search)")
+    g.add_argument("--storage", help="journal:PATH (default <out>/study.journal), sqlite:///PATH, "
+                                     "postgresql://user:pw@host:port/db, or memory")
+    g.add_argument("--out", help="report folder (default results/search/<study>)")
+    g.add_argument("--top", type=int, default=10, help="synthesised candidates in the leaderboard")
+    g.add_argument("--no-report", action="store_true", help="only search (e.g. extra workers)")
+    g.add_argument("--grace", type=float, default=60.0,
+                   help="seconds without a heartbeat before another machine's worker counts as dead")
+    p.set_defaults(run=run)
+
+
+def _stop_on_signals(stop: threading.Event):
+    """First SIGINT/SIGTERM: finish the current batch and stop; a second SIGINT aborts."""
+    def handler(signum, frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+        console.print("[yellow]stopping after the current batch (Ctrl-C again to abort); "
+                      "run the same command to resume[/]")
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    if threading.current_thread() is threading.main_thread():
+        for s in old:
+            signal.signal(s, handler)
+    return old
+
+
+def run(args) -> int:
+    started = time.perf_counter()
+    # everything that can be checked without the model, first
+    space = load_space(args.space, operators=args.operators, terminals=args.terminals, constants=args.constants,
+                       max_size=args.max_size, max_depth=args.max_depth, result=args.result)
+    specs = parse_objectives(args.metrics or [DEFAULT_METRIC])
+    options = Options(strategy=args.strategy, budget=args.budget or None, seconds=args.time,
+                      enumerate_size=args.enumerate_size, batch=args.batch, sampler=args.sampler, seed=args.seed,
+                      grace=args.grace)
+    check_data_arg(args)
+    out = Path(args.out or Path("results") / "search" / args.study)
+    store = open_store(args.storage or f"journal:{out / 'study.journal'}")
+    console.print(f"study [bold]{args.study}[/] in {store.url}; {space.describe()}")
+
+    problem = load_problem(args, log=lambda m: console.print(m))
+    train, held = split(problem.batch, args.held_out, args.split_seed)
+    resources = {"model_fn": problem.model, "model": problem.model}
+    for s in specs:
+        if not s.is_size:
+            check_metric_inputs(s.metric(), train, resources)
+    fidelity = args.fidelity if len(specs) == 1 else 0
+    settings = {"version": 1, "space": space.to_dict(), "objectives": [s.text for s in specs],
+                "model": problem.model_name, "weights": args.weights, "layers": problem.layers,
+                "data": problem.data, "fidelity": fidelity,
+                "split": {"held_out": args.held_out, "seed": args.split_seed, "train": names_digest(train),
+                          "held": names_digest(held), "train_images": len(train), "held_images": len(held)}}
+    grammar = GrammarSpace(space)
+    seeds = space.seeds()
+    directions = [s.direction for s in specs]
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = None
+    if fidelity:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pruner = optuna.pruners.WilcoxonPruner(p_threshold=0.1)
+    study, created = open_study(store, args.study, settings, directions, make_sampler(args.sampler, args.seed, len(specs)),
+                                pruner, seeds=seed_enqueuer(space, grammar, seeds))
+    console.print(("new study" if created else "resuming study") + f": {len(train)} working images, "
+                  f"{len(held)} held out; seeds {', '.join(seeds) or 'none'} in the space")
+
+    t0 = time.perf_counter()
+    evidence = EvidenceSet.capture(problem.model, train, problem.layers, needs=space.evidence_terms)
+    objectives = Objectives(specs, evidence, space, fidelity=fidelity, resources=resources)
+    probe = evidence.rows(range(min(args.probe, len(evidence))))
+    console.print(f"evidence of {len(train)} images at {', '.join(problem.layers)} in {time.perf_counter() - t0:.1f} s")
+
+    stop = threading.Event()
+    old = _stop_on_signals(stop)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    try:
+        with Progress(*columns, console=console, transient=False) as bar:
+            task = bar.add_task("searching", total=options.budget)
+
+            def progress(p):
+                best = f"best {p.best_value:.4f} {p.best}"[:90] if p.best else "no result yet"
+                bar.update(task, completed=p.done, description=f"[cyan]{best}[/] dup {p.duplicates} pruned {p.pruned}")
+
+            search = Search(store, study, space, objectives, options, probe=probe, seeds=seeds, pruner=pruner,
+                            progress=progress, stop=stop, log=lambda m: console.print(f"[dim]{m}[/]"))
+            summary = search.run()
+    finally:
+        for s, h in old.items():
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(s, h)
+    console.print(f"this run: {summary.evaluated} candidates scored ({summary.pruned} pruned on few images, "
+                  f"{summary.invalid} invalid), {summary.duplicates} duplicate proposals, "
+                  f"{summary.retried} trials of stopped workers retried, {summary.seconds:.1f} s; ended by {summary.reason}")
+    if summary.reason in ("stopped", "interrupted"):
+        console.print(f"[yellow]interrupted: resume with the same command[/]")
+        return 130
+    if args.no_report:
+        return 0
+    from ..report.leaderboard import rich_table
+    from ..report.search_report import write_search_report
+
+    held_ev = EvidenceSet.capture(problem.model, held, problem.layers, needs=space.evidence_terms)
+    run_info = {"worker": summary.worker, "reason": summary.reason, "evaluated_this_run": summary.evaluated,
+                "duplicates_this_run": summary.duplicates, "search_seconds": round(summary.seconds, 1),
+                "total_seconds": round(time.perf_counter() - started, 1), "threads": _threads(),
+                "strategy": options.strategy, "budget": options.budget}
+    report = write_search_report(out, study=study, space=space, objectives=specs, held_out=held_ev, held_batch=held,
+                                 resources=resources, command=["sycam", *sys.argv[1:]], settings=settings,
+                                 run=run_info, top=args.top)
+    console.print(rich_table(report.table, specs, f"held-out leaderboard ({len(held)} images)"))
+    colour = "green" if report.verdict.beats_every_seed else "red"
+    console.print(f"[{colour}]{report.verdict.message}[/]")
+    console.print(f"wrote {out / 'report.html'}, leaderboard.csv/json, best.txt "
+                  f"({time.perf_counter() - started:.0f} s in all)")
+    return 0
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()

@@ -1,0 +1,178 @@
+"""The report of a search: leaderboard files, pictures, ``best.txt`` and one self-contained HTML page.
+
+Everything is scored on the held-out images (never used by the search). Files in ``out``::
+
+    leaderboard.csv / leaderboard.json   candidates and every seed, held-out scores with 95 % CIs
+    best.txt                             the selected CAM expression: sycam explain --method "$(cat best.txt)"
+    command.txt                          the command that made the study
+    report.html                          everything above, with the pictures inlined
+    leaderboard.png, overlays.png, pareto.png (several objectives), best_latex.png
+"""
+from __future__ import annotations
+
+import shlex
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from ..data.batch import Batch
+from ..grammar.printer import to_text
+from ..search import heldout
+from ..search.evaluate import Evaluator, EvidenceSet
+from ..search.ledger import info, is_evaluation
+from ..search.objectives import ObjectiveSpec
+from ..search.space import SearchSpace
+from . import figures, leaderboard
+from .html import Page, esc
+from .overlay import save_grid
+
+
+@dataclass
+class SearchReport:
+    out: Path
+    best: heldout.Entry | None
+    verdict: heldout.Verdict
+    table: list[dict[str, Any]]
+    files: dict[str, Path]
+
+
+def study_counts(study: optuna.Study) -> dict[str, Any]:
+    """Trials by source and outcome (evaluations, duplicates, pruned, invalid, failed)."""
+    c: Counter = Counter()
+    for t in study.get_trials(deepcopy=False):
+        i = info(t)
+        if "duplicate_of" in i:
+            c["duplicates"] += 1
+        elif is_evaluation(t):
+            c["evaluated"] += 1
+            c[f"evaluated_{i.get('source', '?')}"] += 1
+            if "invalid" in i:
+                c["invalid"] += 1
+            elif t.state == optuna.trial.TrialState.PRUNED:
+                c["pruned_on_few_images"] += 1
+        elif t.state == optuna.trial.TrialState.FAIL:
+            c["failed_retried"] += 1
+        else:
+            c[t.state.name.lower()] += 1
+        c["trials"] += 1
+    return dict(c)
+
+
+def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSpace,
+                        objectives: Sequence[ObjectiveSpec], held_out: EvidenceSet, held_batch: Batch,
+                        resources: Mapping[str, Any] | None = None, command: Sequence[str] = (),
+                        settings: Mapping[str, Any] | None = None, run: Mapping[str, Any] | None = None,
+                        top: int = 10, grid_images: int = 6) -> SearchReport:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    directions = [s.direction for s in objectives]
+    first = next(s for s in objectives if not s.is_size)
+    k0 = list(objectives).index(first)
+    tops, seeds, front = heldout.select(study, space, directions, top)
+    extra = [e for e in front if e.trial not in {t.trial for t in tops}]
+    heldout.score([*tops, *extra, *seeds], objectives, held_out, space, resources)
+    best = tops[0] if tops else None
+    v = heldout.verdict(best, seeds, first, directions[k0])
+    table = leaderboard.rows([*tops, *extra], seeds, space, objectives, directions)
+    files: dict[str, Path] = {}
+    files["csv"] = leaderboard.write_csv(out / "leaderboard.csv", table)
+    chosen = best or (min(seeds, key=lambda e: -e.held[first.text].mean) if seeds else None)
+    if chosen is not None:
+        files["best"] = out / "best.txt"
+        files["best"].write_text(to_text(space.heatmap(chosen.candidate)) + "\n")
+    if command:
+        files["command"] = out / "command.txt"
+        files["command"].write_text(shlex.join(command) + "\n")
+    counts = study_counts(study)
+    payload = {"study": study.study_name, "objectives": [s.text for s in objectives], "directions": directions,
+               "verdict": v.as_dict(), "best": table[0] if best is not None else None,
+               "comparisons": [{"seed": c.other, "objective": c.objective, **c.diff.as_dict(),
+                                "significantly_better": c.better, "significantly_worse": c.worse}
+                               for c in v.comparisons],
+               "pareto_front": [r["label"] for r in table if any(r["label"] == e.label for e in front)],
+               "leaderboard": table, "counts": counts, "settings": dict(settings or {}), "run": dict(run or {}),
+               "command": shlex.join(command) if command else ""}
+    files["json"] = leaderboard.write_json(out / "leaderboard.json", payload)
+
+    # pictures
+    labels = [f"{r['label']}: {r['candidate']}" for r in table]
+    files["bars"] = figures.bar_chart(
+        out / "leaderboard.png", labels, [r[f"held_{first.text}"] for r in table],
+        [r[f"held_{first.text}_low"] for r in table], [r[f"held_{first.text}_high"] for r in table],
+        title=f"held-out {first.text} (95% CI), {len(held_out)} images; seeds in orange",
+        xlabel=first.text, highlight=[r["source"] == "seed" for r in table])
+    shown = [e for e in tops[:3]]
+    strongest = next((s for s in seeds if s.label == v.strongest_seed), seeds[0] if seeds else None)
+    if strongest is not None:
+        shown.append(strongest)
+    if shown:
+        n = min(grid_images, len(held_out))
+        ev = Evaluator(held_out, space, first.metric(), **dict(resources or {}))
+        maps = ev.maps([e.candidate for e in shown], list(range(n))).full().cpu()
+        titles = [name for name in held_batch.names[:n]]
+        files["overlays"] = save_grid(out / "overlays.png", held_batch.images[:n].cpu(),
+                                      {f"{e.label} ({e.held[first.text].mean:.3f})": maps[j]
+                                       for j, e in enumerate(shown)},
+                                      row_titles=titles, title="held-out images: best candidates vs the strongest seed")
+    if len(objectives) > 1:
+        names = (objectives[0].text, objectives[1].text)
+        pts = [(t.values[0], t.values[1]) for t in study.get_trials(deepcopy=False)
+               if t.state == optuna.trial.TrialState.COMPLETE and t.values and "duplicate_of" not in info(t)]
+        fr = [(e.train[0], e.train[1]) for e in front if e.train]
+        sd = {e.label: (e.train[0], e.train[1]) for e in seeds if e.train}
+        files["pareto"] = figures.pareto_plot(out / "pareto.png", pts, fr, sd, names,
+                                              title="working images: every trial, the Pareto front, the seeds")
+    if best is not None:
+        tex = figures.latex_png(out / "best_latex.png", table[0]["latex"])
+        if tex is not None:
+            files["latex"] = tex
+
+    files["html"] = _html(out / "report.html", study, objectives, table, v, best, files, counts, command,
+                          settings, run, held_out, front)
+    return SearchReport(out, best, v, table, files)
+
+
+def _html(path: Path, study, objectives, table, v: heldout.Verdict, best, files, counts, command, settings, run,
+          held_out, front) -> Path:
+    page = Page(f"sycam search: {study.study_name}")
+    page.paragraph(v.message, cls="verdict " + ("good" if v.beats_every_seed else "bad"))
+    if best is not None:
+        r = table[0]
+        page.heading("Selected expression")
+        page.raw(f"<p>Selected on the working images, scored here on {len(held_out)} held-out images.</p>"
+                 f"<p><b>CAM</b> <code>{esc(r['expression'])}</code><br><b>candidate</b> <code>{esc(r['candidate'])}</code>"
+                 f"<br><b>simplified</b> <code>{esc(r['simplified'])}</code><br><b>size</b> {r['size']}</p>")
+        page.image(files.get("latex"), "LaTeX (mathtext rendering)")
+        page.code(r["latex"])
+        page.raw('<p>Use it: <code>sycam explain --method "$(cat best.txt)"</code></p>')
+    page.heading("Against every seed (held-out, paired, 95% bootstrap CI)")
+    page.table([{"seed": c.other, "objective": c.objective, "difference": c.diff.mean, "low": c.diff.low,
+                 "high": c.diff.high, "images": c.diff.images,
+                 "verdict": "better" if c.better else "worse" if c.worse else "not significant"}
+                for c in v.comparisons])
+    page.heading("Leaderboard")
+    cols = ["rank", "label", "source", "candidate", "simplified", "size"]
+    for s in objectives:
+        cols += [f"train_{s.text}", f"held_{s.text}", f"held_{s.text}_low", f"held_{s.text}_high"]
+    page.table(table, cols)
+    page.image(files.get("bars"), "held-out score of every candidate and seed")
+    page.image(files.get("overlays"), "overlays on held-out images")
+    if "pareto" in files:
+        page.heading("Pareto front (working images)")
+        page.paragraph(", ".join(e.label for e in front) or "(empty)")
+        page.image(files.get("pareto"))
+    page.heading("Run")
+    page.table([{"what": k, "count": v_} for k, v_ in sorted(counts.items())])
+    if run:
+        page.code("\n".join(f"{k}: {val}" for k, val in run.items()))
+    if command:
+        page.heading("Command")
+        page.code(shlex.join(command))
+    if settings:
+        page.heading("Study settings")
+        page.code("\n".join(f"{k}: {val}" for k, val in settings.items()))
+    return page.write(path)
