@@ -26,7 +26,7 @@ from .grammar.checker import DEFAULT_TERMINALS, as_heatmap, result_kind
 from .grammar.printer import to_text
 from .kernels.compiler import Program
 from .kernels.postprocess import FUSIONS, fuse
-from .methods.seeds import Seed, resolve_method
+from .methods.seeds import Seed, get_meta, resolve_method
 
 
 @dataclass
@@ -120,6 +120,17 @@ class CAM:
         return self.explain(x, targets).maps
 
 
+def make_cam(method: str | Expr, model: nn.Module, layers=None, *, preprocess=None, **kwargs):
+    """A :class:`CAM` for a seed or expression, or a meta-method (``sycam seeds`` lists them, e.g.
+    ``gpnncam``) bound to ``model``. ``preprocess`` (mean/std) is what meta-methods that re-render the
+    image need; keyword arguments left None are not passed on."""
+    meta = get_meta(method) if isinstance(method, str) else None
+    if meta is None:
+        return CAM(method, model, layers, **kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return meta.build(model, layers, preprocess=preprocess, **kwargs)
+
+
 def explain(method: str, model: nn.Module, x: Tensor, layers=None, targets=None, **kwargs) -> Tensor:
     """One-shot: the (b, H, W) maps of ``method`` for images ``x``."""
     with CAM(method, model, layers, **kwargs) as cam, torch.no_grad():
@@ -135,6 +146,9 @@ def explain_many(cams: dict[str, CAM], x: Tensor, targets=None) -> dict[str, Exp
     out: dict[str, Explanation] = {}
     groups: dict[tuple, list[str]] = {}
     for name, cam in cams.items():
+        if getattr(cam, "meta", False):      # a meta-method (make_cam) runs its own passes
+            out[name] = cam.explain(x, targets)
+            continue
         key = (id(cam.model), tuple(r.name for r in cam.layers or ()), cam.seed.target if cam.seed else None,
                id(cam.target), id(cam.output), cam.options)
         groups.setdefault(key, []).append(name)

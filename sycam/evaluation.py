@@ -110,7 +110,8 @@ def evaluate(cams: dict[str, CAM], metrics: dict[str, Metric], batch: Batch, mod
         return explain
 
     def factory(new_model: nn.Module):
-        pool = {n: CAM(c.expression, new_model, [r.name for r in c.layers], fuse=c.fusion, options=c.options)
+        pool = {n: c.with_model(new_model) if getattr(c, "meta", False) else
+                CAM(c.expression, new_model, [r.name for r in c.layers], fuse=c.fusion, options=c.options)
                 for n, c in cams.items()}
         return explainer_for(pool)
 

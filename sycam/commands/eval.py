@@ -12,7 +12,7 @@ import torch
 from rich.progress import Progress
 from rich.table import Table
 
-from ..api import CAM
+from ..api import make_cam
 from ..evaluation import BASELINES, evaluate, resolve_metrics
 from ..methods import SEEDS
 from ..report.overlay import save_grid
@@ -72,7 +72,8 @@ def run(args) -> int:
     methods = expand_methods(args.methods)
     layers = args.layers or [bundle.default_layer]
     options = json.loads(args.options)
-    cams = {m: CAM(m, bundle.model, layers, options=options) for m in methods}   # errors before any work
+    cams = {m: make_cam(m, bundle.model, layers, options=options, preprocess=bundle.preprocess)
+            for m in methods}   # errors before any work
     names = args.metrics or list(DEFAULT_METRICS)
     metrics = resolve_metrics(names)
     batch = load_data(args, bundle).to(args.device)

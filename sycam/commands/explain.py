@@ -10,7 +10,7 @@ import torch
 from rich.progress import Progress
 from rich.table import Table
 
-from ..api import CAM, explain_many
+from ..api import explain_many, make_cam
 from ..methods import SEEDS
 from ..report.overlay import overlay, save_grid, save_png
 from .common import add_model_args, console, load_bundle, read_images, resolve_class
@@ -44,7 +44,8 @@ def run(args) -> int:
     if "all" in methods:
         methods = [m for m in methods if m != "all"] + [s for s in SEEDS if s not in methods]
     layers = args.layers or [bundle.default_layer]
-    cams = {m: CAM(m, bundle.model, layers, fuse=args.fuse) for m in methods}   # bad methods fail here
+    cams = {m: make_cam(m, bundle.model, layers, fuse=args.fuse, preprocess=bundle.preprocess)
+            for m in methods}   # bad methods fail here
     target = resolve_class(args.target, bundle.classes)
     x = torch.stack([bundle.preprocess(im) for im in images]).to(args.device)
     shown = torch.stack([bundle.preprocess.geometry(im) for im in images])

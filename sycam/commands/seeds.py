@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from ..methods import SEEDS
+from ..methods import META_METHODS, SEEDS
 from .common import console
 
 
@@ -24,4 +24,11 @@ def run(args) -> int:
         extra = f"\n[dim]{s.notes}[/]" if s.notes else ""
         table.add_row(s.name, s.title, expr + extra, s.cost, s.reference)
     console.print(table)
+    meta = Table(title=f"{len(META_METHODS)} meta-methods (several CAM runs combined; by name in explain/eval)",
+                 show_lines=True)
+    for col in ("name", "method", "formula", "cost", "reference"):
+        meta.add_column(col, overflow="fold")
+    for m in META_METHODS.values():
+        meta.add_row(m.name, m.title, m.formula + (f"\n[dim]{m.notes}[/]" if m.notes else ""), m.cost, m.reference)
+    console.print(meta)
     return 0

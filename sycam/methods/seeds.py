@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..errors import UnknownNameError
+from ..errors import SycamError, UnknownNameError
 from ..grammar import parse
 from ..grammar.ast import Expr
 
@@ -114,8 +114,66 @@ _SEEDS += [
          aliases=("smooth-gradcam++", "smoothgradcam++")),
 ]
 
+_SEEDS += [
+    Seed("relevancecam", "Relevance-CAM", "relu(sum(sum(R, hw) * A, k))",
+         "Lee et al., Relevance-CAM: Your Model Already Knows Where to Look, CVPR 2021, arXiv:2104.00828",
+         "1 forward + 1 LRP backward to the layer",
+         "w_k = sum_hw R_k; R: LRP relevance at the layer (sycam.evidence.relevance). Defaults as the official code: "
+         "z+ rule, BatchNorm merged, contrastive CLRP (options lrp_rule = zplus | epsilon | epsilon_plus, "
+         "lrp_epsilon, lrp_contrast = clrp | none)", aliases=("relevance-cam", "rcam")),
+]
+
 SEEDS: dict[str, Seed] = {s.name: s for s in _SEEDS}
 _ALIASES = {re.sub(r"[^a-z0-9+]", "", a.lower()): s.name for s in _SEEDS for a in (s.name, s.title, *s.aliases)}
+
+
+@dataclass(frozen=True)
+class MetaMethod:
+    """A method that is not one expression: it runs a CAM many times (on variations of the image,
+    several seeds, ...) and combines the results. ``factory`` ("module:function") builds it bound to a
+    model: ``factory(model, layers, **params, **overrides)``; the object has ``explain(x, targets)``
+    (maps, valid, logits), ``layers``, ``text`` and ``with_model(model)``."""
+
+    name: str
+    title: str
+    formula: str
+    reference: str
+    cost: str
+    factory: str
+    notes: str = ""
+    aliases: tuple[str, ...] = ()
+    params: dict = field(default_factory=dict)
+
+    def build(self, model, layers=None, **overrides):
+        import importlib
+
+        module, _, func = self.factory.partition(":")
+        return getattr(importlib.import_module(module), func)(model, layers, **{**self.params, **overrides})
+
+
+_META = [
+    MetaMethod("gpnncam", "GPNN-CAM",
+               "phase 1: H = sum_v P_v^T L_v / sum_v P_v^T 1 over GPNN variations v (L_v = base CAM, "
+               "default Grad-CAM); phase 2: ridge regression of standardised lower-layer activations onto "
+               "P_v H, R = clip(X_source w, 0); mean of the per-layer maps",
+               "GPNN-CAM poster (shared/seeds/000_649d90891f27f48d.txt), github.com/tumble-weed/GPNN-CAM; "
+               "GPNN: Granot et al., Drop the GAN, CVPR 2022, arXiv:2103.15545",
+               "n x super_iters GPNN variations (~0.5-0.9 s CPU each at 224 px) + as many forwards and "
+               "backwards + 1 ridge solve per regression layer",
+               "sycam.methods.gpnn_cam:gpnncam",
+               "parameters: base=gradcam, n=10, super_iters=2, sigma=3, regression_layers (default model: "
+               "blocks.10; else the base layers), alpha=1e-4, combine=mean, include_source=True; "
+               "see sycam/methods/gpnn_cam.py",
+               aliases=("gpnn-cam",)),
+]
+META_METHODS: dict[str, MetaMethod] = {m.name: m for m in _META}
+_META_ALIASES = {re.sub(r"[^a-z0-9+]", "", a.lower()): m.name for m in _META for a in (m.name, m.title, *m.aliases)}
+
+
+def get_meta(name: str) -> MetaMethod | None:
+    """The meta-method called ``name`` (case, dashes and spaces ignored), or None."""
+    found = _META_ALIASES.get(_key(name)) if isinstance(name, str) else None
+    return META_METHODS[found] if found else None
 
 
 def _key(name: str) -> str:
@@ -139,6 +197,9 @@ def resolve_method(method: str) -> tuple[Expr, Seed | None]:
     if re.fullmatch(r"[A-Za-z][A-Za-z0-9+\- ]*", text) and _key(text) in _ALIASES:
         seed = get_seed(text)
         return seed.tree, seed
+    if get_meta(text) is not None:
+        raise SycamError(f"{text} is a meta-method, not an expression: build it with sycam.api.make_cam "
+                         f"(the CLI does)")
     if re.fullmatch(r"[a-z][a-z0-9+\-]*", text) and text not in ("A", "G", "S", "W"):
         # a lower-case bare word that is not a seed: most likely a misspelt seed name
         raise UnknownNameError("method", text, SEEDS, hint="or write an expression such as relu(sum(G * A, k))")
