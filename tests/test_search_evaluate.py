@@ -130,3 +130,16 @@ def test_target_pearson_is_exact_at_feature_resolution(toy):
     assert torch.allclose(metric(small, sub), exact[:, [5, 2]], atol=1e-5)
     with pytest.raises(MetricError, match="no reference"):
         metric(small, toy_problem(2, seed=3)[1])
+
+
+def test_target_pearson_tells_rows_of_one_image_apart_by_label(toy):
+    model, batch, layer, space, ev = toy
+    two = batch[[0, 0, 1]]
+    two.labels = torch.tensor([0, 2, 1])
+    ref = CAM("gradcam", model, layers=layer)(two.x, targets=two.labels)
+    assert pearson(ref[0], ref[1]) < 0.99                  # the two classes' maps differ
+    with pytest.raises(MetricError, match="labels="):
+        get_metric("target_pearson", reference=ref, images=two.x)
+    metric = get_metric("target_pearson", reference=ref, images=two.x, labels=two.labels)
+    flipped = two[[1, 0, 2]]
+    assert torch.allclose(metric(ref[[1, 0, 2]], flipped), torch.ones(3), atol=1e-5)

@@ -16,8 +16,8 @@ A term is *generated* only if it can still become (part of) a candidate within `
    children's forms, is new (``"after"``: checked after the observational test, on fewer
    terms; ``"off"``: not used);
 2. **observational**: its probe value is finite, not a constant, and differs from every bank
-   term's value. Survivors join the bank; sizes only grow, so the kept representative of a
-   class is a smallest one.
+   term's value (an exact hash of the float values). Survivors join the bank; sizes only
+   grow, so the kept representative of a class is a smallest one.
 
 A term of the result type is also a **candidate**: it must further have a new candidate form
 (sympy, up to a positive factor) and a new normalised probe heatmap (:class:`MapIndex`).
@@ -29,8 +29,10 @@ Each new term costs one operator on stored values, and the operators are batched
 terms that share an operator and a stored operand are computed in one tensor call against
 the stacked values of all the other operands of one (size, type) group; their validity,
 constancy and exact value hashes come from that batch too. Memory: the bank's values, the
-pending candidates and the map index are counted against ``memory_bytes``; enumeration stops
-(``stop_reason = "memory"``) when they fill it.
+map index and the bookkeeping are counted against ``memory_bytes``. When they fill it, the
+current level is finished without storing new values (its terms are still checked and its
+candidates scored; they just cannot become children) and enumeration stops
+(``stop_reason = "memory"``). Terms of the last level (``max_size``) are never stored.
 """
 from __future__ import annotations
 
@@ -177,6 +179,7 @@ class Enumerator:
         self.equivalent: dict[str, Expr] = {}     # seed name -> smaller equivalent candidate found
         self.seed_reps: dict[str, Rep] = {}
         self.stop_reason = ""
+        self.frozen = False        # memory full: terms are still checked, no longer stored
         self._layers = [terms for terms in probe.layers.values()]
         self._A = [terms["A"] if "A" in terms else None for terms in self._layers]
         self._pending: list[tuple[Term, list[Tensor]]] = []
@@ -217,6 +220,8 @@ class Enumerator:
 
     def _close_level(self, size: int) -> None:
         max_depth = self.space.max_depth
+        if size >= len(self.bank):
+            return
         for g in self.bank[size].values():
             g.close()
             g.shallow = [i for i, t in enumerate(g.terms) if t.expr.depth < max_depth]
@@ -246,6 +251,8 @@ class Enumerator:
         return self._bank_bytes + self.cache.stats.bytes + self.bookkeeping_bytes
 
     def terms(self, size: int | None = None) -> list[Term]:
+        """Bank terms with stored values (terms of the last level, or found after the memory
+        filled, are checked but not stored)."""
         levels = self.bank[1:] if size is None else [self.bank[size]] if size < len(self.bank) else []
         return [t for level in levels for g in level.values() for t in g.terms]
 
@@ -288,6 +295,8 @@ class Enumerator:
                 yield from self._flush(level)
                 self._close_level(size)
                 self._report("level_done", level)
+                if self.frozen and not self.stop_reason:
+                    self.stop_reason = "memory"
                 if self.stop_reason:
                     return
             self.stop_reason = "max_size"
@@ -300,7 +309,10 @@ class Enumerator:
             self.progress(Progress(kind, level.size, level, self.n_terms, self.memory_used, message))
 
     def _check_limits(self) -> bool:
-        if self.memory_used > self.memory_bytes:
+        used = self.memory_used
+        if used > self.memory_bytes and not self.frozen:
+            self.frozen = True          # finish this level without storing values, then stop
+        if used > 1.25 * self.memory_bytes:
             self.stop_reason = "memory"
         elif self._deadline is not None and time.perf_counter() > self._deadline:
             self.stop_reason = "time"
@@ -333,6 +345,10 @@ class Enumerator:
 
     def _due(self) -> bool:
         return len(self._pending) >= self.chunk or self._check_limits()
+
+    @property
+    def stored_terms(self) -> int:
+        return sum(len(g.terms) for level in self.bank for g in level.values())
 
     def _slices(self, n: int, stacks: Sequence[Tensor]) -> list[tuple[int, int]]:
         per = max(1, sum(s[:1].numel() * s.element_size() for s in stacks))
@@ -475,18 +491,18 @@ class Enumerator:
             return
         idx = torch.tensor(keep, dtype=torch.long, device=values[0].device)
         kept = [v.index_select(0, idx) for v in values]
-        g = self._group(size, axes)
-        for layer, k in zip(g.parts, kept):
-            layer.append(k)
-        added = sum(k.numel() * k.element_size() for k in kept)
-        self._bank_bytes += added
-        g.terms.extend(kept_terms)
         self.n_terms += len(kept_terms)
+        if size < self.space.max_size and not self.frozen:    # a term of the last level has no parent
+            g = self._group(size, axes)
+            for layer, k in zip(g.parts, kept):
+                layer.append(k)
+            self._bank_bytes += sum(k.numel() * k.element_size() for k in kept)
+            g.terms.extend(kept_terms)
         if is_cand:
             for j, term in enumerate(kept_terms):
                 if self._new_candidate_form(term):
                     level.candidates_sympy += 1
-                    self._pending.append((term, [k[j] for k in kept]))   # views of the bank
+                    self._pending.append((term, [k[j] for k in kept]))   # views of the bank's values
 
     def _sympy_new(self, term: Term, children: Sequence[Term]) -> bool:
         """Set the term's sympy form; False if it is a number or an earlier term's form."""

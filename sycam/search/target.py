@@ -5,10 +5,11 @@ the same image (higher is better, 1 = the same map up to a positive affine chang
 plug-in of the metrics interface, registered as ``"target_pearson"``::
 
     ref = reference_maps("gradcampp", model, batch.x, layer, batch.labels)   # (N, H, W)
-    metric = get_metric("target_pearson", reference=ref, images=batch.x)
+    metric = get_metric("target_pearson", reference=ref, images=batch.x, labels=batch.labels)
 
 Rows are matched to references by the image they belong to (a fingerprint of the model
-input), so any subset or reordering of the images can be scored. On
+input) and, when ``labels`` are given, the explained class (one image can be explained for
+several classes), so any subset or reordering of the rows can be scored. On
 :class:`~sycam.metrics.maps.LowResMaps` it is exact at feature resolution: with
 U = R a C^T the bilinear upsampling of a (h, w) map a,
 
@@ -40,10 +41,11 @@ def _fingerprint(x: Tensor) -> Tensor:
 
 
 class TargetPearson(Metric):
-    """Pearson correlation of each map with the reference map of its image (per image, (n, b)).
+    """Pearson correlation of each map with the reference map of its row (per image, (n, b)).
 
     ``reference``: (N, H, W) target maps; ``images``: the (N, 3, S, S) model inputs they belong
-    to. A constant map (or reference) scores 0.
+    to; ``labels``: (N,) the class each reference explains (needed when an image repeats with
+    another class). A constant map scores 0; a constant reference is undefined (NaN).
     """
 
     name = "target_pearson"
@@ -51,7 +53,8 @@ class TargetPearson(Metric):
     needs = frozenset()
     accepts_lowres = True
 
-    def __init__(self, reference: Tensor | None = None, images: Tensor | None = None):
+    def __init__(self, reference: Tensor | None = None, images: Tensor | None = None,
+                 labels: Tensor | None = None):
         if (reference is None) != (images is None):
             raise MetricError("target_pearson needs both reference= maps and the images= they belong to")
         if reference is not None:
@@ -60,29 +63,47 @@ class TargetPearson(Metric):
                                   f"{tuple(reference.shape)} and {tuple(images.shape)}")
             self.reference = reference.detach().double()
             self._prints = _fingerprint(images)
+            self.labels = None if labels is None else torch.as_tensor(labels).long().cpu()
+            if self.labels is not None and self.labels.shape != (reference.shape[0],):
+                raise MetricError(f"target_pearson: {tuple(self.labels.shape)} labels for {reference.shape[0]} maps")
+            if self.labels is None:
+                same = (self._prints[:, None, :] - self._prints[None]).abs().amax(-1) <= 1e-9 * (
+                    self._prints.abs().amax() + 1e-30)
+                differ = (self.reference[:, None] - self.reference[None]).abs().flatten(2).amax(-1) > 1e-6
+                if bool((same & differ).any()):
+                    raise MetricError("target_pearson: an image repeats with different reference maps (several "
+                                      "explained classes); pass labels= to tell the rows apart")
         else:
             self.reference = None
 
-    def rows(self, x: Tensor) -> Tensor:
-        """Indices of the references of the images ``x`` (MetricError if one is unknown)."""
+    def rows(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Indices of the references of the rows (images ``x``, classes ``labels``); MetricError if
+        one is unknown."""
         if self.reference is None:
             raise MetricError("target_pearson has no reference maps: get_metric('target_pearson', "
-                              "reference=maps, images=x)")
+                              "reference=maps, images=x, labels=classes)")
         fp = _fingerprint(x).to(self._prints.device)
         dist = (fp[:, None, :] - self._prints[None]).abs().amax(-1)
         scale = self._prints.abs().amax() + 1e-30
-        best = dist.argmin(1)
-        ok = dist.gather(1, best[:, None])[:, 0] <= 1e-9 * scale
+        match = dist <= 1e-9 * scale
+        if self.labels is not None and labels is not None:
+            match &= labels.long().cpu()[:, None] == self.labels[None]
+        best = match.float().argmax(1)
+        ok = match.any(1)
         if not bool(ok.all()):
             raise MetricError(f"target_pearson: {int((~ok).sum())} image(s) have no reference map")
         return best
 
     def compute(self, maps: Tensor | LowResMaps, batch: Batch, res: Resources) -> Tensor:
-        idx = self.rows(batch.x).to(self.reference.device)
+        idx = self.rows(batch.x, batch.labels).to(self.reference.device)
         T = self.reference.index_select(0, idx)                       # (b, H, W)
         if not isinstance(maps, LowResMaps):
-            return pearson(maps, T[None].to(maps.device))
-        return lowres_pearson(maps, T.to(maps.a.device))
+            r = pearson(maps, T[None].to(maps.device))
+        else:
+            r = lowres_pearson(maps, T.to(maps.a.device))
+        flat = T.flatten(1)
+        constant = (flat.amax(1) == flat.amin(1)).to(r.device)
+        return torch.where(constant[None], torch.full_like(r, math.nan), r)
 
 
 def lowres_pearson(maps: LowResMaps, T: Tensor) -> Tensor:

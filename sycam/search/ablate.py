@@ -1,0 +1,185 @@
+"""Ablation: which terms of a CAM expression carry its score?
+
+For every sub-term of the expression's heatmap form (channel weights w become
+relu(sum(w * A, k))) the variants are:
+
+* **removed**: a wrapper operator dropped, ``relu(x) -> x``, ``mean(x, hw) -> x`` (when the
+  result still types as a heatmap);
+* **neutral**: an operand of ``+ - * / ^`` replaced by the operator's neutral element
+  (``x * y -> x * 1``, ``x + y -> 0 + y``), which removes that term from the formula;
+* **swapped**: each terminal replaced by each of its siblings (terminals with the same axes,
+  ``G -> G2``), each constant by the other constants of the expression or 1 and 2.
+
+All variants are scored on the same images from one evidence capture per image batch; each
+is reported with the change of the metric against the original (paired over images, 95 %
+bootstrap interval, signed so that a negative change means the term mattered).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..api import CAM, explain_many
+from ..data.batch import Batch
+from ..errors import ExpressionTypeError, SycamError, UnknownNameError
+from ..grammar.ast import Call, Expr, Num, Var
+from ..grammar.checker import DEFAULT_TERMINALS, HEATMAP, as_heatmap, check
+from ..grammar.ops import OPS
+from ..grammar.printer import number_text, to_text
+from ..methods.seeds import Seed, resolve_method
+from ..metrics.base import Metric
+from .heldout import Interval, interval
+
+Path_ = tuple[int, ...]
+SIBLING_TERMINALS = ("A", "G", "G2", "G3")
+
+
+@dataclass
+class Variant:
+    kind: str            # "original", "removed", "neutral", "swapped"
+    path: Path_          # position of the changed node (child indices from the root)
+    term: str            # the sub-term that was changed
+    change: str          # what was done, e.g. "relu(x) -> x", "G -> G2"
+    expr: Expr           # the full heatmap expression of the variant
+
+    @property
+    def text(self) -> str:
+        return to_text(self.expr)
+
+    @property
+    def label(self) -> str:
+        """The change and where (child indices from the root), unique within one ablation."""
+        if self.kind == "original":
+            return "original"
+        return f"{self.change} at {'.'.join(map(str, self.path)) or 'root'}"
+
+
+@dataclass
+class Row:
+    variant: Variant
+    score: Interval
+    delta: Interval                # variant minus original, signed: positive = variant is better
+    per_image: Tensor = field(repr=False, default=None)
+
+
+def _nodes(expr: Expr, path: Path_ = ()) -> Iterable[tuple[Path_, Expr]]:
+    yield path, expr
+    for i, child in enumerate(getattr(expr, "args", ())):
+        yield from _nodes(child, path + (i,))
+
+
+def _replace(expr: Expr, path: Path_, new: Expr) -> Expr:
+    if not path:
+        return new
+    args = list(expr.args)
+    args[path[0]] = _replace(args[path[0]], path[1:], new)
+    return Call(expr.op, tuple(args), expr.axes)
+
+
+def _is_heatmap(expr: Expr, terminals) -> bool:
+    try:
+        return check(expr, terminals) == HEATMAP
+    except (ExpressionTypeError, UnknownNameError):
+        return False
+
+
+def variants(expr: Expr, terminals: Mapping = DEFAULT_TERMINALS,
+             siblings: Sequence[str] = SIBLING_TERMINALS) -> list[Variant]:
+    """The original heatmap expression first, then every well-typed, distinct ablation variant."""
+    heat = as_heatmap(expr, terminals)
+    out = [Variant("original", (), to_text(heat), "", heat)]
+    seen = {heat}
+    env = {k: (v.axes if hasattr(v, "axes") else v) for k, v in terminals.items()}
+    constants = sorted({n.value for _, n in _nodes(heat) if isinstance(n, Num)} | {1.0, 2.0})
+
+    def add(kind: str, path: Path_, node: Expr, change: str, new: Expr) -> None:
+        v = _replace(heat, path, new)
+        if v not in seen and _is_heatmap(v, terminals):
+            seen.add(v)
+            out.append(Variant(kind, path, to_text(node), change, v))
+
+    for path, node in _nodes(heat):
+        if isinstance(node, Call):
+            op = OPS[node.op]
+            if op.arity == 1 and path:
+                arg = node.args[0]
+                name = f"{node.op}(x, {node.axes})" if node.axes else f"{node.op}(x)"
+                add("removed", path, node, f"{name} -> x", arg)
+            if op.kind == "binary" and op.neutral is not None:
+                neutral = Num(op.neutral)
+                for i, child in enumerate(node.args):
+                    if isinstance(child, Num) and child.value == op.neutral:
+                        continue
+                    if i == 1 or node.op in ("add", "mul"):
+                        add("neutral", path + (i,), child, f"{to_text(child)} -> {number_text(op.neutral)}", neutral)
+        elif isinstance(node, Var) and node.name in env:
+            for other in siblings:
+                if other != node.name and other in env and env[other] == env[node.name]:
+                    add("swapped", path, node, f"{node.name} -> {other}", Var(other))
+        elif isinstance(node, Num):
+            for c in constants:
+                if c != node.value:
+                    add("swapped", path, node, f"{number_text(node.value)} -> {number_text(c)}", Num(c))
+    return out
+
+
+@dataclass
+class Ablation:
+    expression: str
+    metric: str
+    higher_is_better: bool
+    rows: list[Row]                  # the original first, then variants sorted by delta (most harmful first)
+    images: int
+    maps: dict[int, Tensor] = field(default_factory=dict, repr=False)   # row index -> (b, H, W), shown images
+
+    @property
+    def original(self) -> Row:
+        return self.rows[0]
+
+
+def score_variants(vs: Sequence[Variant], model: nn.Module, batch: Batch, layers, metric: Metric, *,
+                   seed: Seed | None = None, chunk: int = 16, keep_maps: int = 0,
+                   resources: Mapping | None = None) -> tuple[Tensor, dict[int, Tensor]]:
+    """Per-image metric values (n variants, b images) from one capture per chunk of images;
+    also the maps of the first ``keep_maps`` images of every variant."""
+    fuse = seed.fuse if seed is not None else None
+    cams = {str(i): CAM(v.expr, model, layers, fuse=fuse) for i, v in enumerate(vs)}
+    values, kept = [], {}
+    for start in range(0, len(batch), chunk):
+        sub = batch[start:start + chunk]
+        res = explain_many(cams, sub.x, sub.labels)
+        maps = torch.stack([res[str(i)].maps for i in range(len(vs))])            # (n, b, H, W)
+        valid = torch.stack([res[str(i)].valid for i in range(len(vs))])
+        v = metric(maps, sub, batch_size=chunk, **dict(resources or {})).float()
+        values.append(torch.where(valid, v, torch.full_like(v, float("nan"))))
+        if start < keep_maps:
+            for i in range(len(vs)):
+                kept.setdefault(i, []).append(maps[i, : keep_maps - start].cpu())
+    return torch.cat(values, 1), {i: torch.cat(m) for i, m in kept.items()}
+
+
+def ablate(expression: str | Expr, model: nn.Module, batch: Batch, layers, metric: Metric, *,
+           keep_maps: int = 0, resources: Mapping | None = None, chunk: int = 16) -> Ablation:
+    """Score every variant of ``expression`` (seed name or text) with ``metric`` on ``batch``."""
+    if isinstance(expression, str):
+        tree, seed = resolve_method(expression)
+    else:
+        tree, seed = expression, None
+    vs = variants(tree)
+    if len(vs) < 2:
+        raise SycamError(f"`{to_text(tree)}` has no term to ablate")
+    values, kept = score_variants(vs, model, batch, layers, metric, seed=seed, chunk=chunk, keep_maps=keep_maps,
+                                  resources=resources)
+    sign = metric.direction.sign
+    rows = []
+    for i, v in enumerate(vs):
+        delta = interval(sign * (values[i] - values[0]))
+        rows.append(Row(v, interval(values[i]), delta, values[i]))
+    first, rest = rows[0], sorted(rows[1:], key=lambda r: (r.delta.mean if r.delta.mean == r.delta.mean
+                                                           else float("inf")))
+    ordered = [first, *rest]
+    maps = {j: kept[vs.index(r.variant)] for j, r in enumerate(ordered)} if keep_maps else {}
+    return Ablation(to_text(vs[0].expr), metric.name, sign > 0, ordered, len(batch), maps)
