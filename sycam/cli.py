@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import check, data, explain, layers, metrics, search, seeds
+from .commands import ablate, check, data, explain, layers, metrics, search, seeds
 from .commands import eval as eval_command
 from .errors import SycamError
 
-COMMANDS = [explain, eval_command, search, seeds, check, layers, metrics, data]
+COMMANDS = [explain, eval_command, search, ablate, seeds, check, layers, metrics, data]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -16,7 +16,6 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..data import split
-from ..errors import SycamError
 from ..search.driver import (SAMPLERS, STRATEGIES, Options, Search, make_sampler, open_study, seed_enqueuer)
 from ..search.evaluate import EvidenceSet, check_metric_inputs
 from ..search.objectives import Objectives, parse_objectives
@@ -159,7 +158,7 @@ def run(args) -> int:
                   f"{summary.invalid} invalid), {summary.duplicates} duplicate proposals, "
                   f"{summary.retried} trials of stopped workers retried, {summary.seconds:.1f} s; ended by {summary.reason}")
     if summary.reason in ("stopped", "interrupted"):
-        console.print(f"[yellow]interrupted: resume with the same command[/]")
+        console.print("[yellow]interrupted: resume with the same command[/]")
         return 130
     if args.no_report:
         return 0

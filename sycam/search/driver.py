@@ -13,7 +13,10 @@ worker with different settings is refused. Candidates come from three sources, i
    their expressions (:mod:`sycam.search.optuna_space`), so TPE learns from them;
 3. **TPE** (strategy ``optuna`` / ``both``): batches of ``study.ask()`` trials whose
    candidates the sampler draws from the grammar-shaped define-by-run space
-   (``constant_liar`` keeps parallel workers apart).
+   (``constant_liar`` keeps parallel workers apart). TPE concentrates on good regions and
+   then proposes known candidates again: each such repeat enqueues a *mutation* (one subtree
+   grown again at random) instead, and when most recent proposals are repeats a batch is
+   drawn uniformly from the grammar.
 
 Every candidate is keyed by its canonical form; a key is evaluated at most once per study,
 across workers and restarts (the claim protocol of :mod:`sycam.search.ledger`): a proposal
@@ -29,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import threading
 import time
 import warnings
@@ -74,7 +78,7 @@ class Options:
     chunk: int = 256                    # enumerated candidates per chunk
     grace: float = DEFAULT_GRACE        # seconds without heartbeat before another host's worker is dead
     heartbeat: float = DEFAULT_HEARTBEAT
-    duplicate_rate: float = 0.5         # above this share of duplicates among recent TPE proposals,
+    duplicate_rate: float = 0.75        # above this share of duplicates among recent TPE proposals,
                                         # the next batch is drawn uniformly from the grammar
     max_duplicates: int = 2000          # duplicates in a row before the search stops (space exhausted)
 
@@ -253,6 +257,7 @@ class Search:
         self._tpe = study.sampler
         self._random = optuna.samplers.RandomSampler(seed=options.seed)
         self._dup_streak = 0
+        self._rng = random.Random(options.seed)
         self._recent: deque[bool] = deque(maxlen=32)     # recent TPE proposals: was it a duplicate?
         self._incumbent = None
 
@@ -401,6 +406,8 @@ class Search:
                     view.owners[i["key"]] = t.number
                     claimed.append((t, expr, i))
                 t.set_user_attr(INFO, i)
+            if phase == "optuna":
+                self._mutations(view, [expr for _, expr, i in proposals if "duplicate_of" in i])
         for t, expr, i in proposals:
             if "duplicate_of" in i:
                 self.study.tell(t, state=TrialState.PRUNED)
@@ -426,6 +433,22 @@ class Search:
                 t.report(value, step)
             self._tell(t, i, o)
         self.summary.phases[phase] = self.summary.phases.get(phase, 0) + len(claimed)
+
+    def _mutations(self, view: View, repeated: Sequence[Expr], tries: int = 4) -> None:
+        """For each repeated proposal, enqueue one new neighbour (a subtree grown again) so a sampler
+        that keeps proposing known candidates still moves the search on (under the lock)."""
+        room = len(repeated) if self.options.budget is None else max(0, self.options.budget - view.claimed)
+        for expr in repeated[:room]:
+            for _ in range(tries):
+                new = self.grammar.mutate(expr, self._rng)
+                key = expression_key(self.space, new)
+                if view.owner(key) is None:
+                    params, _ = self.grammar.params(new)
+                    self.study.enqueue_trial(params, user_attrs={INFO: {"expr": to_text(new), "key": key,
+                                                                         "size": new.size, "source": "mutation"}})
+                    view.owners[key] = "queued"
+                    view.inflight += 1
+                    break
 
     def _tell(self, trial, i: dict, o: Outcome) -> None:
         self.summary.evaluated += 1

@@ -223,6 +223,26 @@ class GrammarSpace:
 
         return self.decode_with(pick, pick)[0]
 
+    def mutate(self, candidate: Expr, rng) -> Expr:
+        """The candidate with one random subtree grown again at random (its size budget too,
+        half the time): a neighbour in the grammar, used when the sampler repeats itself."""
+        params, _ = self.params(candidate)
+        paths = [k for k in params if k.startswith("r")]
+        keep = dict(params)
+        if paths:
+            cut = rng.choice(paths).split(":")[0]
+            keep = {k: v for k, v in params.items() if not k.startswith(cut)}
+        if rng.random() < 0.5:
+            keep = {k: v for k, v in keep.items() if not k.startswith("size:")}
+
+        def pick(name, options):
+            return keep[name] if name in keep and keep[name] in options else rng.choice(options)
+
+        def pick_int(name, lo, hi):
+            return keep[name] if name in keep and lo <= keep[name] <= hi else rng.randint(lo, hi)
+
+        return self.decode_with(pick, pick_int)[0]
+
     # ------------------------------------------------------------------ encode
     def params(self, candidate: Expr) -> tuple[dict[str, Any], dict[str, BaseDistribution]]:
         """The parameters (and their distributions) under which :meth:`decode` gives ``candidate``."""

@@ -1,0 +1,255 @@
+"""The study driver on the toy problem: grammar encoding, budget, dedupe, workers, resume, pruning."""
+import random
+import threading
+import warnings
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from sycam.errors import UnknownNameError
+from sycam.grammar import parse
+from sycam.search.driver import Options, Search, SearchError, make_sampler, open_study, seed_enqueuer
+from sycam.search.evaluate import EvidenceSet
+from sycam.search.ledger import INFO, WORKER, expression_key, info, is_evaluation
+from sycam.search.objectives import ObjectiveError, Objectives, parse_objectives
+from sycam.search.optuna_space import EncodingError, GrammarSpace
+from sycam.search.space import SearchSpace
+from sycam.search.storage import StorageError, open_store, parse_url
+from sycam.search.toy import toy_problem
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SPACE = SearchSpace(max_size=9)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    torch.manual_seed(0)
+    model, batch, layer = toy_problem(20)
+    evidence = EvidenceSet.capture(model, batch, [layer], needs=SPACE.evidence_terms)
+    return model, batch, layer, evidence
+
+
+def make_search(store, toy, name="s", budget=60, fidelity=0, strategy="both", enumerate_size=3, seed=0, **kw):
+    _, _, _, evidence = toy
+    specs = parse_objectives(kw.pop("metrics", ["energy_pointing_game"]))
+    objectives = Objectives(specs, evidence, SPACE, fidelity=fidelity)
+    seeds = SPACE.seeds()
+    pruner = None
+    if fidelity:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pruner = optuna.pruners.WilcoxonPruner(p_threshold=0.1)
+    study, _ = open_study(store, name, {"space": SPACE.to_dict(), "objectives": [s.text for s in specs]},
+                          objectives.directions, make_sampler("tpe", seed, len(specs)), pruner,
+                          seeds=seed_enqueuer(SPACE, GrammarSpace(SPACE), seeds))
+    opts = Options(strategy=strategy, budget=budget, enumerate_size=enumerate_size, batch=8, seed=seed, **kw)
+    return Search(store, study, SPACE, objectives, opts, probe=evidence.rows(range(6)), seeds=seeds, pruner=pruner)
+
+
+def evaluations(study):
+    return [t for t in study.get_trials(deepcopy=False) if is_evaluation(t)]
+
+
+# ---------------------------------------------------------------------------------- grammar space
+def test_grammar_space_decodes_only_candidates_and_round_trips():
+    grammar = GrammarSpace(SPACE)
+    rng = random.Random(0)
+    sizes = set()
+    for _ in range(300):
+        expr, dists = grammar.decode_with(lambda n, c: rng.choice(c), lambda n, lo, hi: rng.randint(lo, hi))
+        assert SPACE.why_not(expr) is None
+        params, _ = grammar.params(expr)
+        assert grammar.decode(params) == expr
+        sizes.add(expr.size)
+    assert min(sizes) <= 2 and max(sizes) == SPACE.max_size      # the size budget is used, never exceeded
+    for name, cand in SearchSpace().seeds().items():             # every gradient seed is a trial of the grammar
+        params, _ = GrammarSpace(SearchSpace()).params(cand)
+        assert GrammarSpace(SearchSpace()).decode(params) == cand, name
+
+
+def test_grammar_space_rejects_what_it_cannot_produce():
+    grammar = GrammarSpace(SPACE)
+    with pytest.raises(EncodingError, match="not a candidate"):
+        grammar.params(parse("sqrt(G)"))                         # sqrt is not an operator of the space
+    params, _ = grammar.params(parse("mean(G, hw)"))
+    params["r:bk"] = "no-such-production"
+    with pytest.raises(EncodingError, match="not a production"):
+        grammar.decode(params)
+
+
+def test_size_budget_bounds_every_tpe_suggestion():
+    grammar = GrammarSpace(SPACE)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(50):
+        t = study.ask()
+        expr = grammar.suggest(t)
+        budget = [v for k, v in t.params.items() if k.startswith("size:")]
+        assert expr.size <= (budget[0] if budget else SPACE.max_size)
+        study.tell(t, 0.0)
+
+
+# ---------------------------------------------------------------------------------- validation
+def test_bad_objectives_and_storage_urls_fail_before_work():
+    with pytest.raises(UnknownNameError, match="pointing_game"):
+        parse_objectives(["pointing_gme"])
+    with pytest.raises(ObjectiveError, match="size alone"):
+        parse_objectives(["size"])
+    with pytest.raises(ObjectiveError, match="twice"):
+        parse_objectives(["iou", "iou"])
+    assert parse_objectives(["pointing_game:tolerance=7"])[0].metric().tolerance == 7
+    with pytest.raises(StorageError, match="unsupported storage scheme"):
+        parse_url("mysql://u@h/db")
+    with pytest.raises(StorageError, match="cannot tell"):
+        parse_url("study.txt")
+    with pytest.raises(StorageError, match="cannot connect"):
+        open_store("postgresql+psycopg2://nobody:secret@127.0.0.1:9/none")   # nothing listens on port 9
+    with pytest.raises(SearchError, match="strategy"):
+        Options(strategy="anneal")
+
+
+def test_a_study_with_other_settings_is_refused(tmp_path):
+    store = open_store(f"journal:{tmp_path / 's.journal'}")
+    sampler = make_sampler("tpe", 0, 1)
+    open_study(store, "x", {"metric": "pointing_game", "layers": ["feat"]}, ["maximize"], sampler)
+    open_study(store, "x", {"metric": "pointing_game", "layers": ["feat"]}, ["maximize"], sampler)   # same: fine
+    with pytest.raises(SearchError, match=r"layers: stored \[\"feat\"\], now \[\"conv\"\]"):
+        open_study(store, "x", {"metric": "pointing_game", "layers": ["conv"]}, ["maximize"], sampler)
+    with pytest.raises(SearchError, match="optimises"):
+        open_study(store, "x", {"metric": "pointing_game", "layers": ["feat"]}, ["minimize"], sampler)
+
+
+# ---------------------------------------------------------------------------------- one worker
+def test_budget_seeds_enumeration_and_tpe_share_one_study(toy):
+    store = open_store("memory")
+    search = make_search(store, toy, budget=70, enumerate_size=2)
+    summary = search.run()
+    study = search.study
+    ev = evaluations(study)
+    keys = [info(t)["key"] for t in ev]
+    assert summary.reason == "budget" and len(ev) == 70
+    assert len(set(keys)) == len(keys)                           # no expression evaluated twice
+    sources = {info(t)["source"] for t in ev}
+    assert {"seed", "enumerate"} <= sources and sources & {"optuna", "random"}
+    seeds = {info(t)["seed"]: t for t in ev if info(t)["source"] == "seed"}
+    assert set(seeds) == set(SPACE.seeds()) and all(t.state == TrialState.COMPLETE for t in seeds.values())
+    grammar = GrammarSpace(SPACE)
+    for t in ev:                                                 # every trial's parameters give its expression
+        assert to_key(grammar.decode(t.params)) == info(t)["key"]
+    dups = [t for t in study.get_trials(deepcopy=False) if "duplicate_of" in info(t)]
+    for t in dups:                                               # a duplicate names an evaluated owner
+        assert t.state == TrialState.PRUNED and info(t)["key"] in set(keys)
+
+
+def to_key(expr):
+    return expression_key(SPACE, expr)
+
+
+def test_enumerated_candidates_are_not_re_evaluated_by_tpe_or_seeds(toy):
+    store = open_store("memory")
+    search = make_search(store, toy, budget=150, enumerate_size=3)
+    search.run()
+    ev = evaluations(search.study)
+    by_key = {}
+    for t in ev:
+        by_key.setdefault(info(t)["key"], []).append(info(t)["source"])
+    assert all(len(v) == 1 for v in by_key.values())
+    # a proposal equal to an enumerated candidate up to a positive factor is the same key
+    assert to_key(parse("2 * G")) == to_key(parse("G"))
+    assert any(s == ["enumerate"] for s in by_key.values())
+
+
+def test_wilcoxon_prunes_on_few_images_but_never_a_seed(toy):
+    store = open_store("memory")
+    search = make_search(store, toy, budget=120, fidelity=6, enumerate_size=4)
+    summary = search.run()
+    ev = evaluations(search.study)
+    pruned = [t for t in ev if t.state == TrialState.PRUNED and "invalid" not in info(t)]
+    assert summary.pruned > 0 and pruned
+    assert all(info(t)["source"] != "seed" for t in pruned)
+    for t in pruned:                          # stopped after the first stage: six per-image reports only
+        assert set(t.intermediate_values) <= set(range(6)) and t.values is None
+    best = search.study.best_trial
+    assert set(best.intermediate_values) == set(range(6)) and best.values[0] >= max(
+        t.values[0] for t in ev if t.state == TrialState.COMPLETE)
+
+
+def test_multi_objective_records_a_pareto_front(toy):
+    store = open_store("memory")
+    search = make_search(store, toy, budget=50, metrics=["energy_pointing_game", "size"], enumerate_size=3)
+    search.run()
+    front = search.study.best_trials
+    assert front
+    sizes = [t.values[1] for t in front]
+    scores = [t.values[0] for t in front]
+    # non-dominated: a larger front member must score better than every smaller one
+    order = sorted(range(len(front)), key=lambda i: sizes[i])
+    for a, b in zip(order, order[1:]):
+        assert sizes[b] > sizes[a] and scores[b] > scores[a] or sizes[b] == sizes[a]
+    for t in front:
+        assert t.values[1] == parse(info(t)["expr"]).size
+
+
+# ---------------------------------------------------------------------------------- several workers, restarts
+def test_two_workers_share_the_budget_without_duplicates(toy, tmp_path):
+    store = open_store(f"journal:{tmp_path / 'w.journal'}")
+    a = make_search(store, toy, name="w", budget=90, seed=1)
+    b = make_search(store, toy, name="w", budget=90, seed=2)
+    threads = [threading.Thread(target=s.run) for s in (a, b)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    ev = evaluations(a.study)
+    keys = [info(t)["key"] for t in ev]
+    assert len(ev) == 90 and len(set(keys)) == 90
+    workers = {t.user_attrs.get(WORKER) for t in ev}
+    assert {a.summary.worker, b.summary.worker} <= workers       # both did part of the work
+    assert not [t for t in a.study.get_trials(deepcopy=False) if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_resume_continues_the_same_study(toy, tmp_path):
+    url = f"journal:{tmp_path / 'r.journal'}"
+    first = make_search(open_store(url), toy, name="r", budget=40)
+    first.run()
+    before = {t.number: (info(t)["key"], t.values) for t in evaluations(first.study)}
+    second = make_search(open_store(url), toy, name="r", budget=100)
+    assert second.run().reason == "budget"
+    after = evaluations(second.study)
+    assert len(after) == 100 and len({info(t)["key"] for t in after}) == 100
+    now = {t.number: (info(t)["key"], t.values) for t in after}
+    assert all(now[n] == v for n, v in before.items())           # nothing evaluated earlier changed or vanished
+    assert sum(info(t)["source"] == "seed" for t in after) == len(SPACE.seeds())   # seeds enqueued once
+
+
+def test_trials_of_a_dead_worker_are_retried_once(toy, tmp_path):
+    import subprocess
+    import sys
+
+    url = f"journal:{tmp_path / 'd.journal'}"
+    search = make_search(open_store(url), toy, name="d", budget=30)
+    study = search.study
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    dead = f"{socket.gethostname()}/{int(gone.stdout)}/1/abc"     # a finished process of this host
+    grammar = GrammarSpace(SPACE)
+    cand = parse("relu(G) * A")
+    while study.get_trials(states=(TrialState.WAITING,)):       # the seeds: done by the (dead) worker
+        s = study.ask()
+        study.tell(s, 0.0)
+    params, _ = grammar.params(cand)
+    study.enqueue_trial(params)
+    t = study.ask()                                               # the dead worker had suggested its candidate...
+    t.set_user_attr(WORKER, dead)
+    assert grammar.suggest(t) == cand
+    t.set_user_attr(INFO, {"expr": "relu(G) * A", "key": to_key(cand), "size": cand.size, "source": "optuna"})
+    search.run()
+    trials = study.get_trials(deepcopy=False)
+    old = trials[t.number]
+    assert old.state == TrialState.FAIL
+    retry = [x for x in trials if info(x).get("retry_of") == t.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and info(retry[0])["key"] == to_key(cand)
+    assert search.summary.retried == 1
+    assert sum(info(x).get("key") == to_key(cand) for x in evaluations(study)) == 1
