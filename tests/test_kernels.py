@@ -107,6 +107,11 @@ def test_fusion_rules():
     assert torch.isclose(mean[0, 0, 3], torch.tensor(0.5))
     assert torch.isclose(top[0, 0, 3], torch.tensor(1.0))
     assert torch.isclose(layercam[0, 0, 3], torch.tensor(1.0))
+    # attention: per pixel, the layer that is surer weighs more; the shared corner stays the peak
+    attention, _ = fuse([a, b], (4, 4), "attention")
+    assert torch.isclose(attention[0, 3, 3], torch.tensor(1.0))
+    beta_a = torch.softmax(torch.tensor([1.0, 0.0]) / 0.1, 0)[0]        # at the top-right corner
+    assert torch.isclose(attention[0, 0, 3], beta_a * 1.0 / attention.new_tensor(1.0), atol=1e-4)
     with pytest.raises(ValueError):
         fuse([a, b], (4, 4), "median")
 

@@ -43,7 +43,9 @@ def finalize(raw: Tensor, size: tuple[int, int] | None = None) -> tuple[Tensor, 
     return minmax(raw), valid
 
 
-FUSIONS = ("mean", "max", "layercam")
+FUSIONS = ("mean", "max", "layercam", "attention")
+#: temperature of the attention fusion's per-pixel softmax over layers
+ATTENTION_TEMPERATURE = 0.1
 
 
 def fuse(layer_maps: list[Tensor], size: tuple[int, int], how: str = "mean") -> tuple[Tensor, Tensor]:
@@ -52,6 +54,11 @@ def fuse(layer_maps: list[Tensor], size: tuple[int, int], how: str = "mean") -> 
     mean / max: each layer finalised (upsampled, min-max), then averaged / maximised.
     layercam (Jiang et al. 2021): each raw map rescaled by tanh(2 L / max L), upsampled,
     then the element-wise maximum.
+    attention (after AME-CAM, Chen et al. 2023, whose attention over exits is learned):
+    per-pixel weights over layers from the finalised maps themselves,
+    L = sum_l beta_l L_l with beta_l(h, w) = softmax_l(L_l(h, w) / tau), tau = 0.1; a layer
+    counts most where it is most confident. Training-free, so it is an approximation of
+    AME-CAM's learned fusion.
     """
     if how not in FUSIONS:
         raise ValueError(f"unknown fusion {how!r}; choose from {', '.join(FUSIONS)}")
@@ -67,5 +74,8 @@ def fuse(layer_maps: list[Tensor], size: tuple[int, int], how: str = "mean") -> 
         stacked = torch.stack(scaled)
         return finalize(stacked.amax(dim=0), None)[0], valid
     stacked = torch.stack([finalize(m, size)[0] for m in layer_maps])
-    combined = stacked.mean(dim=0) if how == "mean" else stacked.amax(dim=0)
+    if how == "attention":
+        combined = (torch.softmax(stacked / ATTENTION_TEMPERATURE, dim=0) * stacked).sum(dim=0)
+    else:
+        combined = stacked.mean(dim=0) if how == "mean" else stacked.amax(dim=0)
     return minmax(combined), valid
