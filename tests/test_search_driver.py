@@ -253,3 +253,19 @@ def test_trials_of_a_dead_worker_are_retried_once(toy, tmp_path):
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and info(retry[0])["key"] == to_key(cand)
     assert search.summary.retried == 1
     assert sum(info(x).get("key") == to_key(cand) for x in evaluations(study)) == 1
+
+
+def test_a_small_space_is_exhausted_not_searched_forever(toy):
+    store = open_store("memory")
+    tiny = SearchSpace(operators="mean:hw,max:hw", terminals="A,G", constants="", max_size=2, result="weights")
+    _, _, _, evidence = toy
+    objectives = Objectives(parse_objectives(["energy_pointing_game"]), evidence, tiny)
+    study, _ = open_study(store, "tiny", {"space": tiny.to_dict()}, objectives.directions, make_sampler("tpe", 0, 1),
+                          seeds=seed_enqueuer(tiny, GrammarSpace(tiny), tiny.seeds()))
+    search = Search(store, study, tiny, objectives, Options(budget=500, enumerate_size=2, batch=8),
+                    probe=evidence.rows(range(6)), seeds=tiny.seeds())
+    summary = search.run()
+    # four candidates exist: mean(A, hw), mean(G, hw) (= the gradcam seed), max(A, hw), max(G, hw)
+    assert summary.reason == "exhausted"
+    assert sorted(info(t)["expr"] for t in evaluations(study)) == ["max(A, hw)", "max(G, hw)", "mean(A, hw)",
+                                                                   "mean(G, hw)"]

@@ -80,7 +80,7 @@ class Options:
     heartbeat: float = DEFAULT_HEARTBEAT
     duplicate_rate: float = 0.75        # above this share of duplicates among recent TPE proposals,
                                         # the next batch is drawn uniformly from the grammar
-    max_duplicates: int = 2000          # duplicates in a row before the search stops (space exhausted)
+    max_duplicates: int = 200           # repeats in a row with no new candidate nor mutation: exhausted
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -257,6 +257,7 @@ class Search:
         self._tpe = study.sampler
         self._random = optuna.samplers.RandomSampler(seed=options.seed)
         self._dup_streak = 0
+        self._enumerated_all = False
         self._rng = random.Random(options.seed)
         self._recent: deque[bool] = deque(maxlen=32)     # recent TPE proposals: was it a duplicate?
         self._incumbent = None
@@ -292,7 +293,9 @@ class Search:
                     chunk = next(chunks, None)
                     if chunk is None:
                         chunks = None
-                        if opts.strategy == "enumerate":
+                        if self._enumerated_all:
+                            reason = "exhausted"       # every candidate of the space, up to equivalence
+                        elif opts.strategy == "enumerate":
                             reason = "enumerated"
                     else:
                         self._chunk(chunk)
@@ -406,14 +409,15 @@ class Search:
                     view.owners[i["key"]] = t.number
                     claimed.append((t, expr, i))
                 t.set_user_attr(INFO, i)
+            mutated = 0
             if phase == "optuna":
-                self._mutations(view, [expr for _, expr, i in proposals if "duplicate_of" in i])
+                mutated = self._mutations(view, [expr for _, expr, i in proposals if "duplicate_of" in i])
         for t, expr, i in proposals:
             if "duplicate_of" in i:
                 self.study.tell(t, state=TrialState.PRUNED)
                 self.summary.duplicates += 1
         if phase == "optuna":
-            self._dup_streak = 0 if claimed else self._dup_streak + len(proposals)
+            self._dup_streak = 0 if claimed or mutated else self._dup_streak + len(proposals)
             if not random_batch:
                 self._recent.extend("duplicate_of" in i for _, _, i in proposals)
             elif claimed:
@@ -434,10 +438,11 @@ class Search:
             self._tell(t, i, o)
         self.summary.phases[phase] = self.summary.phases.get(phase, 0) + len(claimed)
 
-    def _mutations(self, view: View, repeated: Sequence[Expr], tries: int = 4) -> None:
+    def _mutations(self, view: View, repeated: Sequence[Expr], tries: int = 4) -> int:
         """For each repeated proposal, enqueue one new neighbour (a subtree grown again) so a sampler
         that keeps proposing known candidates still moves the search on (under the lock)."""
         room = len(repeated) if self.options.budget is None else max(0, self.options.budget - view.claimed)
+        made = 0
         for expr in repeated[:room]:
             for _ in range(tries):
                 new = self.grammar.mutate(expr, self._rng)
@@ -448,7 +453,9 @@ class Search:
                                                                          "size": new.size, "source": "mutation"}})
                     view.owners[key] = "queued"
                     view.inflight += 1
+                    made += 1
                     break
+        return made
 
     def _tell(self, trial, i: dict, o: Outcome) -> None:
         self.summary.evaluated += 1
@@ -485,6 +492,7 @@ class Search:
             if space.contains(cand):
                 enum.register(name, cand)
         yield from enum.candidates()
+        self._enumerated_all = size == self.space.max_size and enum.stop_reason == "max_size"
 
     def _chunk(self, candidates: list[Expr]) -> None:
         opts = self.options

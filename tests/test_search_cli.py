@@ -1,0 +1,119 @@
+"""``sycam search`` and ``sycam ablate`` end to end on the toy problem: errors before work, held-out report."""
+import json
+import math
+
+import optuna
+import pytest
+import torch
+
+from sycam.api import CAM
+from sycam.cli import main
+from sycam.data import split
+from sycam.grammar import parse
+from sycam.metrics import get_metric
+from sycam.search.ledger import info, is_evaluation
+from sycam.search.storage import open_store
+from sycam.search.toy import toy_problem
+
+TOY = ["--model", "toy", "--data", "toy", "--size", "24"]
+
+
+def run_search(tmp_path, *extra, study="t"):
+    return main(["--threads", "1", "search", *TOY, "--study", study, "--out", str(tmp_path / "out"), *extra])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--operators", "+,*,frobnicate"], "unknown operator 'frobnicate'"),
+    (["--max-size", "1", "--result", "weights"], "max_size 1 is too small"),
+    (["--metric", "energy_pointing_gam"], "did you mean 'energy_pointing_game'"),
+    (["--metric", "size"], "size alone"),
+    (["--storage", "mysql://u@localhost/db"], "unsupported storage scheme"),
+    (["--data", "no/such/folder"], "neither one of"),
+])
+def test_bad_space_metric_storage_or_data_fail_before_any_work(tmp_path, capsys, args, message):
+    assert run_search(tmp_path, *args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()            # no study, no journal, nothing written
+
+
+def test_search_reports_held_out_scores_of_the_selected_expression(tmp_path, capsys):
+    rc = run_search(tmp_path, "--budget", "60", "--enumerate-size", "2", "--batch", "8", "--fidelity", "4",
+                    "--held-out", "0.25", "--split-seed", "3")
+    assert rc == 0
+    out = tmp_path / "out"
+    for name in ("leaderboard.csv", "leaderboard.json", "best.txt", "command.txt", "report.html", "overlays.png"):
+        assert (out / name).stat().st_size > 0, name
+    board = json.loads((out / "leaderboard.json").read_text())
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<script" not in html and board["verdict"]["message"] in html
+
+    # the split: held-out images are not among the working images the study saw
+    model, batch, layer = toy_problem(24)
+    train, held = split(batch, 0.25, 3)
+    assert not set(train.names) & set(held.names)
+    settings = board["settings"]["split"]
+    assert (settings["train_images"], settings["held_images"]) == (len(train), len(held))
+
+    # recompute the selected expression's scores independently with the public API and the metric
+    best = (out / "best.txt").read_text().strip()
+    metric = get_metric("energy_pointing_game")
+
+    def mean_on(b):
+        maps = CAM(best, model, [layer])(b.x, b.labels).detach()
+        v = metric(maps, b)
+        return float(v[~v.isnan()].mean())
+
+    top = board["leaderboard"][0]
+    assert top["expression"] == best and top["source"] != "seed"
+    assert math.isclose(top["held_energy_pointing_game"], mean_on(held), abs_tol=2e-3)
+    assert math.isclose(top["train_energy_pointing_game"], mean_on(train), abs_tol=2e-3)
+    # every seed of the space is on the board, each compared with the best on the same held-out images
+    seeds = [r for r in board["leaderboard"] if r["source"] == "seed"]
+    assert {r["label"] for r in seeds} == {"gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "ssgradcam",
+                                           "ssgradcampp"}
+    assert {c["seed"] for c in board["comparisons"]} == {r["label"] for r in seeds}
+    for c in board["comparisons"]:
+        seed_row = next(r for r in seeds if r["label"] == c["seed"])
+        assert math.isclose(c["mean"], top[f"vs_{c['seed']}"], abs_tol=1e-9)
+        assert c["images"] == len(held) and math.isclose(
+            c["mean"], top["held_energy_pointing_game"] - seed_row["held_energy_pointing_game"], abs_tol=1e-6)
+    beats = all(c["mean"] > 0 for c in board["comparisons"])
+    assert board["verdict"]["beats_every_seed"] == beats
+    assert ("does NOT beat" in board["verdict"]["message"]) != beats
+
+    # the same command resumes the finished study (nothing new to do) and the study is consistent
+    store = open_store(f"journal:{out / 'study.journal'}")
+    study = optuna.load_study(study_name="t", storage=store.optuna)
+    keys = [info(t)["key"] for t in study.get_trials(deepcopy=False) if is_evaluation(t)]
+    assert len(keys) == 60 == len(set(keys))
+    capsys.readouterr()
+    assert run_search(tmp_path, "--budget", "60", "--enumerate-size", "2", "--batch", "8", "--fidelity", "4",
+                      "--held-out", "0.25", "--split-seed", "3") == 0
+    assert "resuming study" in capsys.readouterr().out
+    assert len([t for t in study.get_trials(deepcopy=False) if is_evaluation(t)]) == 60
+    # ... and refuses the study with another split
+    assert run_search(tmp_path, "--budget", "60", "--held-out", "0.5") == 2
+    assert "split" in capsys.readouterr().err
+
+
+def test_ablate_writes_a_sorted_table_chart_and_heatmaps(tmp_path):
+    out = tmp_path / "ab"
+    rc = main(["--threads", "1", "ablate", "relu(sum(mean(G, hw) * A, k))", *TOY, "--size", "12", "--out", str(out)])
+    assert rc == 0
+    data = json.loads((out / "ablation.json").read_text())
+    rows = data["rows"]
+    assert rows[0]["kind"] == "original"
+    deltas = [r["delta"] for r in rows[1:]]
+    assert deltas == sorted(deltas)                                 # most harmful first
+    changes = {r["change"] for r in rows}
+    assert {"mean(x, hw) -> x", "G -> G2", "A -> G"} <= changes and "relu(x) -> x" not in changes  # root kept
+    # each variant's score is the metric of its own expression (recomputed here)
+    model, batch, layer = toy_problem(12)
+    metric = get_metric("energy_pointing_game")
+    for r in rows[:3]:
+        v = metric(CAM(parse(r["expression"]), model, [layer])(batch.x, batch.labels).detach(), batch)
+        assert math.isclose(float(v[~v.isnan()].mean()), r["score"], abs_tol=1e-4)
+        assert math.isclose(r["delta"], r["score"] - rows[0]["score"], abs_tol=1e-6)
+    for name in ("ablation.csv", "ablation.png", "heatmaps.png", "report.html"):
+        assert (out / name).stat().st_size > 0
+    assert torch.isfinite(torch.tensor(deltas)).all()
