@@ -156,7 +156,8 @@ def capture(model: nn.Module, x: Tensor, layers, target=None, *,
 
     refs = resolve_layers(model, layers)
     needs = set(needs) | {"A"}
-    known = {"A", "S", "W"} | GRADIENT_TERMS | TRUE_DERIVATIVES | set(PROVIDERS) | axes.SCALE_TERMS | axes.NOISE_TERMS
+    known = ({"A", "S", "W", "R"} | GRADIENT_TERMS | TRUE_DERIVATIVES | set(PROVIDERS) | axes.SCALE_TERMS
+             | axes.NOISE_TERMS)
     unknown = needs - known
     if unknown:
         raise SycamError(f"capture cannot provide {sorted(unknown)} (it knows {', '.join(sorted(known))})")
@@ -178,6 +179,11 @@ def capture(model: nn.Module, x: Tensor, layers, target=None, *,
         for ref in refs:
             ctx = Context(model, x, ref, ev.layers[ref.name].A, target_fn, output, opts)
             ev.layers[ref.name].terms[name] = (PROVIDERS[name](ctx).to(x.device), "bk")
+    if "R" in needs:   # LRP relevance: its own forward and modified backward (sycam.evidence.relevance)
+        from .relevance import relevance
+
+        for layer, r in relevance(model, x, refs, target_fn, output, opts).items():
+            ev.layers[layer].terms["R"] = (r, "bkhw")
     if needs & TRUE_DERIVATIVES:
         from .derivatives import true_derivatives
         from .split import split_model

@@ -33,6 +33,9 @@ class EvidenceOptions:
     hutchinson_n: int = 64             # Rademacher probes for the H2 estimate
     max_hessian_elements: int = 20000  # exact diagonals cost one suffix pass per layer element
     seed: int = 0                      # random draws (noise samples, probes)
+    lrp_rule: str = "zplus"            # R (LRP relevance): zplus | epsilon | epsilon_plus (z+ conv, eps linear)
+    lrp_epsilon: float = 1e-6          # R: epsilon of the epsilon rule, stabiliser of z+
+    lrp_contrast: str = "clrp"         # R: clrp (contrastive, the Relevance-CAM code) | none
 
     @classmethod
     def make(cls, options: "EvidenceOptions | dict[str, Any] | None" = None) -> "EvidenceOptions":

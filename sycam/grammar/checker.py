@@ -43,6 +43,8 @@ DEFAULT_TERMINALS: dict[str, Terminal] = {t.name: t for t in [
     Terminal("S", "b", "target score (e.g. the class logit)"),
     Terminal("W", "bk", "classifier weights dS/dz at the input z of a GAP + linear head (CAM)",
              "1 backward through the head"),
+    Terminal("R", "bkhw", "LRP relevance of the target score at the layer's output (options lrp_rule, "
+             "lrp_contrast; sycam.evidence.relevance)", "1 forward + 1 LRP backward to the layer"),
     # channel scores from perturbed inputs (sycam.evidence.providers)
     Terminal("score", "bk", "Score-CAM: the target on x * M_k, M_k = minmax(Up(A_k))", "K forwards"),
     Terminal("score_ss", "bk", "SS-CAM: Score-CAM averaged over N noisy masks (or inputs)", "N K forwards"),
