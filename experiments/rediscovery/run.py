@@ -55,9 +55,10 @@ def main() -> None:
     ap.add_argument("--constants", default="1,2")
     ap.add_argument("--max-size", type=int, default=11)
     ap.add_argument("--sympy", default="off", choices=["before", "after", "off"])
-    ap.add_argument("--probe", type=int, default=4)
-    ap.add_argument("--working", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--probe", type=int, default=None, help="probe images (default: the working images)")
+    ap.add_argument("--memory-gb", type=float, default=2.0, help="enumerator memory budget")
+    ap.add_argument("--working", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -89,7 +90,7 @@ def main() -> None:
                                                                 "labels": train.labels},
                            threshold=args.threshold, mode=args.mode, seeds=seeds, exclude=exclude,
                            sympy=args.sympy, probe=args.probe, working=args.working,
-                           budget=Budget(seconds=args.seconds, memory_bytes=1 << 30))
+                           budget=Budget(seconds=args.seconds, memory_bytes=int(args.memory_gb * (1 << 30))))
             search_s = time.perf_counter() - t1
             found = r.accepted[0] if r.accepted else r.best
             held_r = None
@@ -116,7 +117,8 @@ def main() -> None:
                   f"{search_s:.1f} s, {r.scored} candidates ({r.stop_reason})", flush=True)
     meta = {"command": " ".join(sys.argv), "layer": args.layer, "train_images": len(train),
             "held_out_images": len(held), "space": space.to_dict(), "threshold": args.threshold,
-            "mode": args.mode, "sympy": args.sympy, "setup_seconds": round(setup_s, 1),
+            "mode": args.mode, "sympy": args.sympy, "probe": args.probe, "working": args.working,
+            "memory_gb": args.memory_gb, "setup_seconds": round(setup_s, 1),
             "torch": torch.__version__, "threads": args.threads, "machine": platform.machine(),
             "processor_count": __import__("os").cpu_count()}
     args.out.write_text(json.dumps({"meta": meta, "results": records}, indent=1))

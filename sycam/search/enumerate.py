@@ -51,7 +51,7 @@ from ..grammar.ops import COMMUTATIVE, OPS
 from ..grammar.printer import to_text
 from ..kernels.compiler import apply_op
 from .equivalence import MapIndex, candidate_form, sympy_apply, sympy_leaf
-from .evaluate import MiB, EvidenceSet, Memo, ValueCache, maps_from_values, stacked_maps
+from .evaluate import MiB, CandidateMaps, EvidenceSet, Memo, ValueCache, maps_from_values
 from .space import OpSpec, SearchSpace
 
 Axes = frozenset[str]
@@ -184,6 +184,7 @@ class Enumerator:
         self._A = [terms["A"] if "A" in terms else None for terms in self._layers]
         self._pending: list[tuple[Term, list[Tensor]]] = []
         self._bank_bytes = 0
+        self.last_maps: CandidateMaps | None = None   # probe maps of the last yielded chunk
         self._leaves()
 
     # ------------------------------------------------------------------ bank
@@ -515,44 +516,38 @@ class Enumerator:
         return True
 
     def _flush(self, level: LevelCounts) -> Iterator[list[Expr]]:
+        """Map the pending candidates on the probe, keep those with a new normalised heatmap and
+        yield them (their probe maps are in :attr:`last_maps`, in the same order)."""
         pending, self._pending = self._pending, []
         if not pending:
             return
         t0 = time.perf_counter()
-        out = []
-        by_type: dict[Axes, list[int]] = {}
+        maps = maps_from_values([v for _, v in pending], [t.axes for t, _ in pending], self.probe, self.space,
+                                self.fusion)
+        normalised = maps.normalised()
+        feats = self.index.features_of(normalised)
+        ok = maps.valid.all(-1).tolist()
+        keep = []
         for i, (t, _) in enumerate(pending):
-            by_type.setdefault(t.axes, []).append(i)
-        for axes, idx in by_type.items():
-            raws, valid = [], None
-            for li, A in enumerate(self._A):
-                stack = torch.stack([pending[i][1][li] for i in idx])
-                raw = stacked_maps(stack, axes, A if A is not None else stack[0], self.space)
-                finite = torch.isfinite(raw).flatten(2).all(-1)
-                raws.append(torch.where(finite[..., None, None], raw, torch.zeros((), dtype=raw.dtype)))
-                valid = finite if valid is None else valid & finite
-            from .evaluate import CandidateMaps
-            normalised = CandidateMaps(raws, valid, self.probe.input_size, self.fusion).normalised()
-            feats = self.index.features_of(normalised)
-            ok = valid.all(-1).tolist()
-            for j, i in enumerate(idx):
-                if not ok[j]:
-                    continue
-                t = pending[i][0]
-                k, new = self.index.find_or_add(normalised[j], Rep(t.expr), feats[j])
-                if new:
-                    out.append(t.expr)
-                else:
-                    rep = self.index.ids[k]
-                    if rep.seed is not None and t.expr.size < rep.expr.size:
-                        self.equivalent[rep.seed] = t.expr
-                        rep.expr = t.expr
-        out.sort(key=lambda e: e.size)
-        level.candidates_observational += len(out)
+            if not ok[i]:
+                continue
+            k, new = self.index.find_or_add(normalised[i], Rep(t.expr), feats[i])
+            if new:
+                keep.append(i)
+            else:
+                rep = self.index.ids[k]
+                if rep.seed is not None and t.expr.size < rep.expr.size:
+                    self.equivalent[rep.seed] = t.expr
+                    rep.expr = t.expr
+        keep.sort(key=lambda i: pending[i][0].expr.size)
+        level.candidates_observational += len(keep)
         level.seconds += time.perf_counter() - t0
         self._report("chunk", level)
-        if out:
-            yield out
+        if keep:
+            idx = torch.tensor(keep, dtype=torch.long, device=maps.valid.device)
+            self.last_maps = CandidateMaps([r.index_select(0, idx) for r in maps.raw], maps.valid.index_select(0, idx),
+                                           maps.size, maps.fusion)
+            yield [pending[i][0].expr for i in keep]
 
     # ------------------------------------------------------------------ reporting
     def count_table(self) -> list[dict]:

@@ -296,19 +296,30 @@ def stacked_maps(stack: Tensor, axes: frozenset[str], A: Tensor, space: SearchSp
 
 
 def layer_maps(values: Sequence[Value], axes: Sequence[frozenset[str]], A: Tensor, space: SearchSpace) -> Tensor:
-    """Raw (n, b, h, w) maps of n candidates on one layer from their layout values and A
-    (candidates of each type stacked and computed together, see :func:`stacked_maps`)."""
+    """Raw (n, b, h, w) maps of n candidates on one layer from their layout values and A.
+
+    Channel weights are stacked into one ``weighted_maps`` product; per-position weights and
+    heatmaps are mapped one candidate at a time (stacking them would copy n full tensors).
+    """
     b, _, _, k, h, w = A.shape
     full = {frozenset("bk"): (b, 1, 1, k, 1, 1), WEIGHT_MAP: (b, 1, 1, k, h, w), frozenset("bhw"): (b, 1, 1, 1, h, w)}
     out = torch.empty((len(values), b, h, w), dtype=A.dtype, device=A.device)
-    groups: dict[frozenset[str], list[int]] = {}
+    weights = []
+    A3 = A.reshape(b, k, h, w)
     for i, t in enumerate(axes):
-        groups.setdefault(t, []).append(i)
-    for t, idx in groups.items():
         if t not in full:
-            raise SycamError(f"candidate {idx[0]} has axes {sorted(t)}, not a {space.result} candidate")
-        stack = torch.stack([_full(values[i], full[t], A) for i in idx])
-        out[idx] = stacked_maps(stack, t, A, space)
+            raise SycamError(f"candidate {i} has axes {sorted(t)}, not a {space.result} candidate")
+        if t == frozenset("bk"):
+            weights.append(i)
+            continue
+        v = _full(values[i], full[t], A)
+        if t == WEIGHT_MAP:
+            out[i] = torch.relu((v.reshape(b, k, h, w) * A3).sum(1))
+        else:
+            out[i] = v.reshape(b, h, w)
+    if weights:
+        stack = torch.stack([_full(values[i], full[frozenset("bk")], A) for i in weights])
+        out[weights] = stacked_maps(stack, frozenset("bk"), A, space)
     return out
 
 
@@ -537,34 +548,42 @@ class Evaluator:
 
     def score(self, candidates: Sequence[Expr], rows: Sequence[int] | None = None) -> Scores:
         """Scores (n candidates x the images ``rows``), batched in chunks."""
-        import time
-
-        t0 = time.perf_counter()
         memo = self.memo(rows)
         ev = memo.evidence
         b = len(ev)
-        H, W = ev.input_size
         lowres = len(ev.layers) == 1 and self.metric.accepts_lowres
         low = max(t.shape[-1] * t.shape[-2] for terms in ev.layers.values() for t in terms.values())
-        per_map = 4 * b * (low if lowres else H * W)
+        per_map = 4 * b * (low if lowres else ev.input_size[0] * ev.input_size[1])
         step = max(1, min(self.chunk, self.map_bytes // max(per_map, 1)))
         parts = []
         for i in range(0, len(candidates), step):
             chunk = list(candidates[i:i + step])
             cm = maps_from_values([memo(c) for c in chunk], [self.axes(c) for c in chunk], ev, self.space,
                                   self.fusion)
-            maps = cm.lowres() if lowres else cm.full()
-            value = self.metric(maps, ev.batch, batch_size=self.batch_size, **self.resources).float()
-            value = torch.where(cm.valid, value, torch.full_like(value, math.nan))
-            internal = value * self.metric.direction.sign
-            internal = torch.where(cm.valid, internal, torch.full_like(internal, -math.inf))
-            parts.append(Scores(value, internal, cm.valid, list(memo_rows(rows, b)), self.higher_is_better))
-        self.scored += len(candidates) * b
-        self.seconds += time.perf_counter() - t0
+            parts.append(self.score_maps(cm, rows))
         if not parts:
             empty = torch.zeros((0, b))
             return Scores(empty, empty, empty.bool(), list(memo_rows(rows, b)), self.higher_is_better)
         return Scores.cat(parts)
+
+    def score_maps(self, maps: CandidateMaps, rows: Sequence[int] | None = None) -> Scores:
+        """Scores of candidates whose raw maps on the images ``rows`` are already computed."""
+        import time
+
+        t0 = time.perf_counter()
+        ev = self.memo(rows).evidence
+        b = len(ev)
+        if maps.valid.shape[1] != b:
+            raise SycamError(f"maps are for {maps.valid.shape[1]} images, rows name {b}")
+        lowres = len(maps.raw) == 1 and self.metric.accepts_lowres
+        m = maps.lowres() if lowres else maps.full()
+        value = self.metric(m, ev.batch, batch_size=self.batch_size, **self.resources).float()
+        value = torch.where(maps.valid, value, torch.full_like(value, math.nan))
+        internal = value * self.metric.direction.sign
+        internal = torch.where(maps.valid, internal, torch.full_like(internal, -math.inf))
+        self.scored += len(maps) * b
+        self.seconds += time.perf_counter() - t0
+        return Scores(value, internal, maps.valid, list(memo_rows(rows, b)), self.higher_is_better)
 
     def score_staged(self, candidates: Sequence[Expr], stages: Sequence[int | Sequence[int]],
                      keep: float = 0.25) -> tuple[list[int], Scores]:

@@ -9,9 +9,10 @@
    images; in incumbent mode the best is the first incumbent; every seed is registered with
    the equivalence oracle so the enumerator does not re-score it.
 3. :class:`~sycam.search.enumerate.Enumerator` yields distinct candidates by size (probe
-   images = the first ``probe`` working images); :class:`~sycam.search.correctness.CorrectnessOracle`
-   scores each chunk on the working images and verifies passers on the rest, adding
-   counterexamples to the working set.
+   images = the initial working images, or the first ``probe`` of them);
+   :class:`~sycam.search.correctness.CorrectnessOracle` scores each chunk on the working images
+   (from the probe maps the enumerator already computed, plus counterexample rows through the
+   evaluator) and verifies passers on the rest, adding counterexamples to the working set.
 4. It stops at the first accepted candidate (``stop="first"``, threshold mode), when the
    space is exhausted, or when the budget (seconds, candidates, memory) is spent.
 
@@ -25,12 +26,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
+
 from ..errors import SycamError
 from ..grammar.ast import Expr
 from ..grammar.printer import to_text
 from .correctness import Accepted, CorrectnessOracle
 from .enumerate import Enumerator, Progress
-from .evaluate import MiB, EvidenceSet, Evaluator
+from .evaluate import MiB, EvidenceSet, Evaluator, Scores
 from .space import SearchSpace
 
 
@@ -138,7 +141,7 @@ class SearchResult:
 
 def synthesise(space: SearchSpace, evidence: EvidenceSet, metric, *, metric_params: Mapping[str, Any] | None = None,
                threshold: float | None = None, mode: str = "mean", stop: str = "first",
-               probe: int = 4, working: int | Sequence[int] = 8, add: int = 2,
+               probe: int | None = None, working: int | Sequence[int] = 4, add: int = 2,
                seeds: bool | Sequence[str] = True, exclude: Sequence[str | Expr] = (),
                budget: Budget = Budget(), sympy: str = "before", atol: float = 1e-3, chunk: int = 256,
                progress: Callable[[SearchEvent], None] | None = None, **resources: Any) -> SearchResult:
@@ -157,7 +160,7 @@ def synthesise(space: SearchSpace, evidence: EvidenceSet, metric, *, metric_para
                           chunk=chunk, **resources)
     oracle = CorrectnessOracle(evaluator, threshold=threshold, mode=mode, working=working, add=add)
     sign = evaluator.metric.direction.sign
-    probe_rows = oracle.working[: max(1, int(probe))]
+    probe_rows = oracle.working if probe is None else oracle.working[: max(1, int(probe))]
     state = {"best": None, "best_internal": -math.inf, "accepted": [], "scored": 0}
 
     def emit(kind: str, size: int = 0, message: str = "") -> None:
@@ -205,11 +208,26 @@ def synthesise(space: SearchSpace, evidence: EvidenceSet, metric, *, metric_para
             emit("level", p.size)
 
     enum.progress = on_progress
+    probe_set = set(probe_rows)
+
+    def working_scores(exprs, maps):
+        """Scores on the working images: the probe rows from the enumerator's maps (no
+        re-evaluation), any other working rows (counterexamples) through the evaluator."""
+        work = list(oracle.working)
+        on_probe = evaluator.score_maps(maps, probe_rows)
+        extra = [r for r in work if r not in probe_set]
+        if not extra:
+            return on_probe
+        others = evaluator.score(exprs, extra)
+        col = {r: ("p", i) for i, r in enumerate(probe_rows)} | {r: ("e", i) for i, r in enumerate(extra)}
+        pick = lambda a, b: torch.stack([(a if col[r][0] == "p" else b)[:, col[r][1]] for r in work], 1)  # noqa: E731
+        return Scores(pick(on_probe.value, others.value), pick(on_probe.internal, others.internal),
+                      pick(on_probe.valid, others.valid), work, on_probe.higher_is_better)
     gen = enum.candidates(deadline=deadline)
     try:
         for chunk_exprs in gen:
             size = max(e.size for e in chunk_exprs)
-            verdicts = oracle.check(chunk_exprs)
+            verdicts = oracle.check(chunk_exprs, working_scores(chunk_exprs, enum.last_maps))
             row = per_size.setdefault(size, {"scored": 0, "passed_working": 0, "accepted": 0})
             for v in verdicts:
                 size_row = per_size.setdefault(v.expr.size, {"scored": 0, "passed_working": 0, "accepted": 0})
