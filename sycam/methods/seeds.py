@@ -166,6 +166,26 @@ _META = [
                "see sycam/methods/gpnn_cam.py",
                aliases=("gpnn-cam",)),
 ]
+_META += [
+    MetaMethod("metacam", "MetaCAM",
+               "T_i = top-k % pixels of component map L_i (L_i > 0); MetaCAM = minmax(1[votes >= m] * mean_i "
+               "L_i * 1[T_i]); k per image from a grid by ROAD combined (adaptive thresholding)",
+               "Kaczmarek et al., MetaCAM: Ensemble-Based Class Activation Map, arXiv:2307.16863",
+               "the components' capture (shared: 2 forwards + 1 backward + 1 LRP backward for the defaults) + "
+               "len(grid) x (18 + 1) forwards and 18 imputations per image for ROAD",
+               "sycam.methods.metacam:metacam",
+               "parameters: components = gradcam, gradcampp, xgradcam, layercam, eigencam, relevancecam; "
+               "adaptive = True, grid = 0.1..0.9, metric = road_combined (else k = 0.2), min_votes = 1; "
+               "MetaCAM.cre() gives the Cumulative Residual Effect table; see sycam/methods/metacam.py",
+               aliases=("meta-cam",), params={"adaptive": True}),
+    MetaMethod("adaptivegradcam", "Grad-CAM, adaptive threshold",
+               "Grad-CAM * 1[top-k %], k per image from a grid by ROAD combined (MetaCAM's adaptive thresholding "
+               "of one CAM)",
+               "Kaczmarek et al., MetaCAM, arXiv:2307.16863 (adaptive thresholding); Selvaraju et al., Grad-CAM",
+               "1 forward + 1 backward + len(grid) x (18 + 1) forwards and 18 imputations per image",
+               "sycam.methods.metacam:metacam", "parameters: grid = 0.1..0.9, metric = road_combined",
+               aliases=("adaptive-gradcam",), params={"components": ("gradcam",), "adaptive": True}),
+]
 META_METHODS: dict[str, MetaMethod] = {m.name: m for m in _META}
 _META_ALIASES = {re.sub(r"[^a-z0-9+]", "", a.lower()): m.name for m in _META for a in (m.name, m.title, *m.aliases)}
 
