@@ -52,6 +52,7 @@ from .ledger import INFO, SETTINGS, WORKER, Ledger, View, expression_key, info
 from .objectives import Objectives, Outcome
 from .optuna_space import EncodingError, GrammarSpace
 from .space import SearchSpace
+from .sampling import SnapshotSampler
 from .storage import Store
 from .workers import DEFAULT_GRACE, DEFAULT_HEARTBEAT, Worker
 
@@ -133,10 +134,12 @@ def make_sampler(name: str, seed: int | None, n_objectives: int) -> optuna.sampl
         if name == "tpe":
             # group=True would sample every group ever seen (one per tree path) on every trial:
             # seconds per trial after a few hundred trials; plain multivariate TPE stays ~O(trials).
-            return optuna.samplers.TPESampler(multivariate=True, constant_liar=True, seed=seed)
-        if name == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed)
-        return optuna.samplers.RandomSampler(seed=seed)
+            base = optuna.samplers.TPESampler(multivariate=True, constant_liar=True, seed=seed)
+        elif name == "nsga2":
+            base = optuna.samplers.NSGAIISampler(seed=seed)
+        else:
+            base = optuna.samplers.RandomSampler(seed=seed)
+    return SnapshotSampler(base)
 
 
 def _canonical(settings: Mapping[str, Any]) -> dict:
@@ -255,7 +258,7 @@ class Search:
         self.directions = objectives.directions
         self.summary = RunSummary("")
         self._tpe = study.sampler
-        self._random = optuna.samplers.RandomSampler(seed=options.seed)
+        self._random = SnapshotSampler(optuna.samplers.RandomSampler(seed=options.seed))
         self._dup_streak = 0
         self._enumerated_all = False
         self._rng = random.Random(options.seed)
@@ -384,8 +387,11 @@ class Search:
                 t.set_user_attr(WORKER, self.token)
                 trials.append(t)
         proposals = []
+        snap = self.study.sampler if isinstance(self.study.sampler, SnapshotSampler) else None
         for t in trials:
             i = dict(t.user_attrs.get(INFO) or {})
+            if snap is not None:
+                snap.refresh(self.study)           # one read of the study per trial, not per parameter
             try:
                 expr = self.grammar.suggest(t)
             except EncodingError as err:
@@ -397,6 +403,8 @@ class Search:
                 i.update(expr=to_text(expr), key=expression_key(self.space, expr), size=expr.size,
                          source="random" if random_batch else "optuna")
             proposals.append((t, expr, i))
+        if snap is not None:
+            snap.forget()
         self.study.sampler = self._tpe
         claimed = []
         with self.store.lock(self.name):
