@@ -15,6 +15,7 @@ from sycam.search.evaluate import EvidenceSet
 from sycam.search.ledger import INFO, WORKER, expression_key, info, is_evaluation
 from sycam.search.objectives import ObjectiveError, Objectives, parse_objectives
 from sycam.search.optuna_space import EncodingError, GrammarSpace
+from sycam.search.pruning import WilcoxonPruner
 from sycam.search.space import SearchSpace
 from sycam.search.storage import StorageError, open_store, parse_url
 from sycam.search.toy import toy_problem
@@ -40,7 +41,7 @@ def make_search(store, toy, name="s", budget=60, fidelity=0, strategy="both", en
     if fidelity:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pruner = optuna.pruners.WilcoxonPruner(p_threshold=0.1)
+            pruner = WilcoxonPruner(p_threshold=0.1)
     study, _ = open_study(store, name, {"space": SPACE.to_dict(), "objectives": [s.text for s in specs]},
                           objectives.directions, make_sampler("tpe", seed, len(specs)), pruner,
                           seeds=seed_enqueuer(SPACE, GrammarSpace(SPACE), seeds))
@@ -269,3 +270,26 @@ def test_a_small_space_is_exhausted_not_searched_forever(toy):
     assert summary.reason == "exhausted"
     assert sorted(info(t)["expr"] for t in evaluations(study)) == ["max(A, hw)", "max(G, hw)", "mean(A, hw)",
                                                                    "mean(G, hw)"]
+
+
+def test_fast_wilcoxon_pruner_decides_like_optunas():
+    """Same decisions as optuna.pruners.WilcoxonPruner on clear cases, without the permutation test."""
+    import time
+
+    study = optuna.create_study(direction="maximize")
+    best = optuna.trial.create_trial(value=0.8, intermediate_values={i: 0.8 + 0.01 * (i % 3) for i in range(10)})
+    study.add_trial(best)
+    worse = optuna.trial.create_trial(value=0.0, intermediate_values={i: 0.2 + 0.01 * (i % 2) for i in range(10)})
+    close = optuna.trial.create_trial(value=0.0, intermediate_values={i: 0.8 + 0.01 * ((i + 1) % 3) for i in range(10)})
+    tied = optuna.trial.create_trial(value=0.0, intermediate_values={i: float(i % 2) for i in range(10)})
+    ours = WilcoxonPruner(p_threshold=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = optuna.pruners.WilcoxonPruner(p_threshold=0.1)
+        for t in (worse, close, tied):
+            assert ours.prune(study, t) == theirs.prune(study, t)
+    assert ours.prune(study, worse) and not ours.prune(study, close)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        ours.prune(study, tied)
+    assert time.perf_counter() - t0 < 1.0

@@ -20,6 +20,7 @@ from ..search.driver import (SAMPLERS, STRATEGIES, Options, Search, make_sampler
 from ..search.evaluate import EvidenceSet, check_metric_inputs
 from ..search.objectives import Objectives, parse_objectives
 from ..search.optuna_space import GrammarSpace
+from ..search.pruning import WilcoxonPruner
 from ..search.space import load_space
 from ..search.storage import open_store
 from .common import add_model_args, console
@@ -118,13 +119,7 @@ def run(args) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = None
-    if fidelity:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pruner = optuna.pruners.WilcoxonPruner(p_threshold=0.1)
+    pruner = WilcoxonPruner(p_threshold=0.1) if fidelity else None
     study, created = open_study(store, args.study, settings, directions, make_sampler(args.sampler, args.seed, len(specs)),
                                 pruner, seeds=seed_enqueuer(space, grammar, seeds))
     console.print(("new study" if created else "resuming study") + f": {len(train)} working images, "

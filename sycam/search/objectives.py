@@ -154,6 +154,11 @@ class Objectives:
         self.evaluators: dict[int, Evaluator] = {
             i: Evaluator(evidence, space, s.metric(), memo_bytes=per, fusion=fusion, **dict(resources or {}))
             for i, s in enumerate(self.specs) if not s.is_size}
+        for ev in self.evaluators.values():
+            # one block for the working images: the evaluator keeps only a few row subsets' memos,
+            # and blocks of the two stages would evict each other on every batch
+            if hasattr(ev, "row_block"):
+                ev.row_block = max(ev.row_block, n)
         self.first = min(self.evaluators)
         self.directions = [s.direction for s in self.specs]
         rows = list(range(n))
