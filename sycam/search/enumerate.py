@@ -36,7 +36,6 @@ candidates scored; they just cannot become children) and enumeration stops
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -51,7 +50,7 @@ from ..grammar.ops import COMMUTATIVE, OPS
 from ..grammar.printer import to_text
 from ..kernels.compiler import apply_op
 from .equivalence import MapIndex, candidate_form, sympy_apply, sympy_leaf
-from .evaluate import MiB, CandidateMaps, EvidenceSet, Memo, ValueCache, maps_from_values
+from .evaluate import MiB, CandidateMaps, EvidenceSet, Memo, ValueCache, candidate_axes, maps_from_values
 from .space import OpSpec, SearchSpace
 
 Axes = frozenset[str]
@@ -261,8 +260,6 @@ class Enumerator:
     def register(self, name: str, candidate: Expr) -> bool:
         """Register a seed candidate (already scored elsewhere): enumerated candidates with the same
         heatmap on the probe are not yielded again. False if it equals an earlier seed."""
-        from .evaluate import candidate_axes
-
         values = self.memo(candidate)
         maps = maps_from_values([values], [candidate_axes(candidate, self.space)], self.probe, self.space,
                                 self.fusion)
@@ -561,8 +558,6 @@ def candidate_classes(space: SearchSpace, evidence: EvidenceSet, candidates: Seq
                       atol: float = 1e-3, fusion: str = "mean") -> list[int]:
     """The equivalence class (0, 1, ...) of each candidate under the observational oracle on the
     evidence's images: candidates with the same normalised heatmaps (within ``atol``) share one."""
-    from .evaluate import candidate_axes
-
     memo = Memo(evidence, ValueCache(64 * MiB))
     values = [memo(c) for c in candidates]
     maps = maps_from_values(values, [candidate_axes(c, space) for c in candidates], evidence, space, fusion)

@@ -20,9 +20,10 @@ energy pointing game, target Pearson) are scored at feature resolution, exactly.
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,17 +31,18 @@ from torch import Tensor
 
 from ..data.batch import Batch
 from ..errors import EvidenceError, SycamError
+from ..evidence.capture import capture, needed_terms
 from ..grammar.ast import Call, Expr, Num, Var
 from ..grammar.checker import infer
 from ..grammar.ops import OPS
 from ..kernels.batched import weighted_maps
 from ..kernels.compiler import apply_op
-from ..kernels.layout import DIMS, to_layout
-from ..kernels.postprocess import finalize, fuse
+from ..kernels.layout import to_layout
+from ..kernels.postprocess import fuse
 from ..metrics.base import GROUND_TRUTH, Metric, MetricError
 from ..metrics.maps import LowResMaps
 from ..metrics.registry import get_metric
-from .space import WEIGHT_MAP, SearchSpace
+from .space import WEIGHT_MAP, OpSpec, SearchSpace
 
 Value = Tensor | float
 MiB = 1 << 20
@@ -77,8 +79,6 @@ class EvidenceSet:
         ``target`` None explains each row's label (``batch.labels``): what the metrics' ground
         truth is about.
         """
-        from ..evidence.capture import capture, needed_terms
-
         needs = needed_terms(needs) | {"A"}
         parts: dict[str, dict[str, list[Tensor]]] = {}
         for i in range(0, len(batch), chunk):
@@ -472,8 +472,9 @@ class Evaluator:
     def __init__(self, evidence: EvidenceSet, space: SearchSpace, metric: str | Metric, *,
                  metric_params: Mapping[str, Any] | None = None, memo_bytes: int = 256 * MiB,
                  map_bytes: int = 128 * MiB, fusion: str = "mean", chunk: int = 512, batch_size: int = 64,
-                 **resources: Any):
+                 row_block: int = 8, **resources: Any):
         self.space = space
+        self.row_block = max(1, int(row_block))
         self.metric = resolve_metric(metric, **dict(metric_params or {}))
         check_metric_inputs(self.metric, evidence.batch, resources)
         evidence.require(space.evidence_terms)
@@ -529,7 +530,6 @@ class Evaluator:
         elif isinstance(expr, Num):
             t = frozenset()
         else:
-            from .space import OpSpec
             args = [self._type(a) for a in expr.args]
             t = OpSpec(expr.op, expr.axes).result_axes(*args) if OPS[expr.op].kind in (
                 "unary", "binary", "reduce", "normalise", "project") else None
@@ -547,7 +547,15 @@ class Evaluator:
         return maps_from_values(values, [self.axes(c) for c in candidates], memo.evidence, self.space, self.fusion)
 
     def score(self, candidates: Sequence[Expr], rows: Sequence[int] | None = None) -> Scores:
-        """Scores (n candidates x the images ``rows``), batched in chunks."""
+        """Scores (n candidates x the images ``rows``), batched in chunks of candidates and, for
+        many images, in blocks of ``row_block`` images (each block's sub-term values are small
+        enough to stay in cache, and the memo holds many more of them)."""
+        all_rows = list(range(len(self))) if rows is None else [int(r) for r in rows]
+        if len(all_rows) > self.row_block:
+            blocks = [all_rows[i:i + self.row_block] for i in range(0, len(all_rows), self.row_block)]
+            parts = [self.score(candidates, block) for block in blocks]
+            return Scores(torch.cat([p.value for p in parts], 1), torch.cat([p.internal for p in parts], 1),
+                          torch.cat([p.valid for p in parts], 1), all_rows, self.higher_is_better)
         memo = self.memo(rows)
         ev = memo.evidence
         b = len(ev)
@@ -568,8 +576,6 @@ class Evaluator:
 
     def score_maps(self, maps: CandidateMaps, rows: Sequence[int] | None = None) -> Scores:
         """Scores of candidates whose raw maps on the images ``rows`` are already computed."""
-        import time
-
         t0 = time.perf_counter()
         ev = self.memo(rows).evidence
         b = len(ev)

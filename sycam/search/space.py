@@ -45,6 +45,8 @@ from ..grammar.ast import Call, Expr, Num, Var, walk
 from ..grammar.checker import DEFAULT_TERMINALS, HEATMAP, WEIGHTS, Terminal, fmt_axes, infer
 from ..grammar.ops import AXES, BINARY_SYMBOLS, OPS
 from ..grammar.parser import MAX_DEPTH, MAX_SIZE
+from ..grammar.printer import to_text
+from ..methods.seeds import get_seed
 
 Axes = frozenset[str]
 
@@ -457,14 +459,12 @@ class SearchSpace:
             axes = None
         if axes in self.result_axes:
             return expr
-        from ..grammar.printer import to_text
         raise SearchSpaceError(f"`{to_text(expr)}` is not of the form relu(sum(W * A, k)) that a "
                                f"{self.result} space searches")
 
     # ------------------------------------------------------------------ membership
     def why_not(self, candidate: Expr) -> str | None:
         """None if the candidate is a sentence of this space, else the first reason it is not."""
-        from ..grammar.printer import to_text
 
         if candidate.size > self.max_size:
             return f"size {candidate.size} > max_size {self.max_size}"
@@ -506,8 +506,6 @@ class SearchSpace:
         names, or candidate expressions; a seed is dropped if it is excluded by name or if it
         contains an excluded expression as a sub-term (SSGrad-CAM++ contains Grad-CAM++'s weights).
         """
-        from ..methods.seeds import get_seed
-
         drop_names, drop_exprs = set(), set()
         for e in exclude:
             if isinstance(e, str):

@@ -224,6 +224,7 @@ def synthesise(space: SearchSpace, evidence: EvidenceSet, metric, *, metric_para
         return Scores(pick(on_probe.value, others.value), pick(on_probe.internal, others.internal),
                       pick(on_probe.valid, others.valid), work, on_probe.higher_is_better)
     gen = enum.candidates(deadline=deadline)
+    top: list[tuple[float, Expr]] = []      # best candidates on the working images
     try:
         for chunk_exprs in gen:
             size = max(e.size for e in chunk_exprs)
@@ -235,11 +236,14 @@ def synthesise(space: SearchSpace, evidence: EvidenceSet, metric, *, metric_para
                 size_row["passed_working"] += v.passed_working
                 if v.mean is not None:
                     consider(v.expr, v.mean, "enumerated")
+                top.append((v.working_mean, v.expr))
                 if v.accepted:
                     size_row["accepted"] += 1
                     state["accepted"].append(Found(v.expr, v.mean * sign, "enumerated"))
                     emit("accepted", v.expr.size, to_text(v.expr))
             del row
+            top.sort(key=lambda t: -t[0])
+            del top[8:]
             state["scored"] += len(chunk_exprs)
             emit("chunk", size)
             if threshold is not None and stop == "first" and state["accepted"]:
@@ -256,6 +260,11 @@ def synthesise(space: SearchSpace, evidence: EvidenceSet, metric, *, metric_para
     finally:
         gen.close()
     stop_reason = stop_reason or enum.stop_reason or "exhausted"
+    if not state["accepted"] and top:
+        # nothing accepted: the best few on the working images, scored on every image
+        exprs = [e for _, e in top]
+        for e, m in zip(exprs, evaluator.score(exprs).mean.tolist()):
+            consider(e, m, "enumerated (best on the working images)")
 
     counts = []
     for c in enum.count_table():

@@ -26,10 +26,12 @@ import weakref
 import torch
 from torch import Tensor
 
+from ..api import CAM
 from ..data.batch import Batch
 from ..errors import SycamError
 from ..metrics.base import Direction, Metric, MetricError, Resources
 from ..metrics.maps import LowResMaps
+from ..metrics.registry import available_metrics, register_metric
 from ..metrics.similarity import pearson
 
 
@@ -144,8 +146,6 @@ def lowres_pearson(maps: LowResMaps, T: Tensor) -> Tensor:
 def reference_maps(method, model: torch.nn.Module, x: Tensor, layers, targets=None, *, chunk: int = 16) -> Tensor:
     """Maps (N, H, W) of a known method (seed name, expression text or tree) through the public
     :class:`sycam.api.CAM` path: an independent computation of the target maps."""
-    from ..api import CAM
-
     with CAM(method, model, layers) as cam:
         outs = []
         for i in range(0, x.shape[0], chunk):
@@ -156,8 +156,6 @@ def reference_maps(method, model: torch.nn.Module, x: Tensor, layers, targets=No
 
 def register() -> None:
     """Register ``target_pearson`` in the metric registry (idempotent)."""
-    from ..metrics.registry import available_metrics, register_metric
-
     if TargetPearson.name not in available_metrics():
         register_metric(TargetPearson.name, TargetPearson)
 

@@ -1,0 +1,143 @@
+"""Candidate throughput of the search from cached evidence vs the naive loop (a script, not a test).
+
+    .venv/bin/python benchmarks/search.py [--threads 1] [--quick] [--layer head] [--images 64]
+
+Model: the default pretrained EfficientNet-Lite0 at 224x224 (CPU); images: the default
+benchmark (or the 6 fallback photos when the data is not fetched); candidates: the first N
+distinct candidates the enumerator yields (sizes 1, 2, 3, ... in order) from two spaces over
+A, G, G2, G3 with the default operators: SyCAM's channel weights w (map relu(sum_k w A_k), the
+maps of all candidates in one batched product) and the default weight maps W (b, k, h, w)
+(map relu(sum_k W A), one full-size tensor per candidate). Metrics: pointing game and energy
+pointing game (forward-free).
+
+* **cached**: evidence captured once for all images (one forward + backward per chunk of
+  images, timed separately and amortised in the last column), then
+  ``Evaluator.score(candidates)`` on every image: sub-terms memoised, one operator per new
+  node, maps and metric batched over candidates and images at feature resolution.
+* **naive**: what one does with a CAM library in a loop: for each candidate and each image,
+  a ``sycam.CAM`` of the candidate's heatmap expression runs the model forward and backward
+  on that image, then the metric scores the map. It is far too slow to run on every
+  candidate: it runs on a sample of candidates x images, alternating with the cached runs
+  (rounds), and its time per candidate-image is extrapolated.
+
+The table reports, per metric, the median over rounds of candidates/s and candidate-images/s
+and the ratio cached / naive of candidate-images per second, measured in this process.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sycam.api import CAM  # noqa: E402
+from sycam.errors import DataError  # noqa: E402
+from sycam.metrics import get_metric  # noqa: E402
+from sycam.models import load_model  # noqa: E402
+from sycam.search import Enumerator, EvidenceSet, Evaluator, SearchSpace  # noqa: E402
+
+METRICS = ("pointing_game", "energy_pointing_game")
+
+
+def data(bundle, n: int):
+    from sycam.data import default_benchmark, fallback_benchmark
+
+    try:
+        return default_benchmark(n, bundle=bundle), "default benchmark"
+    except DataError:
+        return fallback_benchmark(bundle), "fallback photos (run `sycam data fetch` for the default benchmark)"
+
+
+def candidates(space: SearchSpace, ev: EvidenceSet, n: int) -> tuple[list, float]:
+    t0 = time.perf_counter()
+    enum = Enumerator(space, ev.rows(range(min(2, len(ev)))), sympy="off", memory_bytes=2 << 30)
+    out = []
+    for chunk in enum.candidates():
+        out += chunk
+        if len(out) >= n:
+            break
+    return out[:n], time.perf_counter() - t0
+
+
+def naive(model, layer, batch, cands, space, metric, images) -> float:
+    """Seconds per candidate-image of the per-candidate, per-image loop (forward + backward each)."""
+    t0 = time.perf_counter()
+    count = 0
+    for c in cands:
+        cam = CAM(space.heatmap(c), model, layers=layer)
+        for i in images:
+            maps = cam(batch.x[i:i + 1], targets=batch.labels[i:i + 1])
+            metric(maps, batch[[i]])
+            count += 1
+    return (time.perf_counter() - t0) / count
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="fewer images, candidates and rounds")
+    ap.add_argument("--layer", default=None, help="default: the model's default layer (head)")
+    ap.add_argument("--images", type=int, default=None)
+    ap.add_argument("--candidates", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+    n_images = args.images or (16 if args.quick else 64)
+    n_cands = args.candidates or (300 if args.quick else 2000)
+    rounds = args.rounds or (2 if args.quick else 3)
+    naive_c, naive_i = (2, 2) if args.quick else (3, 3)
+
+    bundle = load_model()
+    layer = args.layer or bundle.default_layer
+    batch, source = data(bundle, n_images)
+    default = SearchSpace.default()
+    t0 = time.perf_counter()
+    ev = EvidenceSet.capture(bundle.model, batch, layer, needs=default.evidence_terms)
+    capture_s = time.perf_counter() - t0
+    print(f"{len(batch)} images ({source}), layer {layer} {tuple(ev.layers[layer]['A'].shape[3:])}, "
+          f"{args.threads} thread(s), torch {torch.__version__}; evidence capture (once): {capture_s:.2f} s")
+    images = list(range(0, len(batch), max(1, len(batch) // naive_i)))[:naive_i]
+    rows = []
+    for result in ("weights", "weight_maps"):
+        space = default.replace(result=result)
+        cands, enum_s = candidates(space, ev, n_cands)
+        print(f"{result}: enumeration of {len(cands)} distinct candidates (sizes {cands[0].size}-{cands[-1].size}) "
+              f"on 2 probe images: {enum_s:.2f} s")
+        step = max(1, len(cands) // naive_c)
+        sample = cands[::step][:naive_c]
+        for name in METRICS:
+            metric = get_metric(name)
+            cached_s, naive_s = [], []
+            for _ in range(rounds):
+                naive_s.append(naive(bundle.model, layer, batch, sample, space, metric, images))
+                evaluator = Evaluator(ev, space, metric)          # a cold memo every round
+                t1 = time.perf_counter()
+                evaluator.score(cands)
+                cached_s.append(time.perf_counter() - t1)
+            c = statistics.median(cached_s)
+            per_ci_naive = statistics.median(naive_s)
+            ci = len(cands) * len(batch)
+            cached_rate = ci / c
+            amortised = ci / (c + capture_s)
+            rows.append((result, name, len(cands) / c, cached_rate, amortised, 1 / per_ci_naive,
+                         cached_rate * per_ci_naive, amortised * per_ci_naive))
+    print(f"\nnaive loop sampled on {naive_c} candidates x {len(images)} images per round, {rounds} rounds; "
+          "cached: all candidates x all images, cold memo; (+capture): the evidence capture counted too")
+    head = (f"{'space':<12}{'metric':<22}{'cached cand/s':>14}{'cand-img/s':>12}{'(+capture)':>12}"
+            f"{'naive cand-img/s':>18}{'ratio':>9}{'(+capture)':>12}")
+    print(head)
+    print("-" * len(head))
+    for result, name, cps, cips, amort, nips, ratio, ratio_amort in rows:
+        print(f"{result:<12}{name:<22}{cps:>14.0f}{cips:>12.0f}{amort:>12.0f}{nips:>18.2f}{ratio:>8.0f}x"
+              f"{ratio_amort:>11.0f}x")
+
+
+if __name__ == "__main__":
+    main()
