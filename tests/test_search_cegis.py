@@ -11,6 +11,16 @@ from sycam.metrics import get_metric
 from sycam.search import Budget, CorrectnessOracle, EvidenceSet, Evaluator, SearchSpace, synthesise
 from sycam.search.toy import toy_problem
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Many small tensor ops: one thread is faster than two on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 SPACE = dict(operators="+,*,/,relu,abs,sum:hw,mean:hw,max:hw", terminals="A,G", constants="1", max_size=5)
 
 

@@ -3,14 +3,25 @@ maps", no seeds at all (so certainly not the target): the enumeration must find 
 whose maps match on held-out images (Pearson >= 0.99 on every one), within the stated budget.
 
 Space (the same for every target): terminals A, G, G2; + * / relu abs sum:hw max:hw;
-constant 1; weight maps; size <= 7. Budget: 30 s each (each takes a few seconds on 2 cores).
+constant 1; weight maps; size <= 7. Budget: 30 s each (each takes a few seconds on one thread).
 """
 import time
 
 import pytest
+import torch
 
 from sycam.search import Budget, EvidenceSet, SearchSpace, pearson_to, reference_maps, synthesise
 from sycam.search.toy import toy_problem
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Many small tensor ops: one thread is faster than two on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 SPACE = dict(terminals="A,G,G2", operators="+,*,/,relu,abs,sum:hw,max:hw", constants="1", max_size=7)
 TARGETS = {

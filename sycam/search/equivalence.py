@@ -149,7 +149,7 @@ class MapIndex:
         self.atol = float(atol)
         self.cell = 20.0 * self.atol
         self.features = int(features)
-        self._buckets: dict[tuple[int, ...], list[int]] = {}
+        self._buckets: dict[tuple[int, ...], tuple[list[int], Tensor]] = {}   # cell -> (ids, stacked maps)
         self._store: list[Tensor] = []
         self.nbytes = 0
         self.ids: list[object] = []      # caller's payload per stored map
@@ -186,20 +186,31 @@ class MapIndex:
     def find(self, maps: Tensor, feats: list[float] | None = None) -> int | None:
         maps = maps.detach().float()
         for cell in self._cells(self._features(maps) if feats is None else feats):
-            for i in self._buckets.get(cell, ()):
-                ref = self._store[i]
-                if ref.shape == maps.shape and float((ref - maps).abs().max()) <= self.atol:
-                    return i
+            bucket = self._buckets.get(cell)
+            if not bucket:
+                continue
+            ids, stack = bucket
+            if stack.shape[1:] != maps.shape:
+                continue
+            close = ((stack - maps).abs().flatten(1).amax(1) <= self.atol).nonzero()
+            if close.numel():
+                return ids[int(close[0, 0])]
         return None
 
     def add(self, maps: Tensor, payload: object = None, feats: list[float] | None = None) -> int:
         maps = maps.detach().float().clone()
         i = len(self._store)
         self._store.append(maps)
-        self.nbytes += maps.numel() * maps.element_size()
+        self.nbytes += 2 * maps.numel() * maps.element_size()      # the map and its copy in a bucket
         self.ids.append(payload)
         feats = self._features(maps) if feats is None else feats
-        self._buckets.setdefault(tuple(math.floor(f / self.cell) for f in feats), []).append(i)
+        cell = tuple(math.floor(f / self.cell) for f in feats)
+        bucket = self._buckets.get(cell)
+        if bucket is None or bucket[1].shape[1:] != maps.shape:
+            self._buckets[cell] = ([i], maps[None])
+        else:
+            bucket[0].append(i)
+            self._buckets[cell] = (bucket[0], torch.cat([bucket[1], maps[None]]))
         return i
 
     def find_or_add(self, maps: Tensor, payload: object = None,
