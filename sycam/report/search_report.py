@@ -80,7 +80,8 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
     table = leaderboard.rows([*tops, *extra], seeds, space, objectives, directions)
     files: dict[str, Path] = {}
     files["csv"] = leaderboard.write_csv(out / "leaderboard.csv", table)
-    chosen = best or (min(seeds, key=lambda e: -e.held[first.text].mean) if seeds else None)
+    sign = 1.0 if directions[k0] == "maximize" else -1.0
+    chosen = best or (max(seeds, key=lambda e: sign * e.held[first.text].mean) if seeds else None)
     if chosen is not None:
         files["best"] = out / "best.txt"
         files["best"].write_text(to_text(space.heatmap(chosen.candidate)) + "\n")
