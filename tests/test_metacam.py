@@ -280,3 +280,40 @@ def test_seeds_command_lists_relevancecam_and_metacam(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "Relevance-CAM" in out and "relevancecam" in out and "metacam" in out and "2307.16863" in out
     assert "adaptivegradcam" in out
+
+
+def _png(tmp_path, name="img.png"):
+    from PIL import Image
+
+    p = tmp_path / name
+    Image.fromarray((torch.rand(40, 48, 3) * 255).byte().numpy()).save(p)
+    return str(p)
+
+
+def test_cli_explain_and_eval_metacam_and_relevancecam(tmp_path, monkeypatch):
+    import dataclasses
+    import json
+
+    from sycam.cli import main
+    from sycam.methods import META_METHODS
+
+    # the registered method with a one-value grid and ROAD at one removed share (the full defaults
+    # cost ~10 x 19 forwards and 162 imputations per image at 224 px; see benchmarks/relevance_metacam.py)
+    cheap = {**META_METHODS["metacam"].params, "grid": (0.3,), "metric_params": {"fractions": (0.5,)}}
+    monkeypatch.setitem(META_METHODS, "metacam", dataclasses.replace(META_METHODS["metacam"], params=cheap))
+
+    out = tmp_path / "out"
+    assert main(["explain", "--model", "resnet18", "--layer", "layer4", "--method", "metacam", "--method",
+                 "relevancecam", "--device", "cpu", "--out", str(out), _png(tmp_path)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["methods"]["metacam"].startswith("metacam(gradcam, gradcampp")
+    assert [r["method"] for r in result["rows"]] == ["metacam", "relevancecam"] and all(
+        r["valid"] for r in result["rows"])
+    data = tmp_path / "data"
+    data.mkdir()
+    _png(data, "a.png")
+    (data / "boxes.csv").write_text("file,label,x0,y0,x1,y1\na.png,tabby,5,5,30,30\n")
+    assert main(["eval", "metacam", "--model", "resnet18", "--layer", "layer4", "--data", str(data), "--device",
+                 "cpu", "--metric", "pointing_game", "--out", str(tmp_path / "eval")]) == 0
+    summary = json.loads((tmp_path / "eval" / "results.json").read_text())["summary"]
+    assert summary[0]["method"] == "metacam" and 0 <= summary[0]["pointing_game"] <= 1

@@ -30,6 +30,10 @@ module's ``forward``; the forward values are unchanged):
   (ReLU's own gradient already does this; ReLU6's would drop the relevance of x > 6.)
   Activations called as functions (``F.relu6``) are not seen and keep their gradient.
 
+Not handled: multiplicative gates (squeeze-excitation, attention): autograd gives *both*
+factors of ``x * s`` the full relevance, so a layer below such a gate receives it twice (zennit
+needs a canonizer there too). EfficientNet-Lite, ResNet and VGG have none.
+
 The relevance enters at the model's output as r = z * dS/dz (z: logits, S: the target), i.e.
 y_c on the explained class for the logit target, so with the z-rule / epsilon -> 0 and zero
 biases ``sum(R) = S`` at every layer (conservation; tested). ``lrp_contrast="clrp"``
