@@ -168,8 +168,8 @@ _META = [
 ]
 _META += [
     MetaMethod("metacam", "MetaCAM",
-               "T_i = top-k % pixels of component map L_i (L_i > 0); MetaCAM = minmax(1[votes >= m] * mean_i "
-               "L_i * 1[T_i]); k per image from a grid by ROAD combined (adaptive thresholding)",
+               "T_i = top-k % pixels of component map L_i (L_i > 0); MetaCAM = minmax(1(votes >= m) * mean_i "
+               "L_i * 1(T_i)); k per image from a grid by ROAD combined (adaptive thresholding)",
                "Kaczmarek et al., MetaCAM: Ensemble-Based Class Activation Map, arXiv:2307.16863",
                "the components' capture (shared: 2 forwards + 1 backward + 1 LRP backward for the defaults) + "
                "len(grid) x (18 + 1) forwards and 18 imputations per image for ROAD",
@@ -179,7 +179,7 @@ _META += [
                "MetaCAM.cre() gives the Cumulative Residual Effect table; see sycam/methods/metacam.py",
                aliases=("meta-cam",), params={"adaptive": True}),
     MetaMethod("adaptivegradcam", "Grad-CAM, adaptive threshold",
-               "Grad-CAM * 1[top-k %], k per image from a grid by ROAD combined (MetaCAM's adaptive thresholding "
+               "Grad-CAM * 1(top-k %), k per image from a grid by ROAD combined (MetaCAM's adaptive thresholding "
                "of one CAM)",
                "Kaczmarek et al., MetaCAM, arXiv:2307.16863 (adaptive thresholding); Selvaraju et al., Grad-CAM",
                "1 forward + 1 backward + len(grid) x (18 + 1) forwards and 18 imputations per image",
