@@ -293,3 +293,27 @@ def test_fast_wilcoxon_pruner_decides_like_optunas():
     for _ in range(20):
         ours.prune(study, tied)
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_a_queued_trial_killed_before_its_parameters_is_retried_whole(toy, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    search = make_search(open_store(f"journal:{tmp_path / 'q.journal'}"), toy, name="q", budget=20)
+    study = search.study
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = f"{socket.gethostname()}/{int(gone.stdout)}/1/abc"
+    while study.get_trials(states=(TrialState.WAITING,)):
+        study.tell(study.ask(), 0.0)
+    cand = parse("A * G / sum(A, hw)")
+    params, _ = GrammarSpace(SPACE).params(cand)
+    study.enqueue_trial(params, user_attrs={INFO: {"expr": "A * G / sum(A, hw)", "key": to_key(cand),
+                                                   "size": cand.size, "source": "mutation"}})
+    t = study.ask()                              # popped by a worker that died before suggesting anything
+    t.set_user_attr(WORKER, dead)
+    assert t.params == {}
+    search.run()
+    retry = [x for x in study.get_trials(deepcopy=False) if info(x).get("retry_of") == t.number]
+    assert len(retry) == 1 and is_evaluation(retry[0])
+    assert info(retry[0])["expr"] == "A * G / sum(A, hw)" and "queued_as" not in info(retry[0])

@@ -399,9 +399,11 @@ class Search:
                 t.set_user_attr(INFO, i)
                 self.study.tell(t, state=TrialState.FAIL)
                 continue
-            if not i.get("key"):
-                i.update(expr=to_text(expr), key=expression_key(self.space, expr), size=expr.size,
-                         source="random" if random_batch else "optuna")
+            key = expression_key(self.space, expr)
+            if i.get("key") and i["key"] != key:      # a queued trial whose parameters did not all survive
+                i["queued_as"] = i.get("expr")
+            i.update(expr=to_text(expr), key=key, size=expr.size)
+            i.setdefault("source", "random" if random_batch else "optuna")
             proposals.append((t, expr, i))
         if snap is not None:
             snap.forget()

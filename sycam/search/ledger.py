@@ -152,7 +152,9 @@ class Ledger:
             if i.get("key") and "duplicate_of" not in i and int(i.get("retries", 0)) < MAX_RETRIES:
                 again = {k: v for k, v in i.items() if k not in ("invalid", "error")}
                 again.update(retry_of=t.number, retries=int(i.get("retries", 0)) + 1)
-                self.study.enqueue_trial(dict(t.params), user_attrs={INFO: again})
+                # a queued trial (seed, mutation, retry) may die before all its fixed parameters are set
+                params = dict(t.system_attrs.get("fixed_params") or t.params)
+                self.study.enqueue_trial(params, user_attrs={INFO: again})
         return failed
 
     def claim_chunk(self, cid: str, keys: Iterable[str]) -> None:
