@@ -123,6 +123,8 @@ def test_seeds_collapse_on_a_gap_head_but_not_on_a_spatial_head(probe):
     assert len(set(candidate_classes(space, probe, cands))) == 4
     enum = Enumerator(space, gap_probe())
     assert [enum.register(n, c) for n, c in zip(names, cands)][:3] == [True, False, False]
+    # the smallest member of the class is recorded for the larger seeds
+    assert enum.equivalent["gradcam"] == parse("G") and enum.equivalent["xgradcam"] == parse("G")
 
 
 def test_registered_seed_is_not_yielded_again_and_smaller_equivalent_is_recorded(probe):

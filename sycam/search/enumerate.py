@@ -264,10 +264,16 @@ class Enumerator:
         maps = maps_from_values([values], [candidate_axes(candidate, self.space)], self.probe, self.space,
                                 self.fusion)
         idx, new = self.index.find_or_add(maps.normalised()[0], Rep(candidate, name))
-        if not new:
+        if not new:                          # equal on the probe to an earlier seed: keep the smaller
             rep = self.index.ids[idx]
-            if rep.seed and candidate.size < rep.expr.size:
+            self.seed_reps[name] = rep
+            if candidate.size < rep.expr.size:
                 rep.expr = candidate
+                for other, r in self.seed_reps.items():     # every larger seed of this class
+                    if r is rep and other != name:
+                        self.equivalent[other] = candidate
+            elif rep.expr.size < candidate.size:
+                self.equivalent[name] = rep.expr
             return False
         self.seed_reps[name] = self.index.ids[idx]
         return True
@@ -534,8 +540,10 @@ class Enumerator:
             else:
                 rep = self.index.ids[k]
                 if rep.seed is not None and t.expr.size < rep.expr.size:
-                    self.equivalent[rep.seed] = t.expr
                     rep.expr = t.expr
+                    for name, r in self.seed_reps.items():     # every seed of this class
+                        if r is rep:
+                            self.equivalent[name] = t.expr
         keep.sort(key=lambda i: pending[i][0].expr.size)
         level.candidates_observational += len(keep)
         level.seconds += time.perf_counter() - t0
