@@ -1,6 +1,6 @@
 """Candidate throughput of the search from cached evidence vs the naive loop (a script, not a test).
 
-    .venv/bin/python benchmarks/search.py [--threads 1] [--quick] [--layer head] [--images 64]
+    .venv/bin/python benchmarks/search.py [--threads 1] [--quick] [--layer head] [--images 32] [--candidates 1000]
 
 Model: the default pretrained EfficientNet-Lite0 at 224x224 (CPU); images: the default
 benchmark (or the 6 fallback photos when the data is not fetched); candidates: the first N
@@ -89,9 +89,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
-    n_images = args.images or (16 if args.quick else 64)
-    n_cands = args.candidates or (300 if args.quick else 2000)
-    rounds = args.rounds or (2 if args.quick else 3)
+    n_images = args.images or (16 if args.quick else 32)
+    n_cands = args.candidates or (300 if args.quick else 1000)
+    rounds = args.rounds or 2
     naive_c, naive_i = (2, 2) if args.quick else (3, 3)
 
     bundle = load_model()

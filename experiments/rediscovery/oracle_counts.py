@@ -42,7 +42,7 @@ def main() -> None:
     space = SearchSpace.default().replace(max_size=args.max_size)
     ev = EvidenceSet.capture(bundle.model, batch, args.layer, needs=space.evidence_terms)
     enum = Enumerator(space, ev, sympy=args.sympy, memory_bytes=int(args.memory_gb * (1 << 30)))
-    for name, cand in space.seeds().items():
+    for name, cand in SearchSpace.default().seeds().items():    # all gradient seeds, whatever --max-size
         enum.register(name, cand)
     t0 = time.perf_counter()
     n = sum(len(chunk) for chunk in enum.candidates())
@@ -50,11 +50,12 @@ def main() -> None:
     cols = ["size", "generated", "sympy", "valid", "observational", "candidates", "candidates_sympy",
             "candidates_observational", "seconds"]
     print(f"layer {args.layer}, {args.probe} probe images, sympy {args.sympy}: {n} distinct candidates in "
-          f"{seconds:.1f} s ({enum.stop_reason}); seeds equal to a smaller enumerated candidate: "
+          f"{seconds:.1f} s ({enum.stop_reason}); seeds equal on the probe to a smaller expression: "
           f"{enum.describe_equivalences() or 'none'}")
-    print("".join(f"{c:>13}" for c in cols))
+    widths = [max(8, len(c) + 2) for c in cols]
+    print("".join(f"{c:>{w}}" for c, w in zip(cols, widths)))
     for row in enum.count_table():
-        print("".join(f"{row[c]:>13.2f}" if c == "seconds" else f"{row[c]:>13}" for c in cols))
+        print("".join(f"{row[c]:>{w}.2f}" if c == "seconds" else f"{row[c]:>{w}}" for c, w in zip(cols, widths)))
     if args.out:
         args.out.write_text(json.dumps({"command": " ".join(sys.argv), "layer": args.layer, "probe": args.probe,
                                         "sympy": args.sympy, "space": space.to_dict(), "seconds": seconds,
