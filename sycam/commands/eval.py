@@ -23,7 +23,7 @@ DEFAULT_METRICS = ["pointing_game", "energy_pointing_game"]
 
 def add(sub) -> None:
     p = sub.add_parser("eval", help="score methods with saliency metrics on a benchmark",
-                       description="Every method x metric, mean and 95%% interval over images.")
+                       description="Every method x metric, mean and 95 % interval over images.")
     p.add_argument("methods", nargs="+", help="seed names or expressions; 'all' = every seed, "
                                               "'gradient' = the seeds that need one backward")
     add_model_args(p)

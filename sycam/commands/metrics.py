@@ -14,10 +14,16 @@ def add(sub) -> None:
 
 def run(args) -> int:
     table = Table(title="metrics (↑ higher is better, ↓ lower)")
-    for col in ("name", "better", "forwards per map", "shared forwards", "explainer calls", "needs"):
+    table.add_column("name", no_wrap=True)          # names are what people copy: never cut them
+    for col in ("better", "forwards per map", "shared forwards", "explainer calls", "needs"):
         table.add_column(col)
     for row in metric_table():
-        table.add_row(row["name"], "↑" if row["direction"] == "higher" else "↓", str(row["forwards"]),
-                      str(row["shared_forwards"]), str(row["explainer_calls"]), ", ".join(row["needs"]))
+        table.add_row(row["name"], "↑" if row["direction"] == "higher" else "↓", _count(row["forwards"]),
+                      _count(row["shared_forwards"]), _count(row["explainer_calls"]), ", ".join(row["needs"]))
     console.print(table)
     return 0
+
+
+def _count(n) -> str:
+    """0.0 and 19 print as 0 and 19; a fractional cost keeps its digits."""
+    return f"{n:g}"
