@@ -14,13 +14,7 @@ from sycam.search.toy import toy_problem
 from tiny import GapHead
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many small tensor ops: one thread is faster than two on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = dict(operators="+,-,*,/,relu,abs,sum:hw,mean:hw,max:hw", terminals="A,G", constants="2", max_size=4)

@@ -8,19 +8,12 @@ constant 1; weight maps; size <= 7. Budget: 30 s each (each takes a few seconds 
 import time
 
 import pytest
-import torch
 
 from sycam.search import Budget, EvidenceSet, SearchSpace, pearson_to, reference_maps, synthesise
 from sycam.search.toy import toy_problem
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many small tensor ops: one thread is faster than two on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SPACE = dict(terminals="A,G,G2", operators="+,*,/,relu,abs,sum:hw,max:hw", constants="1", max_size=7)

@@ -75,6 +75,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..api import Explanation
 from ..errors import SycamError
 from ..evidence.gpnn import Correspondence, GPNNParams, coverage, gpnn_variations, save_variation_grid, unpermute
 from ..kernels.postprocess import fuse, minmax, upsample
@@ -224,15 +225,11 @@ def combine_layers(maps: Sequence[Tensor], size: tuple[int, int], how: str = "me
 
 
 @dataclass
-class GPNNExplanation:
+class GPNNExplanation(Explanation):
     """What :meth:`GPNNCAM.explain` returns: an :class:`~sycam.api.Explanation` (``maps``, ``valid``,
     ``layer_maps`` = raw phase-2 maps by regression layer, ``evidence`` of the source images) plus
     GPNN-CAM's intermediate results."""
 
-    maps: Tensor                       # (b, H, W) in [0, 1]: the final GPNN-CAM maps
-    valid: Tensor                      # (b,)
-    layer_maps: dict[str, Tensor]      # regression layer -> (b, h, w) clip(X w, 0) on the source
-    evidence: object                   # Evidence of the source images (base and regression layers)
     classes: Tensor                    # (b,) explained class per image
     source_cam: Tensor                 # (b, H, W) the base CAM of the source
     phase1: Tensor                     # (b, H, W) the phase-1 map H (in [0, 1])
@@ -244,14 +241,6 @@ class GPNNExplanation:
     correspondences: list[list[Correspondence]] = field(default_factory=list)
     variation_cams: list[Tensor] = field(default_factory=list)  # per image (N, H, W) L_v (keep_variations)
     seconds: dict[str, float] = field(default_factory=dict)    # gpnn / capture / phase1 / phase2 / total
-
-    @property
-    def logits(self) -> Tensor:
-        return self.evidence.logits
-
-    @property
-    def scores(self) -> Tensor:
-        return self.evidence.scores
 
     def save_variations(self, path, index: int = 0, images01: Tensor | None = None, ncols: int = 6):
         """PNG grid of image ``index``'s kept variations (source first when ``images01`` is given)."""

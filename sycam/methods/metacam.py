@@ -54,6 +54,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..api import Explanation
 from ..errors import SycamError
 
 DEFAULT_COMPONENTS = ("gradcam", "gradcampp", "xgradcam", "layercam", "eigencam", "relevancecam")
@@ -150,28 +151,16 @@ def _adaptive(maps: Tensor, x, labels, model_fn, grid, min_votes, metric, metric
 
 # ---------------------------------------------------------------------- explanation
 @dataclass
-class MetaExplanation:
+class MetaExplanation(Explanation):
     """What :meth:`MetaCAM.explain` returns: an :class:`~sycam.api.Explanation` (``maps``, ``valid``,
     ``layer_maps`` (empty), ``evidence`` of the components' capture) plus MetaCAM's diagnostics."""
 
-    maps: Tensor                           # (b, H, W) in [0, 1]
-    valid: Tensor                          # (b,) some component finite
-    layer_maps: dict[str, Tensor]
-    evidence: Any
     components: dict[str, Tensor]          # name -> (b, H, W) component map in [0, 1]
     k: Tensor                              # (b,) the kept fraction used per image
     votes: Tensor                          # (b, H, W) number of components whose top-k % hold the pixel
     labels: Tensor | None = None           # (b,) classes scored by the adaptive metric
     grid: tuple[float, ...] = ()
     grid_scores: Tensor | None = None      # (len(grid), b) metric of MetaCAM_k (higher is better)
-
-    @property
-    def logits(self) -> Tensor:
-        return self.evidence.logits
-
-    @property
-    def scores(self) -> Tensor:
-        return self.evidence.scores
 
 
 @dataclass

@@ -46,6 +46,23 @@ GROUND_TRUTH = frozenset({"masks", "boxes", "other_masks", "region"})
 RESOURCES = frozenset({"model_fn", "explainer", "explainer_factory", "model", "axioms"})
 
 
+
+def missing_ground_truth(needs, batch: "Batch | None") -> list[str]:
+    """What of the ground truth in ``needs`` the batch lacks, as the user would supply it."""
+    missing = []
+    for need in sorted(set(needs) & GROUND_TRUTH):
+        if batch is None:
+            missing.append("a batch with ground truth")
+        elif need == "masks" and batch.masks is None:
+            missing.append("batch.masks")
+        elif need == "boxes" and not batch.boxes:
+            missing.append("batch.boxes")
+        elif need == "other_masks" and batch.other_masks is None:
+            missing.append("batch.other_masks")
+        elif need == "region" and batch.masks is None and not batch.boxes:
+            missing.append("batch.masks or batch.boxes")
+    return list(dict.fromkeys(missing))
+
 class MetricError(SycamError, ValueError):
     """A metric was called with inputs it cannot use (missing ground truth, bad shapes, ...)."""
 
@@ -161,18 +178,8 @@ class Metric(ABC):
         return out[0] if squeeze else out
 
     def _check_needs(self, batch: Batch, res: Resources) -> None:
-        missing = []
-        for need in sorted(self.needs):
-            if need == "masks" and batch.masks is None:
-                missing.append("batch.masks")
-            elif need == "boxes" and not batch.boxes:
-                missing.append("batch.boxes")
-            elif need == "other_masks" and batch.other_masks is None:
-                missing.append("batch.other_masks")
-            elif need == "region" and batch.masks is None and not batch.boxes:
-                missing.append("batch.masks or batch.boxes")
-            elif need in RESOURCES and getattr(res, need) is None:
-                missing.append(f"{need}=")
+        missing = missing_ground_truth(self.needs, batch)
+        missing += [f"{need}=" for need in sorted(self.needs & RESOURCES) if getattr(res, need) is None]
         if missing:
             raise MetricError(f"metric {self.name!r} needs {', '.join(missing)}")
 

@@ -32,7 +32,6 @@ from torch import Tensor
 
 from ..grammar import symbolic as sy
 from ..grammar.ast import Call, Expr, Num, Var
-from ..grammar.ops import OPS
 
 
 
@@ -42,31 +41,11 @@ def sympy_leaf(expr: Var | Num) -> sympy.Expr:
 
 
 def sympy_apply(node: Call, args: Sequence[sympy.Expr]) -> sympy.Expr:
-    """The sympy form of ``node`` from its children's forms (one sympy operation).
-
-    Equal to ``sycam.grammar.symbolic.to_sympy(node)`` (a test checks it on random trees).
-    """
-    op = node.op
-    if op == "add":
-        return args[0] + args[1]
-    if op == "sub":
-        return args[0] - args[1]
-    if op == "mul":
-        return args[0] * args[1]
-    if op == "div":
-        return args[0] / args[1]
-    if op == "neg":
-        return -args[0]
-    if op == "pow":
-        base, exponent = args
-        return base ** exponent if isinstance(exponent, sympy.Integer) else sy.spow(base, exponent)
-    if op in sy._UNARY_SYMPY:
-        return sy._UNARY_SYMPY[op](args[0])
-    if OPS[op].kind in ("reduce", "normalise"):
-        return sy.along(op, node.axes)(args[0])
-    if op == "where":   # args: the compare node's two sides are passed as (a, b, x, y)
+    """The sympy form of ``node`` from its children's forms (one sympy operation); the
+    enumerator never builds ``where`` (its comparison is not a value it can store)."""
+    if node.op == "where":
         raise ValueError("where is not enumerated")
-    raise ValueError(f"no sympy form for {op}")
+    return sy.sympy_apply(node, list(args))
 
 
 def candidate_form(form: sympy.Expr, result: str) -> sympy.Expr:

@@ -39,7 +39,7 @@ from ..kernels.batched import weighted_maps
 from ..kernels.compiler import apply_op
 from ..kernels.layout import to_layout
 from ..kernels.postprocess import fuse
-from ..metrics.base import GROUND_TRUTH, Metric, MetricError
+from ..metrics.base import GROUND_TRUTH, Metric, MetricError, missing_ground_truth
 from ..metrics.maps import LowResMaps
 from ..metrics.registry import get_metric
 from .space import WEIGHT_MAP, OpSpec, SearchSpace
@@ -439,21 +439,8 @@ def resolve_metric(metric: str | Metric, **params: Any) -> Metric:
 
 def check_metric_inputs(metric: Metric, batch: Batch | None, resources: Mapping[str, Any]) -> None:
     """Fail before any work if the metric lacks ground truth or callables it needs."""
-    missing = []
-    for need in sorted(metric.needs):
-        if need in GROUND_TRUTH:
-            if batch is None:
-                missing.append("a batch with ground truth")
-            elif need == "masks" and batch.masks is None:
-                missing.append("batch.masks")
-            elif need == "boxes" and not batch.boxes:
-                missing.append("batch.boxes")
-            elif need == "other_masks" and batch.other_masks is None:
-                missing.append("batch.other_masks")
-            elif need == "region" and batch.masks is None and not batch.boxes:
-                missing.append("batch.masks or batch.boxes")
-        elif resources.get(need) is None:
-            missing.append(f"{need}=")
+    missing = missing_ground_truth(metric.needs, batch)
+    missing += [f"{need}=" for need in sorted(metric.needs - GROUND_TRUTH) if resources.get(need) is None]
     if missing:
         raise MetricError(f"metric {metric.name!r} needs {', '.join(dict.fromkeys(missing))}")
     if metric.uses_maps is False:
