@@ -161,7 +161,8 @@ def where_fn(compare: str) -> type:
         return r"\begin{cases} %s & %s %s %s \\ %s & \text{otherwise} \end{cases}" % (
             x, a, symbol.replace("==", "=").replace("!=", r"\neq").replace(">=", r"\geq").replace("<=", r"\leq"), b, y)
 
-    return type(f"where_{compare}", (_SycamFunction,), {"op": "where", "compare": compare, "_latex": _latex})
+    return type(f"where_{compare}", (_SycamFunction,), {"op": "where", "comparison": compare, "_latex": _latex})
+    # (not "compare": that would shadow sympy.Basic.compare, which sympy calls to order arguments)
 
 
 _UNARY_SYMPY = {"abs": sympy.Abs, "sign": sympy.sign, "exp": sympy.exp, "tanh": sympy.tanh,
@@ -248,7 +249,7 @@ def from_sympy(s: sympy.Expr) -> Expr:
         return Call(s.op, (from_sympy(s.args[0]),), s.axes)
     if getattr(s, "op", "") == "where":
         a, b, x, y = (from_sympy(arg) for arg in s.args)
-        return Call("where", (Call(s.compare, (a, b)), x, y))
+        return Call("where", (Call(s.comparison, (a, b)), x, y))
     raise ValueError(f"cannot express {s} in the language")
 
 
