@@ -23,6 +23,7 @@ from .api import CAM, explain_many
 from .data.batch import Batch
 from .errors import SycamError
 from .metrics import Metric, get_metric, summarise
+from .metrics.base import Direction
 from .metrics.aggregate import Summary, class_mean
 from .metrics.localisation import PointingGame
 
@@ -46,8 +47,8 @@ def resolve_metrics(names: Sequence[str]) -> dict[str, Metric]:
     out = {}
     for name in names:
         out[name] = PointingGame(region="other") if name == "pointing_other" else get_metric(name)
-        if name == "pointing_other":
-            out[name].name = "pointing_other"
+        if name == "pointing_other":             # a peak on the other object is a failure: lower is better
+            out[name].name, out[name].direction = "pointing_other", Direction.LOWER
     return out
 
 

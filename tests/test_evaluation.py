@@ -86,3 +86,12 @@ def test_eval_command_on_the_bundled_photos(tmp_path, capsys):
 def test_eval_rejects_unknown_metric_before_work(tmp_path, capsys):
     assert main(["eval", "gradcam", "--model", "resnet18", "--metric", "pointing_gme", "--out", str(tmp_path)]) == 2
     assert "pointing_game" in capsys.readouterr().err
+
+
+def test_pointing_other_is_lower_is_better_without_touching_the_pointing_game():
+    from sycam.metrics.base import Direction
+
+    metrics = resolve_metrics(["pointing_game", "pointing_other"])
+    assert metrics["pointing_other"].direction is Direction.LOWER      # a peak on the other object is a miss
+    assert metrics["pointing_game"].direction is Direction.HIGHER
+    assert resolve_metrics(["pointing_game"])["pointing_game"].direction is Direction.HIGHER

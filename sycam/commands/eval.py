@@ -132,9 +132,12 @@ def _curves(result, out: Path) -> None:
     fig, axes = plt.subplots(1, len(result.curves), figsize=(5 * len(result.curves), 4), squeeze=False)
     for ax, (name, by_method) in zip(axes[0], result.curves.items()):
         frac = result.fractions[name].cpu()
-        for method, curve in by_method.items():
+        colours = plt.get_cmap("tab20")
+        for i, (method, curve) in enumerate(by_method.items()):
             auc = float(torch.trapezoid(curve.cpu(), frac))
-            ax.plot(frac, curve.cpu(), label=f"{method} ({auc:.3f})")
+            baseline = method in BASELINES                  # dashed grey: not a method
+            ax.plot(frac, curve.cpu(), label=f"{method} ({auc:.3f})", color="0.4" if baseline else colours(i % 20),
+                    linestyle="--" if baseline else "-")
         ax.set_title(f"{name} (mean over images)")
         ax.set_xlabel("fraction of pixels " + ("removed" if name == "deletion" else "inserted"))
         ax.set_ylabel("target probability")
