@@ -79,6 +79,7 @@ from ..api import Explanation
 from ..errors import SycamError
 from ..evidence.gpnn import Correspondence, GPNNParams, coverage, gpnn_variations, save_variation_grid, unpermute
 from ..kernels.postprocess import fuse, minmax, upsample
+from .seeds import MetaCAMObject
 
 __all__ = ["GPNNCAM", "GPNNExplanation", "ridge", "standardise", "unpermuted_mean", "running_update",
            "phase2_map", "combine_layers", "DEFAULT_GPNN", "COMBINATIONS"]
@@ -250,7 +251,7 @@ class GPNNExplanation(Explanation):
         return save_variation_grid(src, self.variations[index], path, ncols=ncols)
 
 
-class GPNNCAM:
+class GPNNCAM(MetaCAMObject):
     """GPNN-CAM bound to a model (see the module docstring for the formulas).
 
     ``layers``: the base CAM's layer(s) (default: the last spatial layer); ``base``: a seed name or
@@ -305,15 +306,6 @@ class GPNNCAM:
         reg = "auto" if reg is None else ",".join(reg) or "none"
         return (f"gpnncam(base={self.base.text}, n={self.n}, super_iters={self.super_iters}, "
                 f"sigma={self.gpnn.sigma}, regression={reg}, alpha={self.alpha}, combine={self.combine})")
-
-    def __repr__(self) -> str:
-        return f"GPNNCAM({self.text})"
-
-    def __enter__(self) -> "GPNNCAM":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.last = None
 
     def with_model(self, model: nn.Module) -> "GPNNCAM":
         """The same method on another model (same layer names), e.g. for the sanity checks."""

@@ -56,6 +56,7 @@ from torch import Tensor, nn
 
 from ..api import Explanation
 from ..errors import SycamError
+from .seeds import MetaCAMObject
 
 DEFAULT_COMPONENTS = ("gradcam", "gradcampp", "xgradcam", "layercam", "eigencam", "relevancecam")
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -241,7 +242,7 @@ def cumulative_residual_effect(components: Sequence[str], score: Callable[[list[
 
 
 # ---------------------------------------------------------------------- the method
-class MetaCAM:
+class MetaCAM(MetaCAMObject):
     """MetaCAM of ``components`` (seed names, expressions or :class:`~sycam.api.CAM` objects) bound to
     ``model`` and ``layers``.
 
@@ -295,15 +296,6 @@ class MetaCAM:
         k = (f"k adaptive in {self.grid[0]:g}..{self.grid[-1]:g} by {metric}" if self.adaptive
              else f"k={self.k:g}")
         return f"metacam({', '.join(self.cams)}; {k}, min_votes={self.min_votes})"
-
-    def __repr__(self) -> str:
-        return f"MetaCAM({self.text})"
-
-    def __enter__(self) -> "MetaCAM":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.last = None
 
     def with_model(self, model: nn.Module) -> "MetaCAM":
         """The same method on another model (same layer names), e.g. for the sanity checks."""

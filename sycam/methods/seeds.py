@@ -127,6 +127,22 @@ SEEDS: dict[str, Seed] = {s.name: s for s in _SEEDS}
 _ALIASES = {re.sub(r"[^a-z0-9+]", "", a.lower()): s.name for s in _SEEDS for a in (s.name, s.title, *s.aliases)}
 
 
+class MetaCAMObject:
+    """What a meta-method's object shares (GPNN-CAM, MetaCAM): ``repr`` from its ``text``, and a
+    context manager, like :class:`sycam.CAM`, that drops the last explanation on exit."""
+
+    last = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.text})"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.last = None
+
+
 @dataclass(frozen=True)
 class MetaMethod:
     """A method that is not one expression: it runs a CAM many times (on variations of the image,
