@@ -143,6 +143,19 @@ def _apply_batched(node: Call, args: Sequence[Tensor | float]) -> Tensor | float
     return out.reshape(n, b, *out.shape[1:])
 
 
+
+def _with_fixed(name: str, fixed: Term, fixed_values: Sequence, terms: Sequence[Term], batch: Sequence[Tensor],
+                fixed_left: bool) -> tuple[list[Expr], list[Tensor], list[tuple[Term, Term]]]:
+    """``fixed op t`` (or ``t op fixed``) for every t in ``terms``: the new nodes, their values per
+    layer from the stacked ``batch`` (one op per layer for all of them) and their children."""
+    if fixed_left:
+        nodes = [Call(name, (fixed.expr, t.expr)) for t in terms]
+        values = [apply_op(nodes[0], [f, x]) for f, x in zip(fixed_values, batch)]
+        return nodes, values, [(fixed, t) for t in terms]
+    nodes = [Call(name, (t.expr, fixed.expr)) for t in terms]
+    values = [apply_op(nodes[0], [x, f]) for f, x in zip(fixed_values, batch)]
+    return nodes, values, [(t, fixed) for t in terms]
+
 class Enumerator:
     """Enumerates the distinct candidates of ``space`` by size on the ``probe`` images.
 
@@ -399,15 +412,8 @@ class Enumerator:
                 cval = c.expr.value
                 for lo, hi in self._slices(len(terms), g.shallow_stacks):
                     batch = [s[lo:hi] for s in g.shallow_stacks]
-                    ts = terms[lo:hi]
-                    if ga is None:
-                        nodes = [Call(name, (c.expr, t.expr)) for t in ts]
-                        values = [apply_op(nodes[0], [cval, x]) for x in batch]
-                        children = [(c, t) for t in ts]
-                    else:
-                        nodes = [Call(name, (t.expr, c.expr)) for t in ts]
-                        values = [apply_op(nodes[0], [x, cval]) for x in batch]
-                        children = [(t, c) for t in ts]
+                    nodes, values, children = _with_fixed(name, c, [cval] * len(batch), terms[lo:hi], batch,
+                                                          fixed_left=ga is None)
                     self._process(size, nodes, children, r, values, level)
                     if self._due():
                         yield
@@ -428,15 +434,7 @@ class Enumerator:
             for lo, hi in self._slices(len(inner) - start, inner_stacks):
                 lo, hi = lo + start, hi + start
                 batch = [s[lo:hi] for s in inner_stacks]
-                ts = inner[lo:hi]
-                if loop_left:
-                    nodes = [Call(name, (o.expr, t.expr)) for t in ts]
-                    values = [apply_op(nodes[0], [ov, x]) for ov, x in zip(o_vals, batch)]
-                    children = [(o, t) for t in ts]
-                else:
-                    nodes = [Call(name, (t.expr, o.expr)) for t in ts]
-                    values = [apply_op(nodes[0], [x, ov]) for ov, x in zip(o_vals, batch)]
-                    children = [(t, o) for t in ts]
+                nodes, values, children = _with_fixed(name, o, o_vals, inner[lo:hi], batch, fixed_left=loop_left)
                 self._process(size, nodes, children, r, values, level)
                 if self._due():
                     yield
