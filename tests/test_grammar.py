@@ -151,3 +151,7 @@ def test_sympy_round_trip_of_seeds():
 def test_latex_of_gradcam():
     assert latex(parse("relu(sum(mean(G, hw) * A, k))")) == \
         r"\operatorname{ReLU}\left(\sum_{k} A \operatorname{mean}_{h,w}\left(G\right)\right)"
+
+
+def test_latex_of_a_squared_reduction_wraps_it_in_parentheses():
+    assert latex(parse("A * sum(G2, hw) * sum(G2, hw)")) == r"A \left(\sum_{h,w} G_{2}\right)^{2}"

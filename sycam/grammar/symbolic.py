@@ -28,6 +28,14 @@ class _SycamFunction(sympy.Function):
     axes: str = ""
     is_real = True
 
+    def _tex(self, printer) -> str:
+        raise NotImplementedError
+
+    def _latex(self, printer, exp=None):
+        """LaTeX of the call; sympy passes ``exp`` when the call is the base of a power."""
+        tex = self._tex(printer)
+        return tex if exp is None else r"\left(%s\right)^{%s}" % (tex, exp)
+
 
 def _number(x) -> bool:
     return isinstance(x, sympy.Number)
@@ -51,7 +59,7 @@ class relu(_SycamFunction):
         if isinstance(x, (relu, sympy.Abs, sympy.exp, sigmoid)):
             return x
 
-    def _latex(self, printer):
+    def _tex(self, printer):
         return r"\operatorname{ReLU}\left(%s\right)" % printer._print(self.args[0])
 
 
@@ -65,7 +73,7 @@ class log(_SycamFunction):
         if _number(x) and x.is_positive:
             return sympy.log(x)
 
-    def _latex(self, printer):
+    def _tex(self, printer):
         return r"\log\left(%s\right)" % printer._print(self.args[0])
 
 
@@ -79,14 +87,14 @@ class sqrt(_SycamFunction):
         if isinstance(x, sympy.Pow) and x.exp == 2:
             return sympy.Abs(x.base)
 
-    def _latex(self, printer):
+    def _tex(self, printer):
         return r"\sqrt{%s}" % printer._print(self.args[0])
 
 
 class sigmoid(_SycamFunction):
     op = "sigmoid"
 
-    def _latex(self, printer):
+    def _tex(self, printer):
         return r"\sigma\left(%s\right)" % printer._print(self.args[0])
 
 
@@ -95,7 +103,7 @@ class spow(_SycamFunction):
 
     op = "pow"
 
-    def _latex(self, printer):
+    def _tex(self, printer):
         return r"{\left(%s\right)}^{%s}" % (printer._print(self.args[0]), printer._print(self.args[1]))
 
 
@@ -108,14 +116,14 @@ class pc1(_SycamFunction):
         if c != 1 and c != 0:
             return abs(c) * cls(rest)
 
-    def _latex(self, printer):
+    def _tex(self, printer):
         return r"\operatorname{PC}_1\left(%s\right)" % printer._print(self.args[0])
 
 
 class _Along(_SycamFunction):
     """Base of reductions / normalisations; subclasses are made per (op, axes)."""
 
-    def _latex(self, printer):
+    def _tex(self, printer):
         arg = printer._print(self.args[0])
         sub = _LATEX_AXES(self.axes)
         forms = {"sum": r"\sum_{%s} %s", "mean": r"\operatorname{mean}_{%s}\left(%s\right)",
@@ -156,12 +164,12 @@ def along(op: str, axes: str) -> type:
 def where_fn(compare: str) -> type:
     symbol = OPS[compare].symbol
 
-    def _latex(self, printer):
+    def _tex(self, printer):
         a, b, x, y = (printer._print(arg) for arg in self.args)
         return r"\begin{cases} %s & %s %s %s \\ %s & \text{otherwise} \end{cases}" % (
             x, a, symbol.replace("==", "=").replace("!=", r"\neq").replace(">=", r"\geq").replace("<=", r"\leq"), b, y)
 
-    return type(f"where_{compare}", (_SycamFunction,), {"op": "where", "comparison": compare, "_latex": _latex})
+    return type(f"where_{compare}", (_SycamFunction,), {"op": "where", "comparison": compare, "_tex": _tex})
     # (not "compare": that would shadow sympy.Basic.compare, which sympy calls to order arguments)
 
 
