@@ -70,6 +70,21 @@ def test_safe_division_is_exact_away_from_zero_and_signed_near_it():
     assert torch.equal(safe_div(x, y), torch.tensor([0.25, 1 / EPS, -1 / EPS, 0.0]))
 
 
+def test_safe_division_is_odd_in_the_denominator_on_every_path():
+    from sycam.kernels.numerics import EPS, safe_div
+    x = torch.linspace(-2, 3, 10_000)
+    for y in (torch.linspace(-1, 1, 10_000),                       # mixed signs, zeros: clamped path
+              torch.linspace(0.5, 2, 10_000),                      # away from zero: the fast path
+              torch.tensor([0.0, -0.0, 1e-9, -1e-9, 2.0] * 2000)):  # signed zeros
+        q = safe_div(x, y)
+        assert torch.isfinite(q).all()
+        assert torch.equal(safe_div(x, -y), -q)
+        small = y.abs() < EPS
+        assert torch.equal(q[~small], x[~small] / y[~small])
+        assert torch.equal(q[small], x[small] / torch.copysign(torch.full_like(y[small], EPS), y[small]))
+    assert safe_div(1.0, -0.0) == -1 / EPS and safe_div(1.0, 0.0) == 1 / EPS
+
+
 def test_signed_power_keeps_sign():
     from sycam.kernels.numerics import safe_pow
     assert torch.allclose(safe_pow(torch.tensor([-4.0, 9.0]), 0.5), torch.tensor([-2.0, 3.0]))

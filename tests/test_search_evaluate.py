@@ -61,6 +61,36 @@ def test_a_candidate_with_cached_children_costs_one_op(toy):
     assert memo.ops == before + 1          # cached
 
 
+def test_memoised_safe_denominators_give_the_compiled_quotients():
+    torch.manual_seed(0)
+    A = torch.relu(torch.randn(3, 64, 8, 8))            # zeros: the clamped path
+    G = torch.randn(3, 64, 8, 8)                        # mixed signs
+    P = torch.rand(3, 64, 8, 8) + 0.5                   # away from zero: the fast path
+    terms = {"A": (A, "bkhw"), "G": (G, "bkhw"), "P": (P, "bkhw")}
+    ev = EvidenceSet.from_tensors({"l": terms}, (16, 16))
+    memo = Memo(ev, ValueCache(64 << 20))
+    layout = next(iter(ev.layers.values()))
+    for text in ["G / A", "A / G", "G / P", "(A + G) / A", "G / (0 - A)", "G / sum(A, hw)"]:
+        expected = Program([parse(text)], {k: "bkhw" for k in terms})(layout)[0]
+        got = memo(parse(text))[0]
+        assert torch.isfinite(got).all() and torch.equal(got.reshape(expected.shape), expected), text
+
+
+def test_row_blocks_do_not_change_scores(toy):
+    _, _, _, space, ev = toy
+    cands = [parse(t) for t in ["mean(G, hw)", "G / A", "relu(G) * A / max(A, hw)", "sum(A * G, hw) / sum(A, hw)"]]
+    whole = Evaluator(ev, space, "energy_pointing_game", row_block=len(ev)).score(cands)
+    for block in (1, 5, None):
+        e = Evaluator(ev, space, "energy_pointing_game", row_block=block)
+        assert torch.allclose(e.score(cands).value, whole.value, atol=1e-6), block
+    assert EvidenceSet.rows(ev, [3, 4, 5]).layers[layer_of(ev)]["A"]._base is not None      # a block is a view
+    assert torch.equal(ev.rows([5, 1]).layers[layer_of(ev)]["A"], ev.layers[layer_of(ev)]["A"][[5, 1]])
+
+
+def layer_of(ev):
+    return next(iter(ev.layers))
+
+
 def test_memo_budget_is_respected_and_evicted_values_are_recomputed(toy):
     _, _, _, _, ev = toy
     one = next(iter(ev.layers.values()))["A"]

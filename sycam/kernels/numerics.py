@@ -1,8 +1,9 @@
 """Torch implementations of the language's operators, made safe for search.
 
 No operator lets a NaN or infinity escape from finite input: division pushes
-denominators with |y| < EPS to ±EPS, ``log`` clamps its argument at EPS, ``sqrt`` at 0,
-``exp`` its argument at 80, and non-integer powers keep the sign of the base. Candidates
+denominators with |y| < EPS to ±EPS (the sign of y, -0.0 included), ``log`` clamps its
+argument at EPS, ``sqrt`` at 0, ``exp`` its argument at 80, and non-integer powers keep the
+sign of the base. Candidates
 can still overflow float32 (e.g. (G^-3)^9); the compiler reports such maps as invalid.
 Every function accepts tensors or Python floats (folded constants) as operands.
 """
@@ -18,11 +19,25 @@ EXP_MAX = 80.0
 Value = Tensor | float
 
 
-def safe_div(x: Value, y: Value) -> Value:
+def safe_denominator(y: Value) -> Value:
+    """y with |y| < EPS pushed to copysign(EPS, y), so that x / safe_denominator(y) is finite.
+
+    Odd in y (safe_div(x, -y) == -safe_div(x, y), -0.0 included), as the algebra the sympy
+    bridge applies assumes. Memory passes matter in the search (denominators are full
+    evidence tensors): a denominator already away from zero is returned as it is (one
+    min/max read to know), any other costs three passes (the search memoises it).
+    """
     if isinstance(y, float):
-        return x / (y if abs(y) >= EPS else math.copysign(EPS, y) if y else EPS)
-    y = torch.where(y.abs() < EPS, torch.where(y < 0, -EPS, EPS).to(y.dtype), y)
-    return x / y
+        return y if abs(y) >= EPS else math.copysign(EPS, y)
+    if y.device.type == "cpu" and y.numel() > 4096:      # a host-side test costs no device sync here
+        lo, hi = torch.aminmax(y)
+        if lo >= EPS or hi <= -EPS:
+            return y
+    return torch.copysign(y.abs().clamp_min_(EPS), y)
+
+
+def safe_div(x: Value, y: Value) -> Value:
+    return x / safe_denominator(y)
 
 
 def safe_pow(x: Value, y: Value) -> Value:

@@ -38,6 +38,7 @@ from ..grammar.ops import OPS
 from ..kernels.batched import weighted_maps
 from ..kernels.compiler import apply_op
 from ..kernels.layout import to_layout
+from ..kernels.numerics import safe_denominator
 from ..kernels.postprocess import fuse
 from ..metrics.base import GROUND_TRUTH, Metric, MetricError, missing_ground_truth
 from ..metrics.maps import LowResMaps
@@ -46,6 +47,7 @@ from .space import WEIGHT_MAP, OpSpec, SearchSpace
 
 Value = Tensor | float
 MiB = 1 << 20
+CPU_BLOCK_BYTES = 1 * MiB     # about one core's L2 cache
 
 
 # ---------------------------------------------------------------------------------- evidence
@@ -120,14 +122,23 @@ class EvidenceSet:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for ts in self.layers.values() for t in ts.values())
 
+    def rows_per_block(self, block_bytes: int) -> int:
+        """How many images fit in ``block_bytes`` per terminal tensor (at least 1)."""
+        per_image = max(t[:1].numel() * t.element_size() for ts in self.layers.values() for t in ts.values())
+        return max(1, block_bytes // per_image)
+
     def terminal_names(self) -> set[str]:
         return set.intersection(*(set(ts) for ts in self.layers.values()))
 
     def rows(self, rows: Sequence[int]) -> "EvidenceSet":
         """The evidence (and batch) of a subset of the images."""
         rows = [int(r) for r in rows]
-        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
-        layers = {name: {k: t.index_select(0, idx) for k, t in ts.items()} for name, ts in self.layers.items()}
+        if rows and rows == list(range(rows[0], rows[0] + len(rows))):     # a block of rows: views, no copy
+            layers = {name: {k: t[rows[0]:rows[0] + len(rows)] for k, t in ts.items()}
+                      for name, ts in self.layers.items()}
+        else:
+            idx = torch.tensor(rows, dtype=torch.long, device=self.device)
+            layers = {name: {k: t.index_select(0, idx) for k, t in ts.items()} for name, ts in self.layers.items()}
         return EvidenceSet(layers, self.input_size, None if self.batch is None else self.batch[rows])
 
     def require(self, names: Iterable[str]) -> None:
@@ -239,11 +250,25 @@ class Memo:
         hit = self.cache.get(key)
         if hit is not None:
             return hit
-        args = [self(a) for a in expr.args]
-        values = tuple(apply_op(expr, [a[i] for a in args]) for i in range(len(self._layers)))
+        if expr.op == "div":
+            x, y = self(expr.args[0]), self.denominator(expr.args[1])
+            values = tuple(a / b for a, b in zip(x, y))
+        else:
+            args = [self(a) for a in expr.args]
+            values = tuple(apply_op(expr, [a[i] for a in args]) for i in range(len(self._layers)))
         self.ops += 1
         self.cache.put(key, values)
         return values
+
+    def denominator(self, expr: Expr) -> tuple[Value, ...]:
+        """The safe denominators (``safe_denominator``) of ``expr``, memoised: many candidates
+        divide by the same term, and making it safe costs more passes than the division."""
+        key = (self.token, "denominator", expr)
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = tuple(safe_denominator(v) for v in self(expr))
+            self.cache.put(key, hit)
+        return hit
 
     def put(self, expr: Expr, values: Sequence[Value]) -> None:
         """Store values computed elsewhere (e.g. by the enumerator)."""
@@ -451,6 +476,9 @@ class Evaluator:
     """Scores candidates of a space on an evidence set with a metric, from memoised sub-terms.
 
     ``memo_bytes`` bounds the cached sub-term values (all row subsets together);
+    ``row_block`` images are scored at a time (default: on CPU as many as keep one terminal
+    tensor within ``CPU_BLOCK_BYTES``, so that a candidate's operators run on cache-resident
+    values - memory bandwidth is what limits elementwise search; elsewhere all images);
     ``map_bytes`` bounds the full-resolution maps materialised at once (candidates are
     chunked to fit). Callables a metric needs (``model_fn=``, ``model=``, ...) are passed as
     keyword arguments and handed to the metric.
@@ -459,8 +487,10 @@ class Evaluator:
     def __init__(self, evidence: EvidenceSet, space: SearchSpace, metric: str | Metric, *,
                  metric_params: Mapping[str, Any] | None = None, memo_bytes: int = 256 * MiB,
                  map_bytes: int = 128 * MiB, fusion: str = "mean", chunk: int = 512, batch_size: int = 64,
-                 row_block: int = 8, **resources: Any):
+                 row_block: int | None = None, **resources: Any):
         self.space = space
+        if row_block is None:
+            row_block = evidence.rows_per_block(CPU_BLOCK_BYTES) if evidence.device.type == "cpu" else len(evidence)
         self.row_block = max(1, int(row_block))
         self.metric = resolve_metric(metric, **dict(metric_params or {}))
         check_metric_inputs(self.metric, evidence.batch, resources)
