@@ -126,8 +126,8 @@ def main() -> None:
     warnings.simplefilter("ignore")
     n_images = args.images or (16 if args.quick else 32)
     n_cands = args.candidates or (300 if args.quick else 1000)
-    rounds = args.rounds or 2
-    naive_c, naive_i = (2, 2) if args.quick else (3, 3)
+    rounds = args.rounds or (2 if args.quick else 3)
+    naive_c, naive_i = (2, 2) if args.quick else (4, 4)
 
     bundle = load_model()
     layer = args.layer or bundle.default_layer
