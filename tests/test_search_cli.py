@@ -38,7 +38,7 @@ def test_bad_space_metric_storage_or_data_fail_before_any_work(tmp_path, capsys,
 
 def test_search_reports_held_out_scores_of_the_selected_expression(tmp_path, capsys):
     rc = run_search(tmp_path, "--budget", "60", "--enumerate-size", "2", "--batch", "8", "--fidelity", "4",
-                    "--held-out", "0.25", "--split-seed", "3")
+                    "--held-out", "0.25", "--split-seed", "3", "--seed", "0")
     assert rc == 0
     out = tmp_path / "out"
     for name in ("leaderboard.csv", "leaderboard.json", "best.txt", "command.txt", "report.html", "overlays.png"):
@@ -88,7 +88,7 @@ def test_search_reports_held_out_scores_of_the_selected_expression(tmp_path, cap
     assert len(keys) == 60 == len(set(keys))
     capsys.readouterr()
     assert run_search(tmp_path, "--budget", "60", "--enumerate-size", "2", "--batch", "8", "--fidelity", "4",
-                      "--held-out", "0.25", "--split-seed", "3") == 0
+                      "--held-out", "0.25", "--split-seed", "3", "--seed", "0") == 0
     assert "resuming study" in capsys.readouterr().out
     assert len([t for t in study.get_trials(deepcopy=False) if is_evaluation(t)]) == 60
     # ... and refuses the study with another split
