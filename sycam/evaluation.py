@@ -91,7 +91,7 @@ class Evaluation:
 
 
 def evaluate(cams: dict[str, CAM], metrics: dict[str, Metric], batch: Batch, model: nn.Module, *,
-             baselines: Sequence[str] = (), chunk: int = 16, batch_size: int = 64,
+             baselines: Sequence[str] = (), chunk: int = 16, batch_size: int | None = None,
              progress: Callable[[int], None] | None = None) -> Evaluation:
     """Score every method (and baseline) with every metric on every image of ``batch``."""
     model_fn = lambda x: model(x)  # noqa: E731

@@ -230,6 +230,26 @@ def test_memory_budget_is_respected_and_does_not_change_the_result(cnn_case):
     assert torch.allclose(results[1], results[3], rtol=1e-5) and torch.allclose(results[1], results[64], rtol=1e-5)
 
 
+def test_rows_per_model_call_default_by_device_and_explicit_values_win(cnn_case):
+    from sycam.batching import ACCELERATOR_ROWS, CPU_ROWS, model_rows
+    from sycam.data.batch import Batch
+    from sycam.metrics import Deletion
+
+    assert model_rows("cpu") == CPU_ROWS < ACCELERATOR_ROWS == model_rows(torch.device("cuda", 0))
+    assert model_rows("cuda", 3) == 3 and model_rows("cpu", 100) == 100
+    model, x, A, classes = cnn_case
+    sizes = row_counter(model)
+    default = score_cam(model, x, A, ClassLogit(classes))
+    assert max(sizes) == CPU_ROWS and sum(sizes) == 2 + 2 * 5
+    sizes.clear()
+    assert torch.allclose(score_cam(model, x, A, ClassLogit(classes), max_batch=64), default, rtol=1e-5)
+    assert max(sizes) == 2 * 5
+    sizes.clear()
+    Deletion(steps=4)(torch.rand(2, 16, 16), Batch(x, x, torch.tensor(classes)), model_fn=model)
+    assert max(sizes) == CPU_ROWS
+    model._forward_pre_hooks.clear()
+
+
 def test_constant_channels_are_skipped(cnn_case):
     model, x, A, classes = cnn_case
     A = A.clone()

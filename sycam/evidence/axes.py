@@ -82,7 +82,7 @@ def noise_terms(single_pass, model: nn.Module, x: Tensor, refs: list[LayerRef], 
     if classes is not None:
         bound = dataclasses.replace(bound, classes=classes.repeat_interleave(n))
     chunks = []
-    step = max(options.max_batch, 1)
+    step = options.rows(x.device)
     for start in range(0, b * n, step):
         part = bound
         if classes is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from ..batching import model_rows
 from ..errors import UnknownNameError
 
 #: CAMERAS' default input resolutions: range(224, 1000, 100)
@@ -16,7 +17,7 @@ CAMERAS_SCALES = tuple(range(224, 1000, 100))
 
 @dataclass(frozen=True)
 class EvidenceOptions:
-    max_batch: int = 32                # rows per model call for masked / ablated inputs
+    max_batch: int | None = None       # rows per model call (masked, noisy, scaled inputs); None: by device
     score_variant: str = "official"    # Score-CAM masks: official | torchcam | gradcam
     top_k: int | None = None           # only the k most active channels get masked forwards
     ss_n: int = 10                     # SS-CAM samples (paper: 10; torchcam: 35)
@@ -51,3 +52,7 @@ class EvidenceOptions:
         if "scales" in values:
             values["scales"] = tuple(int(s) for s in values["scales"])
         return replace(cls(), **values)
+
+    def rows(self, device) -> int:
+        """Rows per model call on ``device`` (``max_batch``, or the device's default)."""
+        return model_rows(device, self.max_batch)

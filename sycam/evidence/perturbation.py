@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..batching import model_rows
 from ..errors import SycamError
 from .targets import PerSample, _classes, as_target, select_output
 
@@ -187,8 +188,9 @@ def _check(x: Tensor, A: Tensor, max_batch: int) -> None:
 
 def _family(model: nn.Module, x: Tensor, A: Tensor, target: Any, *, n: int,
             build: Callable[[int, Tensor, Tensor], Tensor], variant: Variant, allowed: Sequence[str],
-            softmax: bool, baseline: Tensor | float | None, max_batch: int, skip_constant: bool,
+            softmax: bool, baseline: Tensor | float | None, max_batch: int | None, skip_constant: bool,
             top_k: int | None, output: Any) -> Tensor:
+    max_batch = model_rows(x.device, max_batch)
     _check(x, A, max_batch)
     if variant not in allowed:
         raise SycamError(f"unknown variant {variant!r}; this method has {', '.join(allowed)}")
@@ -214,7 +216,7 @@ def _family(model: nn.Module, x: Tensor, A: Tensor, target: Any, *, n: int,
 
 @torch.no_grad()
 def score_cam(model: nn.Module, x: Tensor, A: Tensor, target: Any = None, *, variant: Variant = "official",
-              baseline: Tensor | float | None = None, max_batch: int = 32, skip_constant: bool = True,
+              baseline: Tensor | float | None = None, max_batch: int | None = None, skip_constant: bool = True,
               top_k: int | None = None, output: Any = None) -> Tensor:
     """Score-CAM weights (b,K): w_k = S(x ⊙ M_k), as ``variant`` (module table) defines them.
 
@@ -231,7 +233,7 @@ def score_cam(model: nn.Module, x: Tensor, A: Tensor, target: Any = None, *, var
 @torch.no_grad()
 def ss_cam(model: nn.Module, x: Tensor, A: Tensor, target: Any = None, *, n: int = 10, sigma: float = 2.0,
            noise: Literal["mask", "input"] = "mask", variant: Literal["official", "torchcam"] = "official",
-           baseline: Tensor | float | None = None, max_batch: int = 32, skip_constant: bool = True,
+           baseline: Tensor | float | None = None, max_batch: int | None = None, skip_constant: bool = True,
            top_k: int | None = None, generator: torch.Generator | None = None, output: Any = None) -> Tensor:
     """SS-CAM weights (b,K), averaged over ``n`` Gaussian samples δ ~ N(0, sigma²).
 
@@ -278,7 +280,7 @@ def is_coefficients(n: int, schedule: Literal["torchcam", "linear"] = "torchcam"
 @torch.no_grad()
 def is_cam(model: nn.Module, x: Tensor, A: Tensor, target: Any = None, *, n: int = 10,
            schedule: Literal["torchcam", "linear"] | Sequence[float] = "torchcam",
-           variant: Literal["official", "torchcam"] = "official", max_batch: int = 32,
+           variant: Literal["official", "torchcam"] = "official", max_batch: int | None = None,
            skip_constant: bool = True, top_k: int | None = None, output: Any = None,
            softmax: bool = True) -> Tensor:
     """IS-CAM weights (b,K): w_k = softmax_k (1/N) Σ_i S(c_i · x ⊙ M_k).

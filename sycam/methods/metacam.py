@@ -107,7 +107,7 @@ def _minmax(maps: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------- adaptive thresholding
-def _scorer(metric, metric_params, model_fn, x: Tensor, labels: Tensor, batch_size: int):
+def _scorer(metric, metric_params, model_fn, x: Tensor, labels: Tensor, batch_size: int | None):
     """``candidates (m, b, H, W) -> scores (m, b)`` signed so that higher is better."""
     from ..data.batch import Batch
     from ..metrics import get_metric
@@ -123,7 +123,7 @@ def _scorer(metric, metric_params, model_fn, x: Tensor, labels: Tensor, batch_si
 
 def adaptive_threshold(maps: Tensor, x: Tensor, labels: Tensor, model_fn: Callable[[Tensor], Tensor], *,
                        grid: Sequence[float] = DEFAULT_GRID, metric="road_combined", metric_params=None,
-                       batch_size: int = 64) -> tuple[Tensor, Tensor, Tensor]:
+                       batch_size: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Adaptive thresholding of one CAM: per image, the k of ``grid`` whose thresholded map scores best.
 
     ``maps (b, H, W)`` in [0, 1] at the input size; ``x`` the model input, ``labels (b,)`` the
@@ -257,7 +257,7 @@ class MetaCAM(MetaCAMObject):
     def __init__(self, components: Sequence[Any] = DEFAULT_COMPONENTS, model: nn.Module | None = None,
                  layers=None, *, k: float = 0.2, adaptive: bool = False, grid: Sequence[float] = DEFAULT_GRID,
                  min_votes: int = 1, metric="road_combined", metric_params: dict | None = None,
-                 batch_size: int = 64, target=None, output=None, fuse: str | None = None, options=None,
+                 batch_size: int | None = None, target=None, output=None, fuse: str | None = None, options=None,
                  preprocess=None):
         from ..api import CAM
 
@@ -281,7 +281,7 @@ class MetaCAM(MetaCAMObject):
         self.component_specs = list(components)
         self.model, self.layer_spec, self.target, self.output = model, layers, target, output
         self.k, self.adaptive, self.grid, self.min_votes = float(k), bool(adaptive), tuple(grid), int(min_votes)
-        self.metric, self.metric_params, self.batch_size = metric, dict(metric_params or {}), int(batch_size)
+        self.metric, self.metric_params, self.batch_size = metric, dict(metric_params or {}), batch_size
         self.fuse, self.options = fuse, options
         self.last: MetaExplanation | None = None
 

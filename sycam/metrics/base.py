@@ -13,10 +13,11 @@ and explainer calls it adds) and ``needs``: the ground truth (``masks``, ``boxes
 ``other_masks``) and callables (``model_fn``, ``explainer``, ``explainer_factory``, ``model``,
 ``axioms``) it cannot work without. Callables are keyword arguments of the call::
 
-    metric(maps, batch, model_fn=f, explainer=g, batch_size=64)
+    metric(maps, batch, model_fn=f, explainer=g, batch_size=None)
 
 ``model_fn(x) -> logits`` maps a normalised input ``(m,3,S,S)`` to logits ``(m,C)``; metrics run
-it under ``torch.no_grad`` in chunks of ``batch_size``. ``explainer(x, labels) -> maps`` re-runs
+it under ``torch.no_grad`` in chunks of ``batch_size`` (None: :func:`sycam.batching.model_rows`
+of the maps' device). ``explainer(x, labels) -> maps`` re-runs
 the explained CAM method(s) on a modified input; it returns ``(m,H,W)`` or, for ``n`` candidates
 at once, ``(n,m,H,W)`` (see :func:`call_explainer`).
 
@@ -35,6 +36,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..batching import model_rows
 from ..data.batch import Batch
 from ..errors import SycamError
 
@@ -136,13 +138,13 @@ class Metric(ABC):
     # ------------------------------------------------------------------ calling
     def __call__(self, maps: Any, batch: Batch, *, model_fn: ModelFn | None = None,
                  explainer: Explainer | None = None, explainer_factory: ExplainerFactory | None = None,
-                 model: nn.Module | None = None, axioms: Any = None, batch_size: int = 64) -> Tensor:
+                 model: nn.Module | None = None, axioms: Any = None, batch_size: int | None = None) -> Tensor:
         """Score ``maps`` on ``batch``: ``(b,H,W) -> (b,)`` or ``(n,b,H,W) -> (n,b)``."""
         from .maps import LowResMaps
 
-        res = Resources(model_fn, explainer, explainer_factory, model, axioms, int(batch_size))
-        if res.batch_size < 1:
+        if batch_size is not None and int(batch_size) < 1:
             raise MetricError(f"batch_size must be >= 1, got {batch_size}")
+        res = Resources(model_fn, explainer, explainer_factory, model, axioms, model_rows(batch.x.device, batch_size))
         self._check_needs(batch, res)
         if not self.uses_maps:
             # scores something other than maps (e.g. axiom weights): the metric shapes its output
@@ -174,6 +176,7 @@ class Metric(ABC):
                               "maps must be at input resolution")
         if batch.x.device != device:
             batch = batch.to(device)
+            res.batch_size = model_rows(device, batch_size)
         out = self.compute(maps, batch, res)
         return out[0] if squeeze else out
 

@@ -101,7 +101,7 @@ class _DetectionCurve:
         frac, curve = self.detection_curves(maps, batch, res.model_fn, res.batch_size)
         return torch.trapezoid(curve, frac, dim=-1)
 
-    def detection_curves(self, maps: Tensor, batch: Batch, model_fn, batch_size: int = 64
+    def detection_curves(self, maps: Tensor, batch: Batch, model_fn, batch_size: int | None = None
                          ) -> tuple[Tensor, Tensor]:
         """``(fractions (P,), scores (n, b, P))``: the instance's score after each step."""
         if any(b.shape[0] != 1 for b in batch.boxes):

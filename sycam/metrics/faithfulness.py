@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..batching import model_rows
 from ..data.batch import Batch
 from .base import (Cost, Direction, Metric, MetricError, Resources, ScoreFn, call_explainer_per_candidate,
                    input_affine, logits_of, run_model, target_score, top_fraction_mask)
@@ -96,9 +97,10 @@ class _PerturbationCurve(Metric):
         self.cost = Cost(forwards=self.steps - 1, shared_forwards=2)
 
     def curves(self, maps: Tensor, batch: Batch, model_fn: Callable[[Tensor], Tensor],
-               batch_size: int = 64) -> tuple[Tensor, Tensor]:
+               batch_size: int | None = None) -> tuple[Tensor, Tensor]:
         """``(fractions (P,), scores (n,b,P))``: target score after perturbing each fraction."""
         x, labels = batch.x, batch.labels
+        batch_size = model_rows(x.device, batch_size)
         n, b = maps.shape[:2]
         npx = maps.shape[-1] * maps.shape[-2]
         counts = curve_counts(npx, self.steps)

@@ -486,7 +486,7 @@ class Evaluator:
 
     def __init__(self, evidence: EvidenceSet, space: SearchSpace, metric: str | Metric, *,
                  metric_params: Mapping[str, Any] | None = None, memo_bytes: int = 256 * MiB,
-                 map_bytes: int = 128 * MiB, fusion: str = "mean", chunk: int = 512, batch_size: int = 64,
+                 map_bytes: int = 128 * MiB, fusion: str = "mean", chunk: int = 512, batch_size: int | None = None,
                  row_block: int | None = None, **resources: Any):
         self.space = space
         if row_block is None:
@@ -501,7 +501,7 @@ class Evaluator:
         self.fusion = fusion
         self.chunk = int(chunk)
         self.resources = {k: v for k, v in resources.items() if v is not None}
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size            # rows per model call of metrics that run the model
         self.higher_is_better = self.metric.direction.sign > 0
         self._views: OrderedDict[tuple[int, ...], Memo] = OrderedDict()
         self._all = tuple(range(len(evidence)))
