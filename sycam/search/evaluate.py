@@ -267,6 +267,8 @@ class Memo:
         hit = self.cache.get(key)
         if hit is None:
             hit = tuple(safe_denominator(v) for v in self(expr))
+            # counted in full even when it is the term's own tensor: this entry keeps that tensor
+            # alive after the term's entry is evicted, so the budget stays a true bound
             self.cache.put(key, hit)
         return hit
 
