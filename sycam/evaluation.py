@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .api import CAM, explain_many
+from .batching import model_rows
 from .data.batch import Batch
 from .errors import SycamError
 from .metrics import Metric, get_metric, summarise
@@ -91,7 +92,7 @@ class Evaluation:
 
 
 def evaluate(cams: dict[str, CAM], metrics: dict[str, Metric], batch: Batch, model: nn.Module, *,
-             baselines: Sequence[str] = (), chunk: int = 16, batch_size: int | None = None,
+             baselines: Sequence[str] = (), chunk: int | None = None, batch_size: int | None = None,
              progress: Callable[[int], None] | None = None) -> Evaluation:
     """Score every method (and baseline) with every metric on every image of ``batch``."""
     model_fn = lambda x: model(x)  # noqa: E731
@@ -116,6 +117,7 @@ def evaluate(cams: dict[str, CAM], metrics: dict[str, Metric], batch: Batch, mod
                 for n, c in cams.items()}
         return explainer_for(pool)
 
+    chunk = model_rows(batch.x.device, chunk)
     for start in range(0, len(batch), chunk):
         part = batch[slice(start, start + chunk)]
         results = explain_many(cams, part.x, part.labels) if cams else {}

@@ -91,6 +91,20 @@ def layer_of(ev):
     return next(iter(ev.layers))
 
 
+def test_capture_runs_the_model_in_device_sized_chunks_with_the_same_evidence(toy):
+    from sycam.batching import CPU_ROWS
+    model, batch, layer, space, ev = toy
+    sizes = []
+    hook = model.register_forward_pre_hook(lambda _m, inp: sizes.append(inp[0].shape[0]))
+    try:
+        default = EvidenceSet.capture(model, batch, layer, needs=space.evidence_terms)
+    finally:
+        hook.remove()
+    assert max(sizes) == CPU_ROWS and sum(sizes) == len(batch)
+    for term, t in ev.layers[layer_of(ev)].items():          # ``ev`` was captured in chunks of 5
+        assert torch.allclose(default.layers[layer_of(ev)][term], t, rtol=1e-5, atol=1e-6), term
+
+
 def test_memo_budget_is_respected_and_evicted_values_are_recomputed(toy):
     _, _, _, _, ev = toy
     one = next(iter(ev.layers.values()))["A"]

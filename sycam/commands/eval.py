@@ -35,7 +35,7 @@ def add(sub) -> None:
     p.add_argument("--size", type=int, default=64, help="rows of the default benchmark")
     p.add_argument("--baseline", action="append", dest="baselines", choices=BASELINES,
                    help="score a baseline map too (center, random)")
-    p.add_argument("--chunk", type=int, default=16, help="images per evidence capture")
+    p.add_argument("--chunk", type=int, default=None, help="images per evidence capture (default: 4 on CPU, 32 on GPU)")
     p.add_argument("--options", default="{}", help="evidence options as JSON, e.g. '{\"max_batch\": 64}'")
     p.add_argument("--out", default="results/eval")
     p.set_defaults(run=run)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..batching import model_rows
 from ..errors import DataError
 from .batch import Batch
 from .cache import FETCH_HINT
@@ -38,9 +39,10 @@ def _cat(a: Batch, b: Batch) -> Batch:
                  a.names + b.names)
 
 
-def recognised_rows(batch: Batch, bundle, k: int = 5, chunk: int = 16) -> list[int]:
+def recognised_rows(batch: Batch, bundle, k: int = 5, chunk: int | None = None) -> list[int]:
     """Indices of the rows whose label is in the model's top-``k``."""
     with torch.no_grad():
+        chunk = model_rows(batch.x.device, chunk)
         logits = torch.cat([bundle.model(batch.x[i:i + chunk]) for i in range(0, len(batch), chunk)])
     top = logits.topk(k, dim=1).indices
     return [i for i in range(len(batch)) if int(batch.labels[i]) in top[i].tolist()]

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..api import CAM, explain_many
+from ..batching import model_rows
 from ..data.batch import Batch
 from ..errors import ExpressionTypeError, SycamError, UnknownNameError
 from ..grammar.ast import Call, Expr, Num, Var
@@ -141,13 +142,14 @@ class Ablation:
 
 
 def score_variants(vs: Sequence[Variant], model: nn.Module, batch: Batch, layers, metric: Metric, *,
-                   seed: Seed | None = None, chunk: int = 16, keep_maps: int = 0,
+                   seed: Seed | None = None, chunk: int | None = None, keep_maps: int = 0,
                    resources: Mapping | None = None) -> tuple[Tensor, dict[int, Tensor]]:
     """Per-image metric values (n variants, b images) from one capture per chunk of images;
     also the maps of the first ``keep_maps`` images of every variant."""
     fuse = seed.fuse if seed is not None else None
     cams = {str(i): CAM(v.expr, model, layers, fuse=fuse) for i, v in enumerate(vs)}
     values, kept = [], {}
+    chunk = model_rows(batch.x.device, chunk)
     for start in range(0, len(batch), chunk):
         sub = batch[start:start + chunk]
         res = explain_many(cams, sub.x, sub.labels)
@@ -162,7 +164,7 @@ def score_variants(vs: Sequence[Variant], model: nn.Module, batch: Batch, layers
 
 
 def ablate(expression: str | Expr, model: nn.Module, batch: Batch, layers, metric: Metric, *,
-           keep_maps: int = 0, resources: Mapping | None = None, chunk: int = 16) -> Ablation:
+           keep_maps: int = 0, resources: Mapping | None = None, chunk: int | None = None) -> Ablation:
     """Score every variant of ``expression`` (seed name or text) with ``metric`` on ``batch``."""
     if isinstance(expression, str):
         tree, seed = resolve_method(expression)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..batching import model_rows
 from ..data.batch import Batch
 from ..errors import EvidenceError, SycamError
 from ..evidence.capture import capture, needed_terms
@@ -74,14 +75,16 @@ class EvidenceSet:
 
     @classmethod
     def capture(cls, model: torch.nn.Module, batch: Batch, layers, *, needs: Iterable[str] = ("A", "G"),
-                target=None, chunk: int = 16, output=None, options=None) -> "EvidenceSet":
-        """Capture once: one forward + one backward per chunk of ``chunk`` images (plus the
-        passes that channel-score terminals need, set by ``options``).
+                target=None, chunk: int | None = None, output=None, options=None) -> "EvidenceSet":
+        """Capture once: one forward + one backward per chunk of ``chunk`` images (default
+        :func:`~sycam.batching.model_rows`; plus the passes that channel-score terminals need,
+        set by ``options``).
 
         ``target`` None explains each row's label (``batch.labels``): what the metrics' ground
         truth is about.
         """
         needs = needed_terms(needs) | {"A"}
+        chunk = model_rows(batch.x.device, chunk)
         parts: dict[str, dict[str, list[Tensor]]] = {}
         for i in range(0, len(batch), chunk):
             sub = batch[i:i + chunk]
