@@ -11,6 +11,9 @@ shared CPU the absolute times drift between minutes, the paired ratios much less
 1. Deletion + insertion AUC, ``steps`` intervals, substrate 0 for both curves (torchcam's
    ``DeletionInsertionMetric`` uses one baseline for both), softmax probability of the class;
    torchcam is handed the same maps through a stub extractor (its own CAM is not timed).
+   Twice: at equal rows per model call (32, torchcam's default), then with sycam's default
+   rows per call (``sycam.batching``: 4 on CPU) against torchcam's default - a comparison of
+   defaults, not of implementations (``--model lite0`` shows where it matters).
 2. ROAD combined (MoRF and LeRF over the same percentiles, noise 0.01) vs grad-cam's
    ``ROADCombined`` with ``ClassifierOutputSoftmaxTarget``; plus the imputation alone (our
    batched multigrid CG vs grad-cam's scipy ``spsolve`` imputer) and its accuracy at 224^2.
@@ -32,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sycam.batching import model_rows  # noqa: E402
 from sycam.data.batch import Batch  # noqa: E402
 from sycam.metrics import (ROAD, Deletion, EnergyPointingGame, Insertion, IoU, LowResMaps, PointingGame,  # noqa: E402
                            linear_impute, removal_masks, spsolve_impute)
@@ -112,7 +116,9 @@ def row(name: str, res: dict, per: int, note: str = "") -> None:
           flush=True)
 
 
-def bench_deletion_insertion(model, batch: Batch, maps: torch.Tensor, steps: int, repeats: int) -> None:
+def bench_deletion_insertion(model, batch: Batch, maps: torch.Tensor, steps: int, repeats: int,
+                             rows: int | None = 32) -> None:
+    """``rows``: our rows per model call (torchcam's is its default, 32); None: sycam's default."""
     from torchcam.metrics import DeletionInsertionMetric
 
     b = len(batch)
@@ -120,7 +126,7 @@ def bench_deletion_insertion(model, batch: Batch, maps: torch.Tensor, steps: int
     dele, ins = Deletion(steps=steps, substrate="zero"), Insertion(steps=steps, substrate="zero")
 
     def ours():
-        return dele(maps, batch, model_fn=model, batch_size=32), ins(maps, batch, model_fn=model, batch_size=32)
+        return dele(maps, batch, model_fn=model, batch_size=rows), ins(maps, batch, model_fn=model, batch_size=rows)
 
     def theirs():
         out = []
@@ -137,10 +143,11 @@ def bench_deletion_insertion(model, batch: Batch, maps: torch.Tensor, steps: int
               for k in range(b))
     res = paired(ours, theirs, repeats)
     p = len(range(0, S * S, -(-S * S // steps))) + 1
-    row(f"deletion+insertion, steps={steps}", res, b,
+    setting = "equal rows/call (32)" if rows == 32 else f"rows/call {model_rows(batch.x.device, rows)} vs 32"
+    row(f"deletion+insertion, steps={steps}, {setting}", res, b,
         f"[fwd/img: ours {2 * (p - 2) + 4}, torchcam {2 * (p - 2) + 2}; max |AUC diff| {err:.1e}]")
     n_fwd = (2 * (p - 2) + 4) * b
-    t_floor = forward_floor(model, n_fwd)
+    t_floor = forward_floor(model, n_fwd, model_rows(batch.x.device, rows))
     print(f"  {'':38s} forward floor for our {n_fwd} forwards: {1000 * t_floor / b:9.1f} ms/img "
           f"(ours/floor {res['ours'] / t_floor:.2f})", flush=True)
 
@@ -219,6 +226,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--images", type=int, default=None)
     ap.add_argument("--only", choices=["curves", "road", "free"], default=None)
+    ap.add_argument("--model", choices=["resnet18", "lite0"], default="resnet18",
+                    help="lite0: the pretrained default model (its per-image cost grows with the batch on CPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (2 if args.quick else 3)
@@ -226,15 +235,20 @@ def main() -> None:
     import torchvision
 
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None).eval()
+    if args.model == "lite0":
+        from sycam.models import load_model
+        model = load_model().model.eval()
+    else:
+        model = torchvision.models.resnet18(weights=None).eval()
     batch = make_batch(b)
     maps = cam_like(1, b)
-    print(f"sycam metrics benchmark: resnet18 (random weights), {S}x{S}, {b} image(s), threads={args.threads}, "
+    print(f"sycam metrics benchmark: {'resnet18 (random weights)' if args.model == 'resnet18' else 'EfficientNet-Lite0'}, {S}x{S}, {b} image(s), threads={args.threads}, "
           f"repeats={repeats}, torch {torch.__version__}", flush=True)
     with torch.inference_mode(False):
         if args.only in (None, "curves"):
             print("[1] deletion + insertion vs torchcam DeletionInsertionMetric", flush=True)
-            bench_deletion_insertion(model, batch, maps, 8 if args.quick else 20, repeats)
+            for rows in (32, None):       # equal settings; then each library's default rows per call
+                bench_deletion_insertion(model, batch, maps, 8 if args.quick else 20, repeats, rows)
         if args.only in (None, "road"):
             print("[2] ROAD vs grad-cam ROADCombined", flush=True)
             bench_road(model, batch, maps, [20, 40, 60, 80] if args.quick else list(range(10, 100, 10)), repeats)
