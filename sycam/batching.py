@@ -3,10 +3,12 @@
 On a CPU large batches are slower *per image*: the activations of a batch of 32 no longer fit
 in the caches. ``benchmarks/model_rows.py`` measured (1 thread, 2-core EPYC;
 ``benchmarks/results/model_rows.txt``) EfficientNet-Lite0 at 40 ms per image with 4 rows per
-call and 92 ms with 32; resnet50 161 vs 222 ms; resnet18 and vgg16 within 1.2x of flat. Accelerators want large batches to fill the device. Every "rows per model
-call" setting of sycam (metrics' ``batch_size``, evidence ``max_batch``) defaults to None,
-which means :func:`model_rows` of the tensors' device; an explicit number always wins. Passes
-through the model's suffix only (Ablation-CAM, exact second derivatives) use ``SUFFIX_ROWS``.
+call and 92 ms with 32; resnet50 161 vs 222 ms; resnet18 and vgg16 within 1.2x of flat.
+Accelerators want large batches to fill the device. Every "rows per model call" setting of
+sycam (metrics' ``batch_size``, evidence ``max_batch``, images per gradient capture) defaults
+to None, which means :func:`model_rows` of the tensors' device; an explicit number always
+wins. Passes through the model's suffix only (Ablation-CAM, MI-CAM's histograms, exact second
+derivatives) use ``SUFFIX_ROWS``.
 """
 from __future__ import annotations
 

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..batching import SUFFIX_ROWS
 from ..errors import EvidenceError
 from .axes import fixed_classes
 from .options import EvidenceOptions
@@ -60,7 +59,7 @@ def true_derivatives(suffix, A: Tensor, target: Any, logits: Tensor, output: Any
             f"exact diagonal derivatives need one pass per element of the layer ({n} per image, more than "
             f"max_hessian_elements={options.max_hessian_elements}); use a smaller layer, raise the limit, or "
             "options={'derivatives': 'hutchinson'} for an H2 estimate")
-    step = options.max_batch or SUFFIX_ROWS
+    step = max(options.suffix_rows(), 1)
     H2, H3 = torch.zeros_like(A), torch.zeros_like(A)
     gen = torch.Generator(device=A.device).manual_seed(options.seed)
     for i in range(A.shape[0]):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from ..batching import model_rows
+from ..batching import SUFFIX_ROWS, model_rows
 from ..errors import UnknownNameError
 
 #: CAMERAS' default input resolutions: range(224, 1000, 100)
@@ -56,3 +56,7 @@ class EvidenceOptions:
     def rows(self, device) -> int:
         """Rows per model call on ``device`` (``max_batch``, or the device's default)."""
         return model_rows(device, self.max_batch)
+
+    def suffix_rows(self) -> int:
+        """Rows per call through the model's suffix only (``max_batch``, or ``SUFFIX_ROWS``)."""
+        return SUFFIX_ROWS if self.max_batch is None else self.max_batch

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..batching import model_rows
+from ..batching import SUFFIX_ROWS, model_rows
 from ..errors import SycamError
 from .targets import PerSample, _classes, as_target, select_output
 
@@ -301,7 +301,7 @@ def is_cam(model: nn.Module, x: Tensor, A: Tensor, target: Any = None, *, n: int
 
 @torch.no_grad()
 def ablation_scores(suffix: Callable[..., Any], A: Tensor | None = None, target: Any = None, *,
-                    value: float = 0.0, relative: bool = True, max_batch: int = 64,
+                    value: float = 0.0, relative: bool = True, max_batch: int = SUFFIX_ROWS,
                     output: Any = None) -> Tensor:
     """Ablation-CAM weights (b,K): w_k = (y − y^{(A_k=value)}) / y, y = S(suffix(A)).
 
@@ -366,7 +366,7 @@ def _entropy(p: Tensor) -> Tensor:
 
 @torch.no_grad()
 def mi_scores(image: Tensor, A: Tensor, *, bins: int = 256, normalized: bool = True,
-              max_batch: int = 64) -> Tensor:
+              max_batch: int = SUFFIX_ROWS) -> Tensor:
     """MI-CAM weights (b,K): mutual information between Up(A_k) and the grayscale image.
 
     Estimator: plug-in (histogram) MI. The grayscale image g (:func:`grayscale`) and each

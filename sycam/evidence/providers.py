@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..batching import SUFFIX_ROWS
 from .layers import LayerRef
 from .options import EvidenceOptions
 from .perturbation import ablation_scores, is_cam, mi_scores, score_cam, ss_cam
@@ -35,31 +34,30 @@ class Context:
 
 def _score(c: Context) -> Tensor:
     o = c.options
-    return score_cam(c.model, c.x, c.A, c.target, variant=o.score_variant, max_batch=o.rows(c.x.device),
+    return score_cam(c.model, c.x, c.A, c.target, variant=o.score_variant, max_batch=o.max_batch,
                      top_k=o.top_k, output=c.output)
 
 
 def _score_ss(c: Context) -> Tensor:
     o = c.options
     return ss_cam(c.model, c.x, c.A, c.target, n=o.ss_n, sigma=o.ss_sigma, noise=o.ss_noise,
-                  max_batch=o.rows(c.x.device), top_k=o.top_k, output=c.output,
+                  max_batch=o.max_batch, top_k=o.top_k, output=c.output,
                   generator=torch.Generator(device=c.x.device).manual_seed(o.seed))
 
 
 def _score_is(c: Context) -> Tensor:
     o = c.options
-    return is_cam(c.model, c.x, c.A, c.target, n=o.is_n, schedule=o.is_schedule, max_batch=o.rows(c.x.device),
+    return is_cam(c.model, c.x, c.A, c.target, n=o.is_n, schedule=o.is_schedule, max_batch=o.max_batch,
                   top_k=o.top_k, output=c.output, softmax=False)
 
 
 def _ablation(c: Context) -> Tensor:
     suffix = split_model(c.model, c.layer.name, c.x, check=False)
-    return ablation_scores(suffix, c.A.to(c.x.device), c.target, max_batch=c.options.max_batch or SUFFIX_ROWS,
-                           output=c.output)
+    return ablation_scores(suffix, c.A.to(c.x.device), c.target, max_batch=c.options.suffix_rows(), output=c.output)
 
 
 def _mi(c: Context) -> Tensor:
-    return mi_scores(c.x, c.A, bins=c.options.mi_bins, max_batch=c.options.max_batch or SUFFIX_ROWS)
+    return mi_scores(c.x, c.A, bins=c.options.mi_bins, max_batch=c.options.suffix_rows())
 
 
 PROVIDERS: dict[str, Callable[[Context], Tensor]] = {

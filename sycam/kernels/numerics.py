@@ -3,8 +3,8 @@
 No operator lets a NaN or infinity escape from finite input: division pushes
 denominators with |y| < EPS to ±EPS (the sign of y, -0.0 included), ``log`` clamps its
 argument at EPS, ``sqrt`` at 0, ``exp`` its argument at 80, and non-integer powers keep the
-sign of the base. Candidates
-can still overflow float32 (e.g. (G^-3)^9); the compiler reports such maps as invalid.
+sign of the base. Candidates can still overflow float32 (e.g. (G^-3)^9); the compiler reports
+such maps as invalid.
 Every function accepts tensors or Python floats (folded constants) as operands.
 """
 from __future__ import annotations

@@ -55,7 +55,8 @@ from .space import OpSpec, SearchSpace
 
 Axes = frozenset[str]
 TERM_OVERHEAD = 512       # bytes of bookkeeping per bank term (node, keys; sympy forms extra), an estimate
-BATCH_BYTES = 8 * MiB     # largest batch of results computed in one call (below glibc's mmap threshold: reused, not page-faulted)
+# largest batch of results computed in one call (below glibc's mmap threshold: reused, not page-faulted)
+BATCH_BYTES = 8 * MiB
 
 
 @dataclass(slots=True)

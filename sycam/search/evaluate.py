@@ -141,7 +141,8 @@ class EvidenceSet:
                       for name, ts in self.layers.items()}
         else:
             idx = torch.tensor(rows, dtype=torch.long, device=self.device)
-            layers = {name: {k: t.index_select(0, idx) for k, t in ts.items()} for name, ts in self.layers.items()}
+            layers = {name: {k: t.index_select(0, idx) for k, t in ts.items()}
+                      for name, ts in self.layers.items()}
         return EvidenceSet(layers, self.input_size, None if self.batch is None else self.batch[rows])
 
     def require(self, names: Iterable[str]) -> None:

@@ -144,7 +144,8 @@ def lowres_pearson(maps: LowResMaps, T: Tensor) -> Tensor:
     return torch.where(ok, cov / den.clamp_min(1e-300), torch.zeros_like(cov)).clamp(-1, 1).float()
 
 
-def reference_maps(method, model: torch.nn.Module, x: Tensor, layers, targets=None, *, chunk: int | None = None) -> Tensor:
+def reference_maps(method, model: torch.nn.Module, x: Tensor, layers, targets=None, *,
+                   chunk: int | None = None) -> Tensor:
     """Maps (N, H, W) of a known method (seed name, expression text or tree) through the public
     :class:`sycam.api.CAM` path: an independent computation of the target maps."""
     chunk = model_rows(x.device, chunk)
