@@ -84,7 +84,7 @@ def scorecam(repeats: int, quick: bool) -> None:
     A = sycam.capture(model, x, ["head"], needs={"A"}).layers["head"].A
     dead = int((A.flatten(2).amax(2) == A.flatten(2).amin(2)).sum())
     print(f"Score-CAM EfficientNet-Lite0 head: {A.shape[1]} channels, {dead} constant on this image")
-    ours = sycam.CAM("relu(sum(softmax(score, k) * A, k))", model, "head",
+    ours = sycam.CAM("relu(sum(score * A, k))", model, "head",   # grad-cam's recipe (sycam seeds)
                      options={"max_batch": 32, "score_variant": "gradcam"})
     gc = ScoreCAM(model=model, target_layers=[model.head])
     gc.batch_size = 32

@@ -10,6 +10,7 @@ turned into the heatmap relu(sum(w * A, k)).
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 
@@ -84,6 +85,17 @@ class CAM:
     def __repr__(self) -> str:
         name = self.seed.title if self.seed else self.text
         return f"CAM({name!r}, layers={[r.name for r in self.layers] if self.layers else None})"
+
+    def with_model(self, model: nn.Module) -> "CAM":
+        """This method on another ``model`` (e.g. a randomised copy), at the layers of the same names.
+
+        Everything else is kept: the seed and its target (Finer-CAM's contrast, Score-CAM's
+        probability) with its parameters, ``target``, ``output``, the fusion and the options.
+        """
+        new = copy.copy(self)
+        new.model, new.last = model, None
+        new.layers = None if self.layers is None else resolve_layers(model, [r.name for r in self.layers])
+        return new
 
     # context manager: hooks only live inside each call, so this just drops what was kept
     def __enter__(self) -> "CAM":

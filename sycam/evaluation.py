@@ -112,9 +112,7 @@ def evaluate(cams: dict[str, CAM], metrics: dict[str, Metric], batch: Batch, mod
         return explain
 
     def factory(new_model: nn.Module):
-        pool = {n: c.with_model(new_model) if getattr(c, "meta", False) else
-                CAM(c.expression, new_model, [r.name for r in c.layers], fuse=c.fusion, options=c.options)
-                for n, c in cams.items()}
+        pool = {n: c.with_model(new_model) for n, c in cams.items()}   # seeds keep their targets
         return explainer_for(pool)
 
     chunk = model_rows(batch.x.device, chunk)

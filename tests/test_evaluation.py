@@ -1,4 +1,5 @@
 """sycam eval: methods x metrics x baselines on hand-made batches, and the command."""
+import copy
 import json
 
 import pytest
@@ -63,6 +64,42 @@ def test_deletion_curves_are_recorded_and_ordered():
     assert curve.shape == result.fractions["deletion"].shape
     # deleting the object first destroys the class-0 probability faster than random deletion
     assert result.scores["deletion"]["hirescam"].mean() < result.scores["deletion"]["random"].mean()
+
+
+def test_sanity_cascading_rebuilds_each_seed_with_its_own_target():
+    """The randomised model is explained by the same method: Finer-CAM with its contrastive target (not
+    Grad-CAM's logit), Score-CAM with the probability of the masked inputs (not the logit)."""
+    from sycam.metrics.sanity import CascadingRandomisation, randomise_
+    from sycam.metrics.similarity import spearman
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+    x = torch.randn(2, 3, 12, 12)
+    batch = Batch(x, x.clamp(0, 1), torch.tensor([1, 3]))
+    cams = {name: CAM(name, model, "3") for name in ("finercam", "scorecam")}
+    metric = CascadingRandomisation(stages=["6"])        # re-initialise the classifier only
+    got = evaluate(cams, {"sanity_cascading": metric}, batch, model).scores["sanity_cascading"]
+    randomised = copy.deepcopy(model)
+    randomise_(randomised[6], metric.seed)
+    with torch.no_grad():
+        for name, wrong in (("finercam", "gradcam"), ("scorecam", "relu(sum(score * A, k))")):
+            before = CAM(name, model, "3")(x, batch.labels)
+            want = spearman(before, CAM(name, randomised, "3")(x, batch.labels))
+            assert torch.allclose(got[name], want, atol=1e-5), (name, got[name], want)
+            # what a rebuild that drops the seed's target scores instead
+            assert not torch.allclose(spearman(before, CAM(wrong, randomised, "3")(x, batch.labels)), want, atol=1e-3)
+
+
+def test_cam_with_model_keeps_everything_but_the_model():
+    model = Spot().eval()
+    cam = CAM("finercam", model, "feat", output=None, fuse="max", options={"ablation_value": -1.0}, gamma=0.5)
+    other = Spot().eval()
+    new = cam.with_model(other)
+    assert new.model is other and cam.model is model and new.seed is cam.seed
+    assert [r.name for r in new.layers] == ["feat"] and new.layers[0].module is other.feat
+    assert (new.target_params, new.fusion, new.options) == (cam.target_params, cam.fusion, cam.options)
+    assert new.target_params["gamma"] == 0.5
 
 
 def test_baseline_maps():

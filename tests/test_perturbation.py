@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sycam.errors import SycamError
-from sycam.evidence.perturbation import (ablation_scores, is_cam, is_coefficients, mi_scores,
-                                         score_cam, ss_cam)
+from sycam.evidence.perturbation import (ablation_scores, ablation_values, is_cam, is_coefficients,
+                                         mi_scores, score_cam, ss_cam)
 from sycam.evidence.split import split_model
 from sycam.evidence.targets import ClassLogit, ClassProbability, PerSample
 
@@ -383,6 +383,34 @@ def test_ablation_skips_channels_already_at_the_ablation_value(cnn_case):
     model[5]._forward_pre_hooks.clear()
     assert sum(rows) == 2 + 2 * 5 - 1 and max(rows) <= 4
     assert w[1, 2] == 0
+
+
+def test_gradcam_ablation_values_fall_by_1e7_per_row_and_restart_every_32_rows():
+    A = torch.ones(3, 40, 2, 2)
+    A[0, 3, 0, 0] = -2.0               # min(A) < 0: min(A) - 1e7 (1 + k mod 32)
+    A[1, 5] = 0.0                      # min(A) = 0: the paper's 0
+    A[2] += 0.5                        # min(A) > 0: also the ladder
+    v = ablation_values(A, "gradcam")
+    step = 1e7 * (1 + torch.arange(40) % 32)
+    assert torch.allclose(v[0], -2.0 - step, rtol=1e-6) and v[0, 32] == v[0, 0]
+    assert (v[1] == 0).all()
+    assert torch.allclose(v[2], 1.5 - step, rtol=1e-6)
+    assert (ablation_values(A, -1.0) == -1.0).all()
+    with pytest.raises(SycamError, match="'gradcam'"):
+        ablation_values(A, "grad-cam")
+
+
+def test_ablation_value_is_what_the_channel_is_set_to():
+    """Head y = v · GAP(A) + c: setting channel k to the value u lowers y by v_k · (mean(A_k) − u)."""
+    torch.manual_seed(4)
+    head = nn.Sequential(nn.Identity(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2)).eval()
+    A = torch.rand(2, 3, 2, 2) - 0.5
+    s = split_model(head, "0", A)
+    v = head[3].weight.detach()[1]
+    want = v * (A.mean(dim=(2, 3)) - ablation_values(A, "gradcam"))
+    assert torch.allclose(ablation_scores(s, None, ClassLogit(1), value="gradcam", relative=False), want, rtol=1e-5)
+    want = v * (A.mean(dim=(2, 3)) + 2.0)
+    assert torch.allclose(ablation_scores(s, None, ClassLogit(1), value=-2.0, relative=False), want, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- MI-CAM

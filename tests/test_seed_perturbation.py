@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import sycam
-from conftest import agree
+from conftest import agree, pearson
 from tiny import GapHead, example_input, spatial_model
 
 
@@ -117,42 +117,100 @@ def small_cnn():
                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
 
 
-def test_scorecam_softmax_variant_matches_gradcam_and_torchcam(small_cnn):
-    pytest.importorskip("pytorch_grad_cam")
-    from pytorch_grad_cam import ScoreCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-    from torchcam.methods import ScoreCAM as TorchcamScoreCAM
+def responsive_cnn(act=nn.ReLU, channels=8, scale=30.0):
+    """small_cnn's architecture with the head scaled: the logits of masked inputs spread over
+    several units, so the peers' softmax channel weights are far from uniform (with nearly
+    uniform weights a second softmax changes little and a wrong recipe still "matches")."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(6, channels, 3, padding=1), act(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(channels, 4)).eval()
+    with torch.no_grad():
+        model[7].weight.mul_(scale)
+    return model
 
-    x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(3))
-    expr = "relu(sum(softmax(score, k) * A, k))"
+
+def gradcam_maps(method, model, x, c):
+    """pytorch-grad-cam's final maps of ``method`` (a class name) for class ``c`` at layer "4"."""
+    cls = getattr(pytest.importorskip("pytorch_grad_cam"), method)
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with ScoreCAM(model=small_cnn, target_layers=[small_cnn[4]]) as cam:
-            theirs = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(2)] * 2))
-        ours = sycam.CAM(expr, small_cnn, "4", options={"score_variant": "gradcam"})(x, 2)
-        for i in range(2):
-            assert agree(ours[i], theirs[i])
-        with TorchcamScoreCAM(small_cnn, target_layer="4", input_shape=(3, 24, 24)) as extractor:
-            small_cnn(x)
-            tc = extractor(class_idx=[2, 2])[0]
-        ours_tc = sycam.CAM(expr, small_cnn, "4", options={"score_variant": "torchcam"}).explain(x, 2)
-        for i in range(2):
-            assert agree(ours_tc.layer_maps["4"][i], tc[i])
+        with cls(model=model, target_layers=[model[4]]) as cam:
+            return torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(c)] * len(x)))
+
+
+def recipe(seed, library):
+    """The documented recipe (``sycam seeds``) of ``library``'s version of ``seed``."""
+    return next(r for r in sycam.methods.get_seed(seed).recipes if r.library.startswith(library))
+
+
+def same_maps(ours, theirs):
+    return all(pearson(a, b) >= 0.999 for a, b in zip(ours, theirs))
+
+
+def test_scorecam_recipes_match_gradcam_and_torchcam_with_spread_weights():
+    TorchcamScoreCAM = pytest.importorskip("torchcam.methods").ScoreCAM
+
+    model = responsive_cnn()
+    x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(3))
+    gc = recipe("scorecam", "grad-cam")
+    ours = sycam.CAM(gc.expression, model, "4", options=gc.options).explain(x, 2)
+    w = ours.evidence.layers["4"].terms["score"][0]        # softmax_k of the masked logits (0: dead channel)
+    assert all(float(wi[wi > 0].max() / wi[wi > 0].min()) > 5 for wi in w), w   # far from uniform (~13x)
+    theirs = gradcam_maps("ScoreCAM", model, x, 2)
+    assert same_maps(ours.maps, theirs) and float((ours.maps - theirs).abs().max()) < 1e-4
+    # the former recipe, softmax(score, k) with the same options, takes the softmax twice (r ~ 0.93, 0.96)
+    twice = "relu(sum(softmax(score, k) * A, k))"
+    assert all(pearson(a, b) < 0.99 for a, b in zip(sycam.CAM(twice, model, "4", options=gc.options)(x, 2), theirs))
+
+    tc = recipe("scorecam", "torchcam")
+    with TorchcamScoreCAM(model, target_layer="4", input_shape=(3, 24, 24)) as extractor:
+        model(x)
+        theirs_tc = extractor(class_idx=[2, 2])[0]
+    ours_tc = sycam.CAM(tc.expression, model, "4", options=tc.options).explain(x, 2).layer_maps["4"]
+    assert same_maps(ours_tc, theirs_tc)
+    twice_tc = sycam.CAM(twice, model, "4", options=tc.options).explain(x, 2).layer_maps["4"]
+    assert all(pearson(a, b) < 0.99 for a, b in zip(twice_tc, theirs_tc))
+
+
+def test_scorecam_skip_constant_false_forwards_constant_channels_as_gradcam():
+    model = responsive_cnn(act=nn.Identity)             # A = conv output: a constant channel shifts the map
+    with torch.no_grad():
+        model[3].weight[1] = 0.0
+        model[3].bias[1] = 3.0
+    x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(3))
+    theirs = gradcam_maps("ScoreCAM", model, x, 2)
+    options = recipe("scorecam", "grad-cam").options
+    skipped = sycam.CAM("relu(sum(score * A, k))", model, "4", options=options)(x, 2)
+    assert not same_maps(skipped, theirs)               # w_1 = 0 here, grad-cam weighs S(x * 0)
+    kept = sycam.CAM("relu(sum(score * A, k))", model, "4", options={**options, "skip_constant": False})(x, 2)
+    assert same_maps(kept, theirs) and float((kept - theirs).abs().max()) < 1e-4
 
 
 def test_ablationcam_matches_gradcam(small_cnn):
-    pytest.importorskip("pytorch_grad_cam")
-    from pytorch_grad_cam import AblationCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
+    """A ReLU layer: min(A) = 0, so grad-cam ablates with 0 like the paper; the recipe agrees."""
     x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(4))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with AblationCAM(model=small_cnn, target_layers=[small_cnn[4]]) as cam:
-            theirs = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(1)] * 2))
-    ours = sycam.CAM("ablationcam", small_cnn, "4")(x, 1)
-    for i in range(2):
-        assert agree(ours[i], theirs[i])
+    theirs = gradcam_maps("AblationCAM", small_cnn, x, 1)
+    assert same_maps(sycam.CAM("ablationcam", small_cnn, "4")(x, 1), theirs)
+    gc = recipe("ablationcam", "grad-cam")
+    assert same_maps(sycam.CAM(gc.expression, small_cnn, "4", options=gc.options)(x, 1), theirs)
+
+
+def test_ablationcam_recipe_matches_gradcam_when_activations_go_below_zero():
+    """A SiLU layer: min(A) < 0, so grad-cam sets a channel to min(A) - 1e7 (1 + k mod 32); 40
+    channels run through two of its 32-row batches."""
+    model = responsive_cnn(act=nn.SiLU, channels=40, scale=3.0)
+    x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(4))
+    theirs = gradcam_maps("AblationCAM", model, x, 1)
+    gc = recipe("ablationcam", "grad-cam")
+    cam = sycam.CAM(gc.expression, model, "4", options=gc.options)
+    ours = cam.explain(x, 1)
+    assert (ours.evidence.layers["4"].A.flatten(1).amin(1) < 0).all()
+    assert same_maps(ours.maps, theirs) and float((ours.maps - theirs).abs().max()) < 1e-4
+    # the paper's value 0 is another method here (r ~ 0.08, 0.06)
+    assert all(pearson(a, b) < 0.9 for a, b in zip(sycam.CAM("ablationcam", model, "4")(x, 1), theirs))
 
 
 def test_micam_weights_are_mutual_information(small_cnn):
@@ -169,3 +227,14 @@ def test_unknown_evidence_option_is_a_clear_error(small_cnn):
 
     with pytest.raises(UnknownNameError, match="ss_n"):
         sycam.CAM("sscam", small_cnn, "4", options={"ss_m": 3})
+
+
+@pytest.mark.parametrize("options", [{"ablation_value": "min"}, {"ablation_value": float("nan")},
+                                     {"ablation_value": None}, {"score_variant": "grad-cam"},
+                                     {"skip_constant": "no"}])
+def test_bad_evidence_option_values_are_clear_errors(small_cnn, options):
+    from sycam.evidence.options import OptionError
+
+    key = next(iter(options))
+    with pytest.raises(OptionError, match=key):
+        sycam.CAM("ablationcam", small_cnn, "4", options=options)

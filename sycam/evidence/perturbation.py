@@ -6,7 +6,7 @@ Notation: x (b,C,H,W) the model input, A (b,K,h,w) the layer's activations, S a 
 * :func:`score_cam`  w_k = S(x ⊙ M_k), M_k = mm(Up(A_k))                       K forwards
 * :func:`ss_cam`     w_k = mean_i S(x ⊙ (M_k + δ_i)) or mean_i S((x + δ_i) ⊙ M_k)   N·K
 * :func:`is_cam`     w_k = softmax_k mean_i S(c_i · x ⊙ M_k)                      N·K
-* :func:`ablation_scores`  w_k = (y − y^{(A_k=0)}) / y, suffix passes only       K suffix
+* :func:`ablation_scores`  w_k = (y − y^{(A_k=v)}) / y, suffix passes only       K suffix
 * :func:`mi_scores`  w_k = MI(Up(A_k), gray(image)) by joint histogram          no forward
 
 The masked / ablated rows are built chunk by chunk, at most ``max_batch`` rows per model
@@ -30,14 +30,19 @@ variant     mask M_k                                       weights
                                                            i.e. the logit)
 =========== ============================================== =========================================
 
+The softmax of "torchcam" and "gradcam" is part of their weights, and so of the ``score``
+terminal under ``score_variant`` "torchcam" / "gradcam": the peers' Score-CAM is
+relu(sum(score * A, k)) with the logit target (recipes in ``sycam seeds``);
+relu(sum(softmax(score, k) * A, k)) would take the softmax twice.
+
 Constant channels (``skip_constant=True``): if A_k is constant its M_k is 0/0. Such a
 channel is not forwarded and gets weight 0 (and is left out of the softmax). Its term
 w_k·A_k in the CAM is then 0. When the constant is 0 (a dead ReLU channel, the usual
 case) this is exact: w_k·A_k = 0 whatever w_k, and leaving it out of the softmax scales
 all other weights of that image by one positive factor, which the CAM's min-max
 normalisation removes. A non-zero constant shifts the map uniformly before the ReLU,
-which normalisation does not always remove; ``skip_constant=False`` reproduces the
-libraries (mask 0, i.e. S(x ⊙ 0), in the softmax).
+which normalisation does not always remove; ``skip_constant=False`` (an evidence option
+too) reproduces the libraries (mask 0, i.e. S(x ⊙ 0), in the softmax).
 
 ``top_k`` keeps only the k channels with the largest spatial mean activation per image
 (others get weight 0, outside the softmax): an approximation that trades accuracy for a
@@ -64,10 +69,11 @@ from ..batching import SUFFIX_ROWS, model_rows
 from ..errors import SycamError
 from .targets import PerSample, _classes, as_target, select_output
 
-__all__ = ["ablation_scores", "bind_target", "channel_masks", "is_cam", "mi_scores",
+__all__ = ["ablation_scores", "ablation_values", "bind_target", "channel_masks", "is_cam", "mi_scores",
            "score_cam", "ss_cam"]
 
 Variant = Literal["official", "torchcam", "gradcam"]
+SCORE_VARIANTS: tuple[Variant, ...] = ("official", "torchcam", "gradcam")
 BoundTarget = Callable[[Tensor, Tensor], Tensor]  # (output rows (m,C), image index (m,)) -> (m,)
 _EPS = 1e-8  # torchcam and grad-cam divide by (max - min + 1e-8)
 
@@ -111,7 +117,7 @@ def channel_masks(A: Tensor, size: tuple[int, int], variant: Variant = "official
         a = (a - lo) / (a.amax(dim=(2, 3), keepdim=True) - lo + _EPS)
         return F.interpolate(a, size=size, mode="bilinear", align_corners=False)
     if variant not in ("official", "gradcam"):
-        raise SycamError(f"unknown Score-CAM variant {variant!r}: official, torchcam or gradcam")
+        raise SycamError(f"unknown Score-CAM variant {variant!r}: {', '.join(SCORE_VARIANTS)}")
     up = F.interpolate(a, size=size, mode="bilinear", align_corners=variant == "gradcam")
     lo = up.amin(dim=(2, 3), keepdim=True)
     span = up.amax(dim=(2, 3), keepdim=True) - lo
@@ -299,19 +305,46 @@ def is_cam(model: nn.Module, x: Tensor, A: Tensor, target: Any = None, *, n: int
 
 # ----------------------------------------------------------------------------- Ablation-CAM
 
+#: grad-cam 1.5.7's AblationLayer: ABLATION_VALUE, and AblationCAM's default batch_size
+GRADCAM_ABLATION, GRADCAM_ABLATION_ROWS = 1e7, 32
+
+
+def ablation_values(A: Tensor, value: float | str = 0.0) -> Tensor:
+    """(b,K): the value channel k of image i is set to when it is ablated.
+
+    A number: that value everywhere (the paper: 0). ``"gradcam"``: grad-cam 1.5.7's rule, with
+    m = min(A_i) over all channels and positions: 0 if m = 0, else v_r, r = k mod 32, where
+    v_0 = m − 1e7, v_r = v_{r−1} − 1e7 in A's dtype. Its AblationLayer sets row r of a 32-row batch
+    to min(batch) − 1e7 and re-reads that minimum after each row, so the value falls by 1e7 per row
+    and restarts with each batch (the weights then carry that row factor, as grad-cam's do).
+    """
+    b, K = A.shape[:2]
+    if isinstance(value, str) and value != "gradcam":
+        raise SycamError(f"ablation value {value!r}: a number or 'gradcam'")
+    if value != "gradcam":
+        return A.new_full((b, K), float(value))
+    m = A.reshape(b, -1).amin(1)
+    steps, v = [], m
+    for _ in range(min(K, GRADCAM_ABLATION_ROWS)):
+        v = v - GRADCAM_ABLATION
+        steps.append(v)
+    ladder = torch.stack(steps, 1)[:, torch.arange(K, device=A.device) % GRADCAM_ABLATION_ROWS]
+    return torch.where(m[:, None] == 0, torch.zeros_like(ladder), ladder)
+
+
 @torch.no_grad()
 def ablation_scores(suffix: Callable[..., Any], A: Tensor | None = None, target: Any = None, *,
-                    value: float = 0.0, relative: bool = True, max_batch: int = SUFFIX_ROWS,
+                    value: float | str = 0.0, relative: bool = True, max_batch: int = SUFFIX_ROWS,
                     output: Any = None) -> Tensor:
-    """Ablation-CAM weights (b,K): w_k = (y − y^{(A_k=value)}) / y, y = S(suffix(A)).
+    """Ablation-CAM weights (b,K): w_k = (y − y^{(A_k=v_k)}) / y, y = S(suffix(A)).
 
     ``suffix(a, index)`` runs the model after the layer (:func:`~sycam.evidence.split.split_model`),
     ``index`` saying which image each row comes from; ``A`` defaults to ``suffix.activations``.
     Rows (one ablated channel each) go through the suffix ``max_batch`` at a time.
-    ``relative=False`` gives y − y^{(A_k=value)} (no division; y ≈ 0 makes the ratio blow up).
-    The paper sets the channel to 0; grad-cam 1.5.7 does too when min(A) = 0, else it uses
-    min(A) − 1e7 (pass that as ``value`` to reproduce it). A channel already equal to ``value``
-    everywhere is not run: its ablated input is A itself, so w_k = 0 exactly.
+    ``relative=False`` gives y − y^{(A_k=v_k)} (no division; y ≈ 0 makes the ratio blow up).
+    v_k from :func:`ablation_values`: the paper's 0, any number, or ``"gradcam"`` (grad-cam
+    1.5.7's min(A) − 1e7 ladder; with S = the logit this reproduces its AblationCAM). A channel
+    already equal to v_k everywhere is not run: its ablated input is A itself, so w_k = 0 exactly.
     """
     if A is None:
         A = getattr(suffix, "activations", None)
@@ -328,13 +361,14 @@ def ablation_scores(suffix: Callable[..., Any], A: Tensor | None = None, target:
     score = bind_target(target, base_logits)
     y = score(base_logits, every).float()
 
-    changed = (A.reshape(b, K, -1) != value).any(dim=2)
+    values = ablation_values(A, value)
+    changed = (A.reshape(b, K, -1) != values[:, :, None]).any(dim=2)
     img, ch = changed.nonzero(as_tuple=True)
     ablated = y.new_zeros(img.numel())
     for s in range(0, img.numel(), max_batch):
         rows, chans = img[s:s + max_batch], ch[s:s + max_batch]
         a = A.index_select(0, rows)  # a copy
-        a[torch.arange(rows.numel(), device=A.device), chans] = value
+        a[torch.arange(rows.numel(), device=A.device), chans] = values[rows, chans].view(-1, *[1] * (A.ndim - 2))
         ablated[s:s + max_batch] = score(select_output(suffix(a, rows), output), rows).float()
     w = y.new_zeros(b, K)
     w[img, ch] = y[img] - ablated

@@ -2,7 +2,8 @@
 
 A seed is data: its expression text, the paper, its cost in model passes, and (for
 methods that change *what* is explained rather than how) the target it uses. The search
-enqueues these first; ``sycam seeds`` prints them.
+enqueues these first; ``sycam seeds`` prints them, with the :class:`Recipe` that reproduces
+a peer library's version of the method where it differs from the paper's.
 """
 from __future__ import annotations
 
@@ -21,6 +22,21 @@ _SPACE = "abs(G) / max(abs(G), hw)"
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """A peer library's version of a seed: ``sycam.CAM(expression, model, layers, options=options)``
+    with the default target (the logit, as the peer's ClassifierOutputTarget / class_idx) gives its maps."""
+
+    library: str
+    expression: str
+    options: dict
+    note: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.library}: CAM({self.expression!r}, options={self.options!r})" + (
+            f": {self.note}" if self.note else "")
+
+
+@dataclass(frozen=True)
 class Seed:
     name: str
     title: str
@@ -32,6 +48,12 @@ class Seed:
     target: str | None = None              # "finer": Finer-CAM's contrastive target
     fuse: str = "mean"                     # how maps of several layers are combined
     params: dict = field(default_factory=dict)
+    recipes: tuple[Recipe, ...] = ()       # peer libraries' versions, appended to the notes
+
+    def __post_init__(self) -> None:
+        if self.recipes:
+            lines = [self.notes] if self.notes else []
+            object.__setattr__(self, "notes", "\n".join(lines + [f"as {r}" for r in self.recipes]))
 
     @property
     def tree(self) -> Expr:
@@ -80,12 +102,29 @@ _SEEDS = [
          aliases=("ssgrad-cam++", "ssgradcam++")),
 ]
 
+# The peers' Score-CAM: logit target, masks of their own, softmax over channels of the masked
+# logits. score_variant picks both the masks and that softmax (sycam.evidence.perturbation), so the
+# expression multiplies by `score` itself: softmax(score, k) would take the softmax twice.
+_SCORECAM_PEERS = (
+    Recipe("grad-cam 1.5.7 ScoreCAM", "relu(sum(score * A, k))", {"score_variant": "gradcam"},
+           "w_k = softmax_k y_c(x * M_k), M_k = minmax(Up(A_k)) with align_corners=True"),
+    Recipe("torchcam 0.5 ScoreCAM", "relu(sum(score * A, k))", {"score_variant": "torchcam"},
+           "w_k = softmax_k y_c(x * M_k), M_k = Up(minmax(A_k))"),
+)
+# grad-cam's AblationLayer sets a channel to min(A) - 1e7 unless min(A) = 0, re-reading the minimum
+# after each row of its 32-row batches (sycam.evidence.perturbation.ablation_values)
+_ABLATIONCAM_PEERS = (
+    Recipe("grad-cam 1.5.7 AblationCAM", "relu(sum(ablation * A, k))", {"ablation_value": "gradcam"},
+           "A_k := 0 if min(A) = 0, else min(A) - 1e7 (1 + k mod 32); w_k = (y_c - y_c(ablated)) / y_c"),
+)
+
 _SEEDS += [
     Seed("scorecam", "Score-CAM", "relu(sum(score * A, k))",
          "Wang et al., Score-CAM, CVPR Workshops 2020, arXiv:1910.01279", "K masked forwards",
-         "w_k = softmax(y(x * M_k))_c, the reference code (the paper's CIC without a baseline); grad-cam and "
-         "torchcam use relu(sum(softmax(score, k) * A, k)) with the logit target", target="probability",
-         aliases=("score-cam",)),
+         "w_k = softmax(y(x * M_k))_c, the reference code (the paper's CIC without a baseline). Constant A_k get "
+         "no forward and w_k = 0: the same maps as the peers' when those channels are 0 (after a ReLU); option "
+         "skip_constant = False forwards them as the peers do",
+         target="probability", aliases=("score-cam",), recipes=_SCORECAM_PEERS),
     Seed("sscam", "SS-CAM", "relu(sum(score_ss * A, k))",
          "Wang et al., SS-CAM: Smoothed Score-CAM, arXiv:2006.14255", "N K masked forwards (N = 10)",
          "noise on the mask, N = 10, sigma = 2 (options ss_n, ss_sigma, ss_noise)", target="probability",
@@ -96,8 +135,8 @@ _SEEDS += [
          aliases=("is-cam",)),
     Seed("ablationcam", "Ablation-CAM", "relu(sum(ablation * A, k))",
          "Desai & Ramaswamy, Ablation-CAM, WACV 2020", "K passes of the layers after the target layer",
-         "the model is split at the layer (torch.fx) so ablations re-run only the rest",
-         aliases=("ablation-cam",)),
+         "w_k = (y_c - y_c(A_k = 0)) / y_c; the model is split at the layer (torch.fx) so ablations re-run only "
+         "the rest", aliases=("ablation-cam",), recipes=_ABLATIONCAM_PEERS),
     Seed("micam", "MI-CAM", "relu(sum(mi * A, k))",
          "Iyer et al., MI-CAM, arXiv:2507.09092", "K histograms, no forward",
          "normalised mutual information by joint histogram (256 bins) of Up(A_k) and the grey model input",
