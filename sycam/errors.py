@@ -35,6 +35,16 @@ class ExpressionTypeError(SycamError, ValueError):
         super().__init__(message)
 
 
+class ExpressionValueError(SycamError, ValueError):
+    """A well-typed expression whose constants cannot be computed: a literal or a constant
+    sub-expression outside the float32 range the evidence is computed in, or a division by a
+    constant zero (names the sub-expression)."""
+
+    def __init__(self, message: str, *, subexpression: str = ""):
+        self.subexpression = subexpression
+        super().__init__(message)
+
+
 class UnknownNameError(SycamError, KeyError):
     """A name (terminal, seed, layer, metric, ...) that is not known; lists close matches."""
 

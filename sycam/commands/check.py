@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..grammar import DEFAULT_TERMINALS, result_kind, to_text
 from ..grammar.ast import terminals
 from ..grammar.symbolic import latex, simplify
+from ..kernels.compiler import compile_expression
 from ..methods.seeds import resolve_method
 from .common import console
 
@@ -17,6 +18,7 @@ def add(sub) -> None:
 def run(args) -> int:
     tree, seed = resolve_method(args.expression)
     kind = result_kind(tree)
+    compile_expression(tree, DEFAULT_TERMINALS)   # constants: in range, no division by a constant 0
     simple = simplify(tree)
     names = sorted(terminals(tree))
     console.print(f"[bold]expression[/]  {to_text(tree)}" + (f"   ({seed.title})" if seed else ""))

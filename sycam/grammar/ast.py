@@ -16,7 +16,11 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..errors import ExpressionValueError
 from .ops import OPS, canonical_axes
+
+#: Largest magnitude of a constant: the float32 range, in which the evidence is computed.
+CONSTANT_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True, eq=True)
@@ -39,8 +43,9 @@ class Num:
 
     def __post_init__(self):
         value = float(self.value)
-        if not math.isfinite(value):
-            raise ValueError(f"constants must be finite, got {self.value!r}")
+        if not math.isfinite(value) or abs(value) > CONSTANT_MAX:
+            raise ExpressionValueError(f"constant {self.value!r} is outside the float32 range "
+                                       f"(|c| <= {CONSTANT_MAX:.4g}) the evidence is computed in")
         object.__setattr__(self, "value", value + 0.0)  # -0.0 -> 0.0
 
     def __hash__(self) -> int:

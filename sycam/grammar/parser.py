@@ -13,8 +13,8 @@ from importlib import resources
 import lark
 from lark import Lark, Transformer, v_args
 
-from ..errors import ExpressionSyntaxError, UnknownNameError
-from .ast import Call, Expr, Num, Var, call
+from ..errors import ExpressionSyntaxError, ExpressionValueError, UnknownNameError
+from .ast import CONSTANT_MAX, Call, Expr, Num, Var, call
 from .ops import AXES, COMPARE_SYMBOLS, FUNCTIONS
 from .printer import to_text
 
@@ -52,7 +52,12 @@ class _Build(Transformer):
     """Lark callbacks: each returns an AST node (checked against the bounds)."""
 
     def number(self, tok):
-        return Num(float(tok))
+        value = float(tok)
+        if not abs(value) <= CONSTANT_MAX:
+            raise ExpressionValueError(
+                f"number {str(tok)} at line {tok.line}, column {tok.column} is outside the float32 range "
+                f"(at most {CONSTANT_MAX:.4g}) the evidence is computed in", subexpression=str(tok))
+        return Num(value)
 
     def var(self, tok):
         return Var(str(tok))
@@ -143,7 +148,7 @@ def parse(text: str) -> Expr:
             + _caret(text, line, column), text=text, line=line, column=column,
             token=None if err.token.type == "$END" else str(err.token), expected=expected) from None
     except lark.exceptions.VisitError as err:  # an error raised inside a callback
-        if isinstance(err.orig_exc, (ExpressionSyntaxError, UnknownNameError)):
+        if isinstance(err.orig_exc, (ExpressionSyntaxError, ExpressionValueError, UnknownNameError)):
             raise err.orig_exc from None
         raise
 

@@ -6,17 +6,37 @@ rewrites that are sound under the language's semantics, e.g. relu(c*x) = c*relu(
 c > 0, sum(c*x, hw) = c*sum(x, hw), norm(c*x + d, hw) = norm(x, hw) for c > 0. Functions
 whose safe semantics differ from sympy's built-ins (log, sqrt, non-integer powers) are
 kept uninterpreted so that sympy never applies an identity we do not honour.
-Equivalences found here are exact except at the guard points of safe division (x/x = 1
-away from x = 0).
+Equivalences found here are exact except at the points where a denominator is exactly zero
+(the language defines x / 0 = 0; sympy's x/x = 1 holds everywhere else).
+
+sympy is bounded: integer powers above ``MAX_EXACT_POWER`` stay uninterpreted (no huge
+integers are built), ``simplify`` gives up after ``SIMPLIFY_SECONDS`` and keeps the tree it
+was given, and a sympy form the language cannot say (``zoo`` from a denominator that cancels
+to zero, a ``Piecewise``) falls back to the original tree instead of failing.
 """
 from __future__ import annotations
 
+import math
+import signal
+import threading
+from contextlib import contextmanager
 from functools import lru_cache
 
 import sympy
 
-from .ast import Call, Expr, Num, Var, call
+from .ast import CONSTANT_MAX, Call, Expr, Num, Var, call
 from .ops import OPS
+from .printer import to_text
+
+#: Integer exponents up to this magnitude are exact sympy powers; larger ones stay uninterpreted.
+MAX_EXACT_POWER = 64
+#: Wall-clock bound of one ``simplify`` call (enforced on the main thread; elsewhere only the size bound).
+SIMPLIFY_SECONDS = 2.0
+_UNDEFINED = (sympy.zoo, sympy.nan, sympy.oo, -sympy.oo)
+
+
+class NotExpressible(ValueError):
+    """A sympy form with no counterpart in the language (internal: callers fall back to the tree)."""
 
 _LATEX_AXES = lambda axes: ",".join(axes)  # noqa: E731
 
@@ -169,7 +189,15 @@ def where_fn(compare: str) -> type:
         return r"\begin{cases} %s & %s %s %s \\ %s & \text{otherwise} \end{cases}" % (
             x, a, symbol.replace("==", "=").replace("!=", r"\neq").replace(">=", r"\geq").replace("<=", r"\leq"), b, y)
 
-    return type(f"where_{compare}", (_SycamFunction,), {"op": "where", "comparison": compare, "_tex": _tex})
+    @classmethod
+    def eval(cls, a, b, x, y):
+        """A comparison of two numbers is decided here: the branch it picks."""
+        if _number(a) and _number(b):
+            holds = {"gt": a > b, "ge": a >= b, "lt": a < b, "le": a <= b, "eq": a == b, "ne": a != b}[compare]
+            return x if bool(holds) else y
+
+    return type(f"where_{compare}", (_SycamFunction,),
+                {"op": "where", "comparison": compare, "_tex": _tex, "eval": eval})
     # (not "compare": that would shadow sympy.Basic.compare, which sympy calls to order arguments)
 
 
@@ -200,7 +228,8 @@ def sympy_apply(node: Call, args: list[sympy.Expr]) -> sympy.Expr:
         return -args[0]
     if op == "pow":
         base, exponent = args
-        return base ** exponent if isinstance(exponent, sympy.Integer) else spow(base, exponent)
+        exact = isinstance(exponent, sympy.Integer) and abs(exponent) <= MAX_EXACT_POWER
+        return base ** exponent if exact else spow(base, exponent)
     if op in _UNARY_SYMPY:
         return _UNARY_SYMPY[op](args[0])
     if OPS[op].kind in ("reduce", "normalise"):
@@ -228,8 +257,11 @@ def from_sympy(s: sympy.Expr) -> Expr:
     """Back from sympy to the language (used to print simplified forms as expressions)."""
     if isinstance(s, sympy.Symbol):
         return Var(s.name)
-    if isinstance(s, sympy.Number):
-        return Num(float(s))
+    if s.is_number:   # a number, or a closed form such as log(2), E or sqrt(2): its float value
+        value = _float(s)
+        if value is None:
+            raise NotExpressible(f"cannot express {s} in the language")
+        return Num(value)
     if isinstance(s, sympy.Add):
         terms = sorted(s.args, key=lambda t: t.could_extract_minus_sign())  # positive terms first
         out = from_sympy(terms[0])
@@ -258,7 +290,7 @@ def from_sympy(s: sympy.Expr) -> Expr:
     if getattr(s, "op", "") == "where":
         a, b, x, y = (from_sympy(arg) for arg in s.args)
         return Call("where", (Call(s.comparison, (a, b)), x, y))
-    raise ValueError(f"cannot express {s} in the language")
+    raise NotExpressible(f"cannot express {s} in the language")
 
 
 def _product(s: sympy.Expr) -> Expr:
@@ -272,17 +304,86 @@ def _product(s: sympy.Expr) -> Expr:
     return out
 
 
-def simplify(expr: Expr, *, max_size: int = 60) -> Expr:
-    """A simpler equivalent expression (sympy.simplify; only sympy's canonical form for large trees)."""
+def _float(s: sympy.Expr) -> float | None:
+    """The float value of a closed-form sympy number, None if not a finite float32-range real."""
+    try:
+        value = complex(s)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if value.imag != 0 or not math.isfinite(value.real) or abs(value.real) > CONSTANT_MAX:
+        return None
+    return value.real
+
+
+class _Timeout(BaseException):
+    """Raised by the alarm inside sympy (a BaseException, so no ``except Exception`` in sympy eats it)."""
+
+
+@contextmanager
+def _time_limit(seconds: float):
+    """Raise _Timeout after ``seconds`` of wall time (main thread only; elsewhere no limit)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def _alarm(signum, frame):
+        raise _Timeout
+
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _expressible(s: sympy.Expr) -> Expr | None:
+    """The language form of ``s``, or None where sympy's algebra left the language's semantics."""
+    if s.has(*_UNDEFINED):
+        return None
+    try:
+        return from_sympy(s)
+    except NotExpressible:
+        return None
+
+
+def simplify(expr: Expr, *, max_size: int = 60, seconds: float | None = None) -> Expr:
+    """A simpler equivalent expression: sympy.simplify for trees up to ``max_size`` nodes within
+    ``seconds`` (default ``SIMPLIFY_SECONDS``), else sympy's canonical form; the tree itself where
+    neither is smaller or the language cannot say them."""
     s = to_sympy(expr)
+    candidates = [s]
     if expr.size <= max_size:
-        s = sympy.simplify(s)
-    simpler = from_sympy(s)
-    return simpler if simpler.size <= expr.size else expr
+        try:
+            with _time_limit(SIMPLIFY_SECONDS if seconds is None else seconds):
+                candidates.insert(0, sympy.simplify(s))
+        except _Timeout:
+            pass
+    for form in candidates:
+        simpler = _expressible(form)
+        if simpler is not None:
+            return simpler if simpler.size <= expr.size else expr
+    return expr
 
 
 def latex(expr: Expr) -> str:
-    return sympy.latex(to_sympy(expr))
+    """LaTeX of the expression (of the unevaluated tree where sympy's form is undefined, e.g. a
+    denominator that cancels to zero)."""
+    s = to_sympy(expr)
+    if s.has(*_UNDEFINED):
+        with sympy.evaluate(False):
+            s = _unevaluated(expr)
+    return sympy.latex(s)
+
+
+def _unevaluated(expr: Expr) -> sympy.Expr:
+    if isinstance(expr, (Var, Num)):
+        return sympy_leaf(expr)
+    if expr.op == "where":
+        cond, x, y = expr.args
+        return sympy_apply(expr, [_unevaluated(a) for a in (*cond.args, x, y)])
+    return sympy_apply(expr, [_unevaluated(a) for a in expr.args])
 
 
 def scale_free(s: sympy.Expr) -> sympy.Expr:
@@ -308,4 +409,6 @@ def canonical_key(expr: Expr, *, normalised: bool = True) -> str:
     constant (invisible after min-max normalisation of the heatmap) share the key.
     """
     s = to_sympy(expr)
+    if s.has(*_UNDEFINED):   # sympy's x/0 is not the language's: no algebraic merging, the tree's own key
+        return "tree:" + to_text(expr)
     return sympy.srepr(scale_free(s) if normalised else s)

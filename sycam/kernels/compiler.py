@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..grammar.ast import Call, Expr, Num, Var, walk
+from ..errors import ExpressionValueError
+from ..grammar.ast import CONSTANT_MAX, Call, Expr, Num, Var, walk
 from ..grammar.checker import Terminal, infer
 from ..grammar.ops import OPS
+from ..grammar.printer import to_text
 from . import numerics as nx
 from .layout import DIMS, ORDER, dims, from_layout
 
@@ -40,8 +42,11 @@ def apply_op(node: Call, args: Sequence[Value]) -> Value:
         return nx.COMPARE[op](*args)
     if kind == "where":
         cond, x, y = args
-        if not isinstance(cond, Tensor):       # a comparison of two constants
-            return x if cond else y
+        if not isinstance(cond, Tensor):       # a comparison of two constants: pick the branch
+            if not isinstance(x, Tensor) and not isinstance(y, Tensor):
+                return x if cond else y
+            ref = x if isinstance(x, Tensor) else y
+            cond = torch.tensor(bool(cond), device=ref.device)   # broadcast to the branches' axes
         if not isinstance(x, Tensor) and not isinstance(y, Tensor):
             x = torch.tensor(x, dtype=torch.get_default_dtype(), device=cond.device)
         return torch.where(cond, x, y)
@@ -51,14 +56,30 @@ def apply_op(node: Call, args: Sequence[Value]) -> Value:
 
 
 def _fold_constants(expr: Expr) -> dict[Expr, float]:
-    """Value of every sub-tree that reads no terminal."""
+    """Value of every sub-tree that reads no terminal.
+
+    Raises ExpressionValueError for a constant sub-expression outside the float32 range and
+    for a division by a constant zero (``A / 0``, ``A * 0 ^ -1``): the x / 0 = 0 rule is for
+    evidence that happens to be zero, not for a constant written as a denominator.
+    """
     const: dict[Expr, float] = {}
     for node in walk(expr):
         if isinstance(node, Num):
             const[node] = node.value
-        elif isinstance(node, Call) and OPS[node.op].kind in ("unary", "binary") \
-                and all(a in const for a in node.args):
-            const[node] = float(apply_op(node, [const[a] for a in node.args]))
+            continue
+        if not isinstance(node, Call):
+            continue
+        if node.op == "div" and const.get(node.args[1], 1.0) == 0.0 \
+                or node.op == "pow" and const.get(node.args[0], 1.0) == 0.0 and const.get(node.args[1], 0.0) < 0:
+            raise ExpressionValueError(f"division by zero: `{to_text(node)}` divides by the constant 0",
+                                       subexpression=to_text(node))
+        if OPS[node.op].kind in ("unary", "binary") and all(a in const for a in node.args):
+            value = float(apply_op(node, [const[a] for a in node.args]))
+            if not abs(value) <= CONSTANT_MAX:
+                raise ExpressionValueError(
+                    f"the constant `{to_text(node)}` is {value:.4g}, outside the float32 range "
+                    f"(|c| <= {CONSTANT_MAX:.4g}) the evidence is computed in", subexpression=to_text(node))
+            const[node] = value
     return const
 
 

@@ -1,11 +1,18 @@
-"""Torch implementations of the language's operators, made safe for search.
+"""Torch implementations of the language's operators, exact at every scale of the evidence.
 
-No operator lets a NaN or infinity escape from finite input: division pushes
-denominators with |y| < EPS to ±EPS (the sign of y, -0.0 included), ``log`` clamps its
-argument at EPS, ``sqrt`` at 0, ``exp`` its argument at 80, and non-integer powers keep the
-sign of the base. Candidates can still overflow float32 (e.g. (G^-3)^9); the compiler reports
-such maps as invalid.
-Every function accepts tensors or Python floats (folded constants) as operands.
+The operators are the paper formulas wherever those are defined, whatever the magnitude of
+the activations and gradients (1e-12 or 1e3 alike: no absolute epsilon anywhere), and a
+documented value where they are not:
+
+* ``x / y`` is the quotient where ``y != 0`` and **0 where y is exactly zero** (either sign);
+  negative integer powers divide the same way (``0 ^ -1 = 0``), other negative powers of 0
+  are 0 too;
+* ``log(x)`` is the logarithm where ``x > 0`` and ``log(TINY)`` (about -87.3, TINY the smallest
+  normal float32) where ``x <= 0``; ``sqrt`` clamps at 0; ``exp`` clips its argument at 80;
+* non-integer powers keep the sign of the base: sign(x) |x|^y.
+
+A quotient or power can still overflow float32 (e.g. (G^-3)^9); the compiler reports such
+maps as invalid. Every function accepts tensors or Python floats (folded constants).
 """
 from __future__ import annotations
 
@@ -14,46 +21,63 @@ import math
 import torch
 from torch import Tensor
 
-EPS = 1e-7
+#: The smallest positive normal float32: where log's argument is not positive it reads this.
+TINY = 2.0 ** -126
 EXP_MAX = 80.0
 Value = Tensor | float
 
 
 def safe_denominator(y: Value) -> Value:
-    """y with |y| < EPS pushed to copysign(EPS, y), so that x / safe_denominator(y) is finite.
+    """y with exact zeros replaced by infinity, so that x / safe_denominator(y) is x / y where
+    y != 0 and 0 (for finite x) where y == 0.
 
-    Odd in y (safe_div(x, -y) == -safe_div(x, y), -0.0 included), as the algebra the sympy
-    bridge applies assumes. Memory passes matter in the search (denominators are full
-    evidence tensors): a denominator already away from zero is returned as it is (one
-    min/max read to know), any other costs three passes (the search memoises it).
+    Odd in y up to the sign of a zero quotient, as the algebra of the sympy bridge assumes.
+    Memory passes matter in the search (denominators are full evidence tensors): a
+    denominator without zeros is returned as it is (one read to know on the CPU), any other
+    costs one more pass (the search memoises it).
     """
     if isinstance(y, float):
-        return y if abs(y) >= EPS else math.copysign(EPS, y)
+        return y if y != 0 else math.inf
     if y.device.type == "cpu" and y.numel() > 4096:      # a host-side test costs no device sync here
-        lo, hi = torch.aminmax(y)
-        if lo >= EPS or hi <= -EPS:
+        if not bool((y == 0).any()):
             return y
-    return torch.copysign(y.abs().clamp_min_(EPS), y)
+    return y.masked_fill(y == 0, math.inf)
 
 
 def safe_div(x: Value, y: Value) -> Value:
+    """x / y, and 0 where y == 0."""
+    if isinstance(x, float) and isinstance(y, float):
+        return x / y if y != 0 else 0.0
     return x / safe_denominator(y)
 
 
 def safe_pow(x: Value, y: Value) -> Value:
-    """x ^ y; integer exponents as usual (negative ones through safe division),
-    other exponents as sign(x) |x|^y."""
-    if isinstance(y, float) and y.is_integer():
+    """x ^ y; integer exponents up to 2^31 as usual (negative ones as (1 / x)^-n with safe
+    division, so 0^-n = 0 and a tiny base overflows instead of underflowing to a zero divisor),
+    other exponents as sign(x) |x|^y (0 for a zero base and a negative exponent)."""
+    if isinstance(y, float) and y.is_integer() and abs(y) <= 2 ** 31:
         n = int(y)
         if isinstance(x, float):
-            return safe_div(1.0, x ** -n) if n < 0 else x ** n
-        return safe_div(1.0, x.pow(-n)) if n < 0 else x.pow(n)
+            return _float_pow(safe_div(1.0, x), -n) if n < 0 else _float_pow(x, n)
+        return safe_div(1.0, x).pow(-n) if n < 0 else x.pow(n)
     if isinstance(x, float) and isinstance(y, float):
-        return math.copysign(max(abs(x), EPS) ** y if y < 0 else abs(x) ** y, x)
+        if x == 0:
+            return 0.0 if y < 0 else (1.0 if y == 0 else 0.0)
+        return math.copysign(_float_pow(abs(x), y), x)
     x = torch.as_tensor(x)
     y = torch.as_tensor(y, dtype=x.dtype, device=x.device)
-    base = torch.where(y < 0, x.abs().clamp_min(EPS), x.abs())
-    return torch.sign(x) * base.pow(y)
+    out = torch.sign(x) * x.abs().pow(y)
+    return torch.where((x == 0) & (y < 0), torch.zeros((), dtype=x.dtype, device=x.device), out)
+
+
+def _float_pow(x: float, y: float) -> float:
+    """x ** y on floats, infinity where Python would raise OverflowError."""
+    try:
+        return x ** y
+    except OverflowError:
+        return math.inf
+    except ZeroDivisionError:   # 0.0 ** negative
+        return math.inf
 
 
 def _t(x: Value) -> Tensor:
@@ -61,7 +85,8 @@ def _t(x: Value) -> Tensor:
 
 
 def safe_log(x: Value) -> Value:
-    return math.log(max(x, EPS)) if isinstance(x, float) else torch.log(x.clamp_min(EPS))
+    """log(x) where x > 0, log(TINY) where x <= 0."""
+    return math.log(max(x, TINY)) if isinstance(x, float) else torch.log(x.clamp_min(TINY))
 
 
 def safe_sqrt(x: Value) -> Value:

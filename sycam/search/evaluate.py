@@ -40,7 +40,7 @@ from ..kernels.batched import weighted_maps
 from ..kernels.compiler import apply_op
 from ..kernels.layout import to_layout
 from ..kernels.numerics import safe_denominator
-from ..kernels.postprocess import fuse
+from ..kernels.postprocess import fuse, minmax
 from ..metrics.base import GROUND_TRUTH, Metric, MetricError, missing_ground_truth
 from ..metrics.maps import LowResMaps
 from ..metrics.registry import get_metric
@@ -384,13 +384,7 @@ class CandidateMaps:
         """(n, b, P) min-max normalised maps at feature resolution, layers concatenated: what the
         observational equivalence of candidates compares (a positive scale or an added constant
         of a map does not change it)."""
-        parts = []
-        for r in self.raw:
-            flat = r.flatten(2)
-            lo = flat.amin(-1, keepdim=True)
-            span = flat.amax(-1, keepdim=True) - lo
-            parts.append(torch.where(span > 0, (flat - lo) / span.clamp_min(1e-30), torch.zeros_like(flat)))
-        return torch.cat(parts, dim=-1)
+        return torch.cat([minmax(r.flatten(2)[..., None, :])[..., 0, :] for r in self.raw], dim=-1)
 
 
 def maps_from_values(values: Sequence[Sequence[Value]], axes: Sequence[frozenset[str]], evidence: EvidenceSet,
