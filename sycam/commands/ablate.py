@@ -21,7 +21,7 @@ from ..search.ablate import ablate
 from ..search.evaluate import check_metric_inputs
 from ..search.objectives import ObjectiveError, parse_objective
 from .common import add_model_args, console
-from .problem import add_data_args, check_data_arg, load_problem
+from .problem import add_data_args, check_data_arg, load_problem, read_data
 
 
 def add(sub) -> None:
@@ -60,7 +60,7 @@ def run(args) -> int:
     if spec.is_size:
         raise ObjectiveError("ablate scores a metric, not size")
     check_data_arg(args)
-    problem = load_problem(args, log=lambda m: console.print(m))
+    problem = load_problem(args, log=lambda m: console.print(m), images=read_data(args))
     batch = problem.batch
     if args.images == "held-out":
         _, batch = split(batch, args.held_out, args.split_seed)

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
+import re
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -46,14 +50,18 @@ def resolve_class(spec: str | None, classes: list[str]) -> int | None:
 
 
 def read_images(paths: list[str]) -> tuple[list[torch.Tensor], list[str]]:
-    """Images from files; unreadable ones are reported and skipped, with a count."""
+    """Images from files, with :func:`input_names`; unreadable ones are reported and skipped, with a count.
+
+    Called before the model is loaded, so bad inputs fail fast. A file given twice is read once.
+    """
     from ..data.images import read_image
 
-    images, names, skipped = [], [], []
+    paths = list({os.path.abspath(p): p for p in paths}.values())
+    images, read, skipped = [], [], []
     for p in paths:
         try:
             images.append(read_image(p))
-            names.append(Path(p).stem)
+            read.append(p)
         except DataError as err:
             skipped.append(str(err))
     for reason in skipped:
@@ -62,4 +70,37 @@ def read_images(paths: list[str]) -> tuple[list[torch.Tensor], list[str]]:
         console.print(f"[yellow]{len(skipped)} of {len(paths)} images skipped[/]")
     if not images:
         raise DataError("no readable images")
-    return images, names
+    return images, input_names(read)
+
+
+def input_names(paths: list[str]) -> list[str]:
+    """Short names that tell input files apart: the stem, with as many parent folders as needed
+    where stems repeat (``a/photo``, ``b/photo``), then the extension (``photo.png``, ``photo.jpg``)."""
+    full = [Path(os.path.abspath(p)) for p in paths]
+
+    def options(p: Path) -> list[str]:
+        folders = p.parent.parts[1:]
+        return [("/".join([*folders[len(folders) - d:], p.name if ext else p.stem]))
+                for ext in (False, True) for d in range(len(folders) + 1)]
+
+    choices = [options(p) for p in full]
+    level = [0] * len(full)
+    while True:
+        names = [c[k] for c, k in zip(choices, level)]
+        repeated = {n for n, count in Counter(names).items() if count > 1}
+        moved = False
+        for i, n in enumerate(names):
+            if n in repeated and level[i] + 1 < len(choices[i]):
+                level[i] += 1
+                moved = True
+        if not repeated or not moved:
+            return names
+
+
+def slug(text: str, limit: int = 60) -> str:
+    """``text`` as a file name: itself when short and made of safe characters, else its safe
+    characters plus a hash of the whole, so two different texts never share a file."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", text).lstrip(".")
+    if safe == text and len(text) <= limit:
+        return text
+    return f"{safe[:limit - 9]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"

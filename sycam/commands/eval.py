@@ -17,6 +17,7 @@ from ..evaluation import BASELINES, evaluate, resolve_metrics
 from ..methods import SEEDS
 from ..report.overlay import save_grid
 from .common import add_model_args, console, load_bundle
+from .problem import check_data_arg, read_data
 
 DEFAULT_METRICS = ["pointing_game", "energy_pointing_game"]
 
@@ -53,14 +54,15 @@ def expand_methods(names: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def load_data(args, bundle):
-    from ..data import default_benchmark, fallback_benchmark, load_folder, to_batch
+def load_data(args, bundle, images=None):
+    """The benchmark as a batch; ``images``: the folder already read by :func:`read_data`."""
+    from ..data import default_benchmark, fallback_benchmark, to_batch
 
     if args.data == "default":
         return default_benchmark(args.size, bundle=bundle)
     if args.data == "fallback":
         return fallback_benchmark(bundle)
-    images = load_folder(args.data)
+    images = images if images is not None else read_data(args)
     if images.skipped:
         console.print(f"[yellow]{len(images.skipped)} images skipped[/]: " +
                       "; ".join(f"{f} ({why})" for f, why in images.skipped[:5]))
@@ -68,6 +70,8 @@ def load_data(args, bundle):
 
 
 def run(args) -> int:
+    check_data_arg(args)
+    images = read_data(args)                  # user images before the model
     bundle = load_bundle(args)
     methods = expand_methods(args.methods)
     layers = args.layers or [bundle.default_layer]
@@ -76,7 +80,7 @@ def run(args) -> int:
             for m in methods}   # errors before any work
     names = args.metrics or list(DEFAULT_METRICS)
     metrics = resolve_metrics(names)
-    batch = load_data(args, bundle).to(args.device)
+    batch = load_data(args, bundle, images).to(args.device)
     if "pointing_game" in metrics and batch.other_masks is not None and bool(batch.other_masks.any()) \
             and "pointing_other" not in metrics:
         metrics.update(resolve_metrics(["pointing_other"]))

@@ -13,7 +13,7 @@ from rich.table import Table
 from ..api import explain_many, make_cam
 from ..methods import SEEDS
 from ..report.overlay import overlay, save_grid, save_png
-from .common import add_model_args, console, load_bundle, read_images, resolve_class
+from .common import add_model_args, console, load_bundle, read_images, resolve_class, slug
 
 
 def add(sub) -> None:
@@ -38,9 +38,9 @@ def default_images():
 
 
 def run(args) -> int:
+    images, names = read_images(args.images) if args.images else default_images()   # before the model
     bundle = load_bundle(args)
-    images, names = read_images(args.images) if args.images else default_images()
-    methods = args.methods or ["gradcam"]
+    methods = list(dict.fromkeys(args.methods or ["gradcam"]))
     if "all" in methods:
         methods = [m for m in methods if m != "all"] + [s for s in SEEDS if s not in methods]
     layers = args.layers or [bundle.default_layer]
@@ -71,11 +71,12 @@ def run(args) -> int:
 
     out = Path(args.out)
     rows = []
+    files = overlay_files(names, methods)
     for i, name in enumerate(names):
         top = int(probs[i].argmax())
         explained = top if target is None else target
         for m in methods:
-            path = save_png(out / "overlays" / f"{name}__{_slug(m)}.png", overlay(shown[i], maps[m][i]))
+            path = save_png(out / "overlays" / files[name, m], overlay(shown[i], maps[m][i]))
             rows.append({"image": name, "method": m, "expression": cams[m].text,
                          "predicted": bundle.classes[top], "probability": round(float(probs[i, top]), 4),
                          "explained_class": bundle.classes[explained], "valid": bool(valid[m][i]),
@@ -107,5 +108,15 @@ def run(args) -> int:
     return 0
 
 
-def _slug(method: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in method)[:60]
+def overlay_files(names: list[str], methods: list[str]) -> dict[tuple[str, str], str]:
+    """One file name per (image, method), never shared (see :func:`~sycam.commands.common.slug`)."""
+    files: dict[tuple[str, str], str] = {}
+    taken: set[str] = set()
+    for name in names:
+        for m in methods:
+            stem = f"{slug(name)}__{slug(m)}"
+            if stem in taken:                 # 'a__b' + 'c' against 'a' + 'b__c'
+                stem = slug(f"{stem}\n{name}\n{m}")
+            taken.add(stem)
+            files[name, m] = f"{stem}.png"
+    return files

@@ -57,8 +57,19 @@ def check_data_arg(args) -> None:
         raise DataError(f"--held-out must be between 0 and 1, not {held}")
 
 
-def load_problem(args, log=print) -> Problem:
-    """Model, layers and images from the parsed arguments (see :func:`add_data_args`)."""
+def read_data(args):
+    """The annotated folder of ``--data`` as an ImageSet (None for the built-in sets): user images
+    are read before any model work, so a bad folder fails fast."""
+    if args.data in DATA:
+        return None
+    from ..data import load_folder
+
+    return load_folder(args.data)
+
+
+def load_problem(args, log=print, images=None) -> Problem:
+    """Model, layers and images from the parsed arguments (see :func:`add_data_args`);
+    ``images``: the folder already read by :func:`read_data`."""
     if args.data == "toy" or args.model == "toy":
         from ..search.toy import toy_problem
 
@@ -72,6 +83,8 @@ def load_problem(args, log=print) -> Problem:
                        [str(i) for i in range(5)], batch.size[0])
     from .common import load_bundle
 
+    if images is None:
+        images = read_data(args)
     bundle = load_bundle(args)
     if args.data == "default":
         from ..data import default_benchmark
@@ -84,9 +97,8 @@ def load_problem(args, log=print) -> Problem:
         batch = fallback_benchmark(bundle)
         data = {"kind": "fallback"}
     else:
-        from ..data import load_folder, to_batch
+        from ..data import to_batch
 
-        images = load_folder(args.data)
         batch = to_batch(images.items(), bundle.preprocess)
         data = {"kind": "folder", "path": str(Path(args.data).resolve())}
     data["images"] = len(batch)

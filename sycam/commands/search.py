@@ -22,9 +22,9 @@ from ..search.objectives import Objectives, parse_objectives
 from ..search.optuna_space import GrammarSpace
 from ..search.pruning import WilcoxonPruner
 from ..search.space import load_space
-from ..search.storage import open_store
+from ..search.storage import check_study_name, open_store
 from .common import add_model_args, console
-from .problem import add_data_args, check_data_arg, load_problem, names_digest
+from .problem import add_data_args, check_data_arg, load_problem, names_digest, read_data
 
 DEFAULT_METRIC = "energy_pointing_game"
 
@@ -90,6 +90,7 @@ def _stop_on_signals(stop: threading.Event):
 def run(args) -> int:
     started = time.perf_counter()
     # everything that can be checked without the model, first
+    check_study_name(args.study)
     space = load_space(args.space, operators=args.operators, terminals=args.terminals, constants=args.constants,
                        max_size=args.max_size, max_depth=args.max_depth, result=args.result)
     specs = parse_objectives(args.metrics or [DEFAULT_METRIC])
@@ -97,11 +98,12 @@ def run(args) -> int:
                       enumerate_size=args.enumerate_size, batch=args.batch, sampler=args.sampler, seed=args.seed,
                       grace=args.grace)
     check_data_arg(args)
+    images = read_data(args)
     out = Path(args.out or Path("results") / "search" / args.study)
-    store = open_store(args.storage or f"journal:{out / 'study.journal'}")
+    store = open_store(args.storage or f"journal:{out / 'study.journal'}", create=out)
     console.print(f"study [bold]{args.study}[/] in {store.url}; {space.describe()}")
 
-    problem = load_problem(args, log=lambda m: console.print(m))
+    problem = load_problem(args, log=lambda m: console.print(m), images=images)
     train, held = split(problem.batch, args.held_out, args.split_seed)
     resources = {"model_fn": problem.model, "model": problem.model}
     for s in specs:

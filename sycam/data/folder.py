@@ -76,11 +76,14 @@ def _sample(rec: ann.RawImage, folder: Path, label_map: Mapping[str, int | str],
         mask = None
         if raw.mask_file is not None:
             mask = read_mask(raw.mask_file, size)
-        elif raw.polygons:
-            mask = polygon_mask(raw.polygons, size)
-        elif raw.rle is not None:
-            counts = ann.decode_coco_counts(raw.rle) if isinstance(raw.rle, str) else list(raw.rle)
-            mask = rle_mask(counts, size)
+        else:
+            try:
+                if raw.polygons:
+                    mask = polygon_mask(raw.polygons, size)
+                elif raw.rle is not None:
+                    mask = rle_mask(raw.rle, size)
+            except DataError as err:
+                raise DataError(f"{where}: {err}") from None
         if mask is not None and not mask.any():
             warn(f"{where}: empty mask ignored")
             mask = None
