@@ -229,3 +229,44 @@ def test_simplification_is_bounded_in_time():
     out = simplify(tree, seconds=0.05)
     assert time.perf_counter() - start < 1.0
     assert result_kind(out) == "heatmap"
+
+
+# --- the same cases from the command line: a clear message or a result, never a traceback ------
+
+@pytest.mark.parametrize("text, code", [
+    ("relu(sum(A*1e309,k))", 2), ("1e309-1e309", 2), ("relu(sum(A*2^10000,k))", 2), ("relu(sum(A/0,k))", 2),
+    ("A*0^-1", 2), ("relu(sum(A*2^100000000000,k))", 2), ("relu(sum(A*log(2), k))", 0),
+    ("relu(sum(A*exp(1), k))", 0), ("relu(sum(sign(G)*A, k))", 0),
+])
+def test_check_command(text, code, capsys):
+    from sycam.cli import main
+
+    assert main(["check", text]) == code
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    assert ("error: " in out.err) == (code == 2)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("img") / "photo.png"
+    Image.fromarray((torch.rand(40, 48, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("text, code, message", [
+    ("relu(sum(A*1e309, k))", 2, "outside the float32 range"),
+    ("relu(sum(A*10^400.5, k))", 2, "the constant `10^400.5`"),
+    ("relu(sum(where(G > 0, A, 1e308), k))", 2, "number 1e308"),
+    ("relu(sum(A^100000000000000000000, k))", 0, ""),
+    ("relu(sum(where(1 > 2, A, 0), k))", 0, ""),
+])
+def test_explain_command(text, code, message, photo, tmp_path, capsys):
+    from sycam.cli import main
+
+    assert main(["explain", "--model", "resnet18", "--layer", "layer3", "--device", "cpu", "--method", text,
+                 "--out", str(tmp_path / "out"), photo]) == code
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err and message in out.err
