@@ -270,3 +270,13 @@ def test_explain_command(text, code, message, photo, tmp_path, capsys):
                  "--out", str(tmp_path / "out"), photo]) == code
     out = capsys.readouterr()
     assert "Traceback" not in out.out + out.err and message in out.err
+
+
+@pytest.mark.parametrize("text", [
+    # maps near the float32 maximum: their min-max span overflowed to NaN; now reported invalid
+    "pc1(A) * (1e-30 + -3.4e38)",
+    # sympy.simplify substitutes NaN into a where(...) whose comparison sycam folded
+    "-where(sign(sum(A, k)) > 1e-30, -sum(A, k), -sum(A, k))",
+])
+def test_found_by_the_10k_fuzz_run(text):
+    through_everything(text)

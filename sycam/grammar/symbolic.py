@@ -192,7 +192,7 @@ def where_fn(compare: str) -> type:
     @classmethod
     def eval(cls, a, b, x, y):
         """A comparison of two numbers is decided here: the branch it picks."""
-        if _number(a) and _number(b):
+        if _number(a) and _number(b) and a.is_finite is True and b.is_finite is True:   # (not nan, zoo)
             holds = {"gt": a > b, "ge": a >= b, "lt": a < b, "le": a <= b, "eq": a == b, "ne": a != b}[compare]
             return x if bool(holds) else y
 

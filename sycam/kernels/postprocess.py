@@ -2,7 +2,8 @@
 
 ReLU is not applied here: an expression that wants it says so (``relu(...)``), so the
 post-processing is the same for every method. Maps that contain NaN or infinities are
-reported invalid (and returned as zeros) instead of failing the batch.
+reported invalid (and returned as zeros) instead of failing the batch, and so are maps that
+reach half the float32 range (their min-max would overflow).
 """
 from __future__ import annotations
 
@@ -29,9 +30,14 @@ def minmax(maps: Tensor) -> Tensor:
     return out.reshape(maps.shape)
 
 
+#: A map with a value this large is invalid: its min-max span (max - min) would overflow float32.
+MAP_LIMIT = 2.0 ** 127
+
+
 def validity(maps: Tensor) -> Tensor:
-    """(...,) bool: True where the map (last two axes) is entirely finite."""
-    return torch.isfinite(maps).flatten(-2).all(dim=-1)
+    """(...,) bool: True where the map (last two axes) is finite with |values| < MAP_LIMIT
+    (about 1.7e38, half the float32 maximum, so that its normalisation cannot overflow)."""
+    return (maps.abs() < MAP_LIMIT).flatten(-2).all(dim=-1)     # NaN compares False
 
 
 def finalize(raw: Tensor, size: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:

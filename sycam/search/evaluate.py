@@ -40,7 +40,7 @@ from ..kernels.batched import weighted_maps
 from ..kernels.compiler import apply_op
 from ..kernels.layout import to_layout
 from ..kernels.numerics import safe_denominator
-from ..kernels.postprocess import fuse, minmax
+from ..kernels.postprocess import fuse, minmax, validity
 from ..metrics.base import GROUND_TRUTH, Metric, MetricError, missing_ground_truth
 from ..metrics.maps import LowResMaps
 from ..metrics.registry import get_metric
@@ -393,7 +393,7 @@ def maps_from_values(values: Sequence[Sequence[Value]], axes: Sequence[frozenset
     raws, valid = [], None
     for li, terms in enumerate(evidence.layers.values()):
         raw = layer_maps([v[li] for v in values], axes, terms["A"] if "A" in terms else _shape_only(terms), space)
-        ok = torch.isfinite(raw).flatten(2).all(-1)
+        ok = validity(raw)
         raws.append(torch.where(ok[..., None, None], raw, torch.zeros((), dtype=raw.dtype, device=raw.device)))
         valid = ok if valid is None else valid & ok
     return CandidateMaps(raws, valid, evidence.input_size, fusion)
