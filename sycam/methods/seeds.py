@@ -168,7 +168,8 @@ _ALIASES = {re.sub(r"[^a-z0-9+]", "", a.lower()): s.name for s in _SEEDS for a i
 
 class MetaCAMObject:
     """What a meta-method's object shares (GPNN-CAM, MetaCAM): ``repr`` from its ``text``, and a
-    context manager, like :class:`sycam.CAM`, that drops the last explanation on exit."""
+    context manager, like :class:`sycam.CAM`: hooks live only inside each call, so leaving the
+    block releases nothing and the last explanation (``last``) stays readable."""
 
     last = None
 
@@ -179,7 +180,7 @@ class MetaCAMObject:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.last = None
+        return None
 
 
 @dataclass(frozen=True)
