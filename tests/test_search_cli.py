@@ -103,15 +103,20 @@ def test_ablate_writes_a_sorted_table_chart_and_heatmaps(tmp_path):
     data = json.loads((out / "ablation.json").read_text())
     rows = data["rows"]
     assert rows[0]["kind"] == "original"
-    deltas = [r["delta"] for r in rows[1:]]
+    scored = [r for r in rows[1:] if not r["map"]]                  # flat maps (A -> G2 here) are not scored
+    assert rows[1:] == scored + [r for r in rows[1:] if r["map"]]
+    deltas = [r["delta"] for r in scored]
     assert deltas == sorted(deltas)                                 # most harmful first
     changes = {r["change"] for r in rows}
     assert {"mean(x, hw) -> x", "G -> G2", "A -> G"} <= changes and "relu(x) -> x" not in changes  # root kept
-    # each variant's score is the metric of its own expression (recomputed here)
+    # by default on the held-out images of the search's split (--held-out 0.25 --split-seed 0)
     model, batch, layer = toy_problem(12)
+    held = split(batch, 0.25, 0)[1]
+    assert data["image_set"] == "held-out" and data["image_names"] == held.names
+    # each variant's score is the metric of its own expression (recomputed here)
     metric = get_metric("energy_pointing_game")
-    for r in rows[:3]:
-        v = metric(CAM(parse(r["expression"]), model, [layer])(batch.x, batch.labels).detach(), batch)
+    for r in [rows[0], *scored[:2]]:
+        v = metric(CAM(parse(r["expression"]), model, [layer])(held.x, held.labels).detach(), held)
         assert math.isclose(float(v[~v.isnan()].mean()), r["score"], abs_tol=1e-4)
         assert math.isclose(r["delta"], r["score"] - rows[0]["score"], abs_tol=1e-6)
     for name in ("ablation.csv", "ablation.png", "heatmaps.png", "report.html"):

@@ -12,14 +12,6 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..data import split
-from ..report import figures
-from ..report.html import Page
-from ..report.leaderboard import write_csv, write_json
-from ..report.overlay import save_grid
-from ..search.ablate import ablate
-from ..search.evaluate import check_metric_inputs
-from ..search.objectives import ObjectiveError, parse_objective
 from .common import add_model_args, console
 from .problem import add_data_args, check_data_arg, load_problem, read_data
 
@@ -31,9 +23,11 @@ def add(sub) -> None:
     p.add_argument("expression", help="expression text or seed name (e.g. the content of best.txt)")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--metric", default="energy_pointing_game", help="metric name[:param=value,...]")
-    p.add_argument("--images", choices=("all", "held-out"), default="all",
-                   help="score on every image, or only on the held-out split of a search (--held-out, --split-seed)")
+    p.add_argument("--metric", default="energy_pointing_game",
+                   help="metric name[:param=value,...]; `sycam metrics` lists them")
+    p.add_argument("--images", choices=("all", "held-out"), default="held-out",
+                   help="score on the held-out split of a search with the same --data/--held-out/--split-seed "
+                        "(images the search never saw), or on every image")
     p.add_argument("--show", type=int, default=6, help="variants shown as heatmaps (the most harmful)")
     p.add_argument("--show-images", type=int, default=4, help="images in the heatmap figure")
     p.add_argument("--out", help="output folder (default results/ablate/<expression>)")
@@ -46,13 +40,23 @@ def _slug(text: str) -> str:
 
 def _title(row, j: int) -> str:
     if j == 0:
-        return f"original\n{row.score.mean:.3f}"
-    change = row.variant.change if len(row.variant.change) <= 28 else row.variant.change[:25] + "..."
-    return f"{change}\nat {'.'.join(map(str, row.variant.path))}: {row.score.mean:.3f}"
+        return f"original ({row.score.mean:.3f}): {row.variant.text}"
+    return f"{row.variant.change} at {row.variant.at}: {row.score.mean:.3f}"
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value != value else f"{value:.3f}"
 
 
 def run(args) -> int:
+    # torch, matplotlib and the search engine load here, not at the top: `sycam ablate --help` starts without them
+    from ..data import split
     from ..methods.seeds import resolve_method
+    from ..report import figures
+    from ..report.leaderboard import write_csv, write_json
+    from ..search.ablate import ablate
+    from ..search.evaluate import check_metric_inputs
+    from ..search.objectives import ObjectiveError, parse_objective
 
     started = time.perf_counter()
     resolve_method(args.expression)                  # syntax / type errors before any work
@@ -63,47 +67,100 @@ def run(args) -> int:
     problem = load_problem(args, log=lambda m: console.print(m), images=read_data(args))
     batch = problem.batch
     if args.images == "held-out":
-        _, batch = split(batch, args.held_out, args.split_seed)
+        working, batch = split(batch, args.held_out, args.split_seed)
+        used = (f"the {len(batch)} held-out images of a search's split (--data {args.data}, --held-out "
+                f"{args.held_out}, --split-seed {args.split_seed}; the {len(working)} working images left out)")
+    else:
+        used = f"all {len(batch)} images of --data {args.data} (a search's working images included)"
     metric = spec.metric()
     resources = {"model_fn": problem.model, "model": problem.model}
     check_metric_inputs(metric, batch, resources)
+    console.print(f"scoring on {used}: {', '.join(batch.names)}", markup=False)
     res = ablate(args.expression, problem.model, batch, problem.layers, metric,
                  keep_maps=min(args.show_images, len(batch)), resources=resources)
     out = Path(args.out or Path("results") / "ablate" / _slug(args.expression))
-    rows = [{"rank": j, "kind": r.variant.kind, "change": r.variant.change, "at": ".".join(map(str, r.variant.path)),
-             "term": r.variant.term, "expression": r.variant.text, "score": r.score.mean, "score_low": r.score.low,
-             "score_high": r.score.high, "delta": r.delta.mean, "delta_low": r.delta.low, "delta_high": r.delta.high,
-             "images": r.score.images} for j, r in enumerate(res.rows)]
+    rows = []
+    for j, r in enumerate(res.rows):
+        flat = {"zero": "0 on every image (not scored)",
+                "constant": "constant on every image (not scored)"}.get(r.constant or "", "")
+        rows.append({"rank": j, "kind": r.variant.kind, "change": r.variant.change or "original",
+                     "at": r.variant.at, "path": ".".join(map(str, r.variant.path)), "term": r.variant.term,
+                     "expression": r.variant.text, "map": flat, "score": r.score.mean, "score_low": r.score.low,
+                     "score_high": r.score.high, "delta": r.delta.mean, "delta_low": r.delta.low,
+                     "delta_high": r.delta.high, "images": r.score.images,
+                     "dead": any(r is d for d in res.dead)})
+    dead = res.dead_line()
     write_csv(out / "ablation.csv", rows)
     write_json(out / "ablation.json", {"expression": res.expression, "metric": spec.text, "images": res.images,
+                                       "image_set": args.images, "image_names": res.names, "dead_terms": dead,
                                        "rows": rows})
-    variants = res.rows[1:]
-    bars = figures.bar_chart(out / "ablation.png", [r.variant.label for r in variants],
-                             [r.delta.mean for r in variants], [r.delta.low for r in variants],
-                             [r.delta.high for r in variants], reference=0.0,
-                             title=f"{spec.text}: variant minus original (95% CI; negative = the term mattered)",
-                             xlabel=f"change in {spec.text}", highlight=[r.delta.high < 0 for r in variants])
+    variants = [r for r in res.rows[1:] if r.scored]
+    files = {}
+    if variants:
+        files["bars"] = figures.bar_chart(
+            out / "ablation.png", [r.variant.label for r in variants], [r.delta.mean for r in variants],
+            [r.delta.low for r in variants], [r.delta.high for r in variants], reference=0.0,
+            title=f"{spec.text}: variant minus original (95% CI; negative = the term mattered)",
+            xlabel=f"change in {spec.text}", highlight=[r.delta.high < 0 for r in variants])
     n = min(args.show_images, len(batch))
-    shown = [0, *range(1, min(len(res.rows), args.show + 1))]
-    grid = save_grid(out / "heatmaps.png", batch.images[:n].cpu(),
-                     {_title(res.rows[j], j): res.maps[j] for j in shown},
-                     row_titles=batch.names[:n], title=f"{res.expression}: original and the most harmful variants")
-    page = Page(f"sycam ablate: {res.expression}")
-    page.paragraph(f"{spec.text} on {res.images} images ({args.images}); original "
-                   f"{res.original.score} (95% CI). Variants sorted by the change they cause; a negative change "
-                   "means the removed or swapped term helped.")
-    page.table(rows, ["rank", "kind", "change", "at", "score", "delta", "delta_low", "delta_high", "expression"])
-    page.image(bars, "change of the metric per variant")
-    page.image(grid, "heatmaps side by side")
-    page.write(out / "report.html")
+    shown = [0, *[j for j, r in enumerate(res.rows) if j and r.scored][:args.show]]   # flat maps are not drawn
+    targets = [problem.classes[c] if 0 <= c < len(problem.classes) else f"class {c}"
+               for c in batch.labels[:n].tolist()]
+    columns, labels = {}, {}
+    for j in shown:
+        r = res.rows[j]
+        col = _title(r, j)
+        columns[col] = res.maps[j]
+        labels[col] = [f"target {t}: {spec.text} {_fmt(float(r.per_image[i]) if r.per_image is not None else float('nan'))}"
+                       for i, t in enumerate(targets)]
+    files["grid"] = figures.overlay_grid(
+        out / "heatmaps.png", batch.images[:n].cpu(), columns, boxes=batch.boxes[:n] or None,
+        row_titles=[f"{name}\ntarget: {t}" for name, t in zip(batch.names[:n], targets)], cell_labels=labels,
+        title="the original and the most harmful variants (flat maps left out)", by="map")
+    seconds = time.perf_counter() - started
+    _html(out, args, problem, spec, res, rows, dead, used, files, seconds)
 
-    table = Table(title=f"ablation of {res.expression} ({spec.text}, {res.images} images)")
+    from rich.markup import escape
+
+    table = Table(title=escape(f"ablation of {res.expression} ({spec.text}, {res.images} {args.images} images)"))
     for col in ("change", "at", "score", "change [95% CI]"):
-        table.add_column(col, justify="right" if col != "change" else "left")
+        table.add_column(col, justify="right" if col in ("score", "change [95% CI]") else "left", overflow="fold")
     for r in res.rows:
-        table.add_row(r.variant.change or "original", ".".join(map(str, r.variant.path)), f"{r.score.mean:.4f}",
+        if not r.scored and r.variant.kind != "original":
+            table.add_row(escape(r.variant.change), escape(r.variant.at), "-", f"{r.constant} map: not scored")
+            continue
+        table.add_row(escape(r.variant.change or "original"), escape(r.variant.at), f"{r.score.mean:.4f}",
                       "" if r.variant.kind == "original" else f"{r.delta.mean:+.4f} [{r.delta.low:+.3f}, {r.delta.high:+.3f}]")
     console.print(table)
-    console.print(f"wrote {out / 'report.html'}, ablation.csv/json, ablation.png, heatmaps.png "
-                  f"({time.perf_counter() - started:.0f} s)")
+    console.print(escape(dead))
+    console.print(escape(f"scored on {used}"))
+    console.print(f"wrote {out / 'report.html'}, ablation.csv/json, ablation.png, heatmaps.png ({seconds:.0f} s)")
     return 0
+
+
+def _html(out: Path, args, problem, spec, res, rows, dead: str, used: str, files, seconds: float) -> Path:
+    from ..report import header
+    from ..report.html import Page
+
+    page = Page(f"sycam ablate: {res.expression}")
+    page.header([("expression", res.expression), ("model", problem.model_name),
+                 ("weights", header.weights_text(problem.model_name, getattr(args, "weights", None))),
+                 ("layer", header.layers_text(problem.layers)), ("metric", header.metric_text(spec.text)),
+                 ("data", header.data_text(problem.data)), ("images scored", used),
+                 ("compute time", header.seconds_text(seconds))])
+    o = res.original
+    page.paragraph(f"{dead}. Original {spec.text} {o.score} (95% CI) on {res.images} images.", cls="verdict")
+    page.paragraph("Variants sorted by the change they cause (variant minus original, paired per image, 95 % "
+                   "bootstrap interval); a negative change means the removed or swapped term helped. 'at' is the "
+                   "smallest sub-expression that locates the change, the changed term in [brackets]. Variants whose "
+                   "map is flat on every image (identically 0 or constant) carry no spatial information: they are "
+                   "listed, not scored or drawn.", cls="note")
+    page.table(rows, ["rank", "kind", "change", "at", *(["map"] if any(r["map"] for r in rows) else []), "score",
+                      "delta", "delta_low", "delta_high", "expression"], labels={"delta": "change", "delta_low": "low", "delta_high": "high",
+                                             "map": "flat map"},
+               code=("change", "at", "expression"), wide=True)
+    page.image(files.get("bars"), "change of the metric per variant")
+    page.image(files.get("grid"), "heatmaps: the original and the most harmful variants; ground-truth boxes in "
+                                  "green, under each picture the target class and the image's score")
+    page.details(f"the {res.images} images scored", "\n".join(res.names))
+    return page.write(out / "report.html")

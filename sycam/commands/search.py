@@ -169,7 +169,7 @@ def run(args) -> int:
                 "strategy": options.strategy, "budget": options.budget}
     report = write_search_report(out, study=study, space=space, objectives=specs, held_out=held_ev, held_batch=held,
                                  resources=resources, command=["sycam", *sys.argv[1:]], settings=settings,
-                                 run=run_info, top=args.top)
+                                 run=run_info, top=args.top, classes=problem.classes)
     console.print(rich_table(report.table, specs, f"held-out leaderboard ({len(held)} images)"))
     colour = "green" if report.verdict.beats_every_seed else "red"
     console.print(f"[{colour}]{report.verdict.message}[/]")

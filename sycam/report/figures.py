@@ -2,13 +2,17 @@
 
 * :func:`bar_chart` - horizontal bars with 95 % error bars (leaderboards, ablations);
 * :func:`pareto_plot` - two objectives of every trial, the Pareto front and the seeds;
-* :func:`latex_png` - an expression typeset by matplotlib's mathtext (None if it cannot be).
+* :func:`latex_png` - an expression typeset by matplotlib's mathtext (None if it cannot be);
+* :func:`overlay_grid` - images x methods with the ground-truth boxes drawn and a label under
+  every picture (target class, per-image score); full names, wrapped, never cut (drawn with
+  PIL: one picture, fast even for many tiles).
 
-Overlay grids are :func:`sycam.report.overlay.save_grid`.
+Plain overlay grids are :func:`sycam.report.overlay.save_grid`.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
@@ -93,4 +97,150 @@ def latex_png(path: str | Path, latex: str, fontsize: int = 14) -> Path | None:
         return None
     finally:
         plt.close(fig)
+    return path
+
+
+def _font(size: int):
+    """DejaVu Sans (shipped with matplotlib) at ``size`` px, or PIL's default font."""
+    import os
+
+    from PIL import ImageFont
+
+    try:
+        import matplotlib
+
+        return ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf"), size)
+    except Exception:            # no FreeType: PIL's bitmap font still draws every character we use
+        return ImageFont.load_default()
+
+
+def wrap_px(text: str, font, width: int) -> list[str]:
+    """``text`` on lines no wider than ``width`` px: broken at spaces, else after ``/ _ - , .``,
+    else anywhere; nothing is left out."""
+    out = []
+    for part in str(text).split("\n"):
+        line = ""
+        for word in part.split(" "):
+            trial = f"{line} {word}" if line else word
+            if font.getlength(trial) <= width:
+                line = trial
+                continue
+            if line:
+                out.append(line)
+                line = ""
+            for piece in re.split(r"(?<=[/_\-,.])", word):       # a token longer than the line
+                if font.getlength(line + piece) <= width:
+                    line += piece
+                    continue
+                if line:
+                    out.append(line)
+                    line = ""
+                for ch in piece:
+                    if line and font.getlength(line + ch) > width:
+                        out.append(line)
+                        line = ""
+                    line += ch
+        out.append(line)
+    return out
+
+
+def overlay_grid(path: str | Path, images, maps: Mapping[str, object], *, boxes: Sequence | None = None,
+                 row_titles: Sequence[str] = (), cell_labels: Mapping[str, Sequence[str]] | None = None,
+                 title: str | None = None, tile: int | None = None, alpha: float = 0.5, cmap: str = "jet",
+                 by: str = "image", font_size: int = 12, page: int = 1180) -> Path:
+    """Overlays with the ground-truth boxes (green) and a label under every picture, as one PNG.
+
+    ``by="image"``: one row per image, the image first, then one column per map (``maps``'
+    names as column titles). ``by="map"``: the images in the first row, then one row per map,
+    its name on the left (for many maps and few images). ``row_titles[i]`` names image i (image
+    name, target class), ``cell_labels[name][i]`` goes under that map's overlay of image i.
+    Pictures are ``tile`` px squares (aspect kept; default: what fits a report's ``page`` width,
+    150 to 220 px); every text is wrapped, never cut.
+    """
+    from PIL import Image, ImageDraw
+
+    from .overlay import overlay, to_uint8
+
+    if by not in ("image", "map"):
+        raise ValueError(f"by must be 'image' or 'map', not {by!r}")
+    font, big = _font(font_size), _font(font_size + 3)
+    lh = int(font_size * 1.25)
+    pad = 8
+    names = list(maps)
+    n = len(images)
+    pictures: dict[tuple[int, int], tuple[object, int]] = {}     # (row, col) -> (picture, image index)
+    below: dict[tuple[int, int], str] = {}
+    above: dict[tuple[int, int], str] = {}
+    side: dict[int, str] = {}                                      # by="map": the row's name, on the left
+    first_label = "image (ground truth in green)"
+    for i in range(n):
+        img = images[i].detach().cpu()
+        r, c = (i, 0) if by == "image" else (0, i)
+        pictures[r, c] = (img, i)
+        below[r, c] = row_titles[i] if i < len(row_titles) else ""
+        for j, m in enumerate(names, start=1):
+            r, c = (i, j) if by == "image" else (j, i)
+            pictures[r, c] = (overlay(img, maps[m][i].detach().cpu(), alpha, cmap), i)
+            labels = (cell_labels or {}).get(m)
+            below[r, c] = labels[i] if labels is not None and i < len(labels) else ""
+    if by == "image":
+        rows, cols = n, len(names) + 1
+        for c, m in enumerate([first_label, *names]):
+            above[0, c] = m
+        left = 0
+    else:
+        rows, cols = len(names) + 1, n
+        for r, m in enumerate([first_label, *names]):
+            side[r] = m
+        left = int(min(240, max(100, max(font.getlength(m) for m in side.values()) + 2 * pad)))
+    if tile is None:
+        tile = int(min(220, max(150, (page - left - pad) / cols - pad)))
+    cw = tile + pad
+    wrapped_below = {k: wrap_px(v, font, tile) if v else [] for k, v in below.items()}
+    wrapped_above = {k: wrap_px(v, font, tile) if v else [] for k, v in above.items()}
+    wrapped_side = {r: wrap_px(v, font, left - 2 * pad) for r, v in side.items()}
+    heights = []
+    for r in range(rows):
+        up = max([len(wrapped_above.get((r, c), [])) for c in range(cols)] + [0])
+        down = max([len(wrapped_below.get((r, c), [])) for c in range(cols)] + [0])
+        h = max(tile + (up + down) * lh + pad, len(wrapped_side.get(r, [])) * lh + pad)
+        heights.append((up, h))
+    title_lines = wrap_px(title, big, left + cols * cw - 2 * pad) if title else []
+    top = len(title_lines) * (lh + 3) + (2 * pad if title else 0)
+    canvas = Image.new("RGB", (left + cols * cw + pad, top + sum(h for _, h in heights) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for k, line in enumerate(title_lines):
+        draw.text(((canvas.width - big.getlength(line)) / 2, pad + k * (lh + 3)), line, fill="black", font=big)
+    y = top
+    for r in range(rows):
+        up, h = heights[r]
+        lines = wrapped_side.get(r, [])
+        for k, line in enumerate(lines):
+            draw.text((left - pad - font.getlength(line), y + up * lh + (tile - len(lines) * lh) / 2 + k * lh), line,
+                      fill="black", font=font)
+        for c in range(cols):
+            x = left + pad + c * cw
+            for k, line in enumerate(wrapped_above.get((r, c), [])):
+                draw.text((x + (tile - font.getlength(line)) / 2, y + k * lh), line, fill="black", font=font)
+            if (r, c) not in pictures:
+                continue
+            picture, i = pictures[r, c]
+            pil = Image.fromarray(to_uint8(picture))
+            scale = tile / max(pil.width, pil.height)
+            w, hh = max(1, round(pil.width * scale)), max(1, round(pil.height * scale))
+            pil = pil.resize((w, hh), Image.NEAREST if scale >= 1 else Image.LANCZOS)
+            px, py = x + (tile - w) // 2, y + up * lh + (tile - hh) // 2
+            canvas.paste(pil, (px, py))
+            draw.rectangle((px - 1, py - 1, px + w, py + hh), outline="#444")
+            if boxes is not None and i < len(boxes) and boxes[i] is not None:
+                for x0, y0, x1, y1 in boxes[i].detach().cpu().reshape(-1, 4).tolist():
+                    draw.rectangle((px + x0 * scale, py + y0 * scale, px + x1 * scale - 1, py + y1 * scale - 1),
+                                   outline=(0, 230, 0), width=2)
+            for k, line in enumerate(wrapped_below.get((r, c), [])):
+                draw.text((x + (tile - font.getlength(line)) / 2, y + up * lh + tile + 2 + k * lh), line,
+                          fill="black", font=font)
+        y += h
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path, optimize=False)
     return path

@@ -10,7 +10,10 @@ Everything is scored on the held-out images (never used by the search). Files in
 """
 from __future__ import annotations
 
+import json
+import math
 import shlex
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,9 +29,8 @@ from ..search.evaluate import Evaluator, EvidenceSet
 from ..search.ledger import info, is_evaluation
 from ..search.objectives import ObjectiveSpec
 from ..search.space import SearchSpace
-from . import figures, leaderboard
+from . import figures, header, leaderboard
 from .html import Page, esc
-from .overlay import save_grid
 
 
 @dataclass
@@ -66,7 +68,10 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
                         objectives: Sequence[ObjectiveSpec], held_out: EvidenceSet, held_batch: Batch,
                         resources: Mapping[str, Any] | None = None, command: Sequence[str] = (),
                         settings: Mapping[str, Any] | None = None, run: Mapping[str, Any] | None = None,
-                        top: int = 10, grid_images: int = 6) -> SearchReport:
+                        top: int = 10, grid_images: int = 6, classes: Sequence[str] | None = None) -> SearchReport:
+    """Score the study's best candidates and every seed on the held-out images and write the
+    report; ``classes``: class names for the overlay labels (default the class indices)."""
+    started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     directions = [s.direction for s in objectives]
@@ -76,8 +81,9 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
     extra = [e for e in front if e.trial not in {t.trial for t in tops}]
     heldout.score([*tops, *extra, *seeds], objectives, held_out, space, resources)
     best = tops[0] if tops else None
-    v = heldout.verdict(best, seeds, first, directions[k0])
     table = leaderboard.rows([*tops, *extra], seeds, space, objectives, directions)
+    v = heldout.verdict(best, seeds, first, directions[k0],
+                        name=f"The selected expression {table[0]['expression']}" if best is not None else None)
     files: dict[str, Path] = {}
     files["csv"] = leaderboard.write_csv(out / "leaderboard.csv", table)
     sign = 1.0 if directions[k0] == "maximize" else -1.0
@@ -114,11 +120,20 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
         n = min(grid_images, len(held_out))
         ev = Evaluator(held_out, space, first.metric(), **dict(resources or {}))
         maps = ev.maps([e.candidate for e in shown], list(range(n))).full().cpu()
-        titles = [name for name in held_batch.names[:n]]
-        files["overlays"] = save_grid(out / "overlays.png", held_batch.images[:n].cpu(),
-                                      {f"{e.label} ({e.held[first.text].mean:.3f})": maps[j]
-                                       for j, e in enumerate(shown)},
-                                      row_titles=titles, title="held-out images: best candidates vs the strongest seed")
+        names = list(held_batch.names[:n]) or [f"image {i}" for i in range(n)]
+        targets = [_class_name(int(c), classes) for c in held_batch.labels[:n].tolist()]
+        columns, labels = {}, {}
+        for j, e in enumerate(shown):
+            what = "strongest seed" if e.is_seed else "candidate"
+            col = f"{e.label} ({what}, mean {_fmt(e.held[first.text].mean)}): {e.text}"
+            columns[col] = maps[j]
+            scores = e.per_image.get(first.text)
+            labels[col] = [f"target {t}: {first.text} {_fmt(float(scores[i]) if scores is not None else math.nan)}"
+                           for i, t in enumerate(targets)]
+        files["overlays"] = figures.overlay_grid(
+            out / "overlays.png", held_batch.images[:n].cpu(), columns, boxes=held_batch.boxes[:n] or None,
+            row_titles=[f"{name}\ntarget: {t}" for name, t in zip(names, targets)], cell_labels=labels,
+            title=f"held-out images: the best candidates and the strongest seed ({first.text} per image)")
     if len(objectives) > 1:
         names = (objectives[0].text, objectives[1].text)
         pts = [(t.values[0], t.values[1]) for t in study.get_trials(deepcopy=False)
@@ -132,21 +147,64 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
         if tex is not None:
             files["latex"] = tex
 
-    files["html"] = _html(out / "report.html", study, objectives, table, v, best, files, counts, command,
-                          settings, run, held_out, front)
+    report_seconds = time.perf_counter() - started
+    files["html"] = _html(out / "report.html", study, space, objectives, table, v, best, files, counts, command,
+                          settings, run, held_out, front, report_seconds)
     return SearchReport(out, best, v, table, files)
 
 
-def _html(path: Path, study, objectives, table, v: heldout.Verdict, best, files, counts, command, settings, run,
-          held_out, front) -> Path:
+def _fmt(value: float) -> str:
+    return "n/a" if value != value else f"{value:.3f}"
+
+
+def _class_name(index: int, classes: Sequence[str] | None) -> str:
+    if classes and 0 <= index < len(classes):
+        return str(classes[index])
+    return f"class {index}"
+
+
+def header_rows(study_name: str, settings: Mapping[str, Any] | None, run: Mapping[str, Any] | None,
+                objectives: Sequence[ObjectiveSpec], report_seconds: float | None = None) -> list[tuple[str, str]]:
+    """The report's header: model, weights, layer(s), metric(s), data and split, compute time."""
+    settings, run = dict(settings or {}), dict(run or {})
+    model = str(settings.get("model", "?"))
+    rows = [("study", study_name), ("model", model),
+            ("weights", header.weights_text(model, settings.get("weights"))),
+            ("layer", header.layers_text(settings.get("layers")))]
+    for k, spec in enumerate(objectives):
+        rows.append(("metric" if len(objectives) == 1 else f"objective {k + 1}", header.metric_text(spec.text)))
+    rows.append(("data", header.data_text(settings.get("data"))))
+    rows.append(("split", header.split_text(settings.get("split"))))
+    t = []
+    if "search_seconds" in run:
+        t.append(f"search {header.seconds_text(run['search_seconds'])}"
+                 + (f" ({run['evaluated_this_run']} candidates scored)" if "evaluated_this_run" in run else ""))
+    if "total_seconds" in run:
+        t.append(f"model, data, evidence and search {header.seconds_text(run['total_seconds'])} in all")
+    if report_seconds is not None:
+        t.append(f"this report {header.seconds_text(report_seconds)}")
+    if "threads" in run:
+        t.append(f"{run['threads']} CPU thread(s)")
+    rows.append(("compute time", ("this run: " + "; ".join(t)) if t else ""))
+    return rows
+
+
+def _html(path: Path, study, space: SearchSpace, objectives, table, v: heldout.Verdict, best, files, counts, command,
+          settings, run, held_out, front, report_seconds: float | None = None) -> Path:
     page = Page(f"sycam search: {study.study_name}")
+    page.header(header_rows(study.study_name, settings, run, objectives, report_seconds))
     page.paragraph(v.message, cls="verdict " + ("good" if v.beats_every_seed else "bad"))
+    weight_space = space.result != "heatmap"
+    cand = "candidate w (weight map)" if space.result == "weight_maps" else \
+        "candidate w (channel weights)" if space.result == "weights" else "candidate (heatmap)"
     if best is not None:
         r = table[0]
         page.heading("Selected expression")
-        page.raw(f"<p>Selected on the working images, scored here on {len(held_out)} held-out images.</p>"
-                 f"<p><b>CAM</b> <code>{esc(r['expression'])}</code><br><b>candidate</b> <code>{esc(r['candidate'])}</code>"
-                 f"<br><b>simplified</b> <code>{esc(r['simplified'])}</code><br><b>size</b> {r['size']}</p>")
+        page.raw(f"<p>Selected on the working images (trial {esc(r['label'])}), scored here on {len(held_out)} "
+                 f"held-out images.</p>"
+                 f"<p><b>CAM</b> <code>{esc(r['expression'])}</code><br><b>{esc(cand)}</b> "
+                 f"<code>{esc(r['candidate'])}</code><br><b>simplified</b> <code>{esc(r['simplified'])}</code>"
+                 f"<br><b>size</b> {r['size']}</p>")
         page.image(files.get("latex"), "LaTeX (mathtext rendering)")
         page.code(r["latex"])
         page.raw('<p>Use it: <code>sycam explain --method "$(cat best.txt)"</code></p>')
@@ -156,12 +214,28 @@ def _html(path: Path, study, objectives, table, v: heldout.Verdict, best, files,
                  "verdict": "better" if c.better else "worse" if c.worse else "not significant"}
                 for c in v.comparisons])
     page.heading("Leaderboard")
+    if weight_space:
+        page.paragraph(f"The {cand.split(' (')[0]} column is in weight-map space: the search builds w and the CAM is "
+                       "heatmap = relu(sum(w * A, k)), shown simplified in the 'CAM (simplified)' column "
+                       "(so HiResCAM is the candidate G). Working = the images the search saw; held-out = the "
+                       "others, with a 95 % bootstrap interval.", cls="note")
     cols = ["rank", "label", "source", "candidate", "simplified", "size"]
+    labels = {"candidate": cand, "simplified": "CAM (simplified)"}
+    rows = []
+    for r in table:
+        row = dict(r)
+        for s in objectives:
+            m, lo, hi = r[f"held_{s.text}"], r[f"held_{s.text}_low"], r[f"held_{s.text}_high"]
+            row[f"held-out {s.text}"] = "-" if m != m else f"{m:.4f} [{lo:.3f}, {hi:.3f}]"
+        rows.append(row)
     for s in objectives:
-        cols += [f"train_{s.text}", f"held_{s.text}", f"held_{s.text}_low", f"held_{s.text}_high"]
-    page.table(table, cols)
+        cols += [f"train_{s.text}", f"held-out {s.text}"]
+        labels[f"train_{s.text}"] = f"working {s.text}"
+        labels[f"held-out {s.text}"] = f"held-out {s.text} [95% CI]"
+    page.table(rows, cols, labels=labels, code=("candidate", "simplified"), wide=True)
     page.image(files.get("bars"), "held-out score of every candidate and seed")
-    page.image(files.get("overlays"), "overlays on held-out images")
+    page.image(files.get("overlays"), "overlays on held-out images: ground-truth boxes in green; under each "
+                                      "picture the target class and the image's score")
     if "pareto" in files:
         page.heading("Pareto front (working images)")
         page.paragraph(", ".join(e.label for e in front) or "(empty)")
@@ -169,11 +243,10 @@ def _html(path: Path, study, objectives, table, v: heldout.Verdict, best, files,
     page.heading("Run")
     page.table([{"what": k, "count": v_} for k, v_ in sorted(counts.items())])
     if run:
-        page.code("\n".join(f"{k}: {val}" for k, val in run.items()))
+        page.details("this run (raw)", "\n".join(f"{k}: {val}" for k, val in run.items()))
     if command:
         page.heading("Command")
         page.code(shlex.join(command))
     if settings:
-        page.heading("Study settings")
-        page.code("\n".join(f"{k}: {val}" for k, val in settings.items()))
+        page.details("study settings (raw)", json.dumps(dict(settings), indent=1, default=str))
     return page.write(path)

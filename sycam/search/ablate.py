@@ -12,7 +12,9 @@ relu(sum(w * A, k))) the variants are:
 
 All variants are scored on the same images from one evidence capture per image batch; each
 is reported with the change of the metric against the original (paired over images, 95 %
-bootstrap interval, signed so that a negative change means the term mattered).
+bootstrap interval, signed so that a negative change means the term mattered). A variant whose
+map is constant on every image (``G - G``: identically 0) carries no spatial information: it
+is reported as such, not scored. A term is *dead* when removing it changes no image's score.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class Variant:
     term: str            # the sub-term that was changed
     change: str          # what was done, e.g. "relu(x) -> x", "G -> G2"
     expr: Expr           # the full heatmap expression of the variant
+    at: str = ""         # where: the smallest enclosing sub-expression that locates it, the term in [ ]
 
     @property
     def text(self) -> str:
@@ -52,10 +55,10 @@ class Variant:
 
     @property
     def label(self) -> str:
-        """The change and where (child indices from the root), unique within one ablation."""
+        """The change and where (the enclosing sub-expression, the changed term in brackets)."""
         if self.kind == "original":
             return "original"
-        return f"{self.change} at {'.'.join(map(str, self.path)) or 'root'}"
+        return f"{self.change} at {self.at or '.'.join(map(str, self.path)) or 'root'}"
 
 
 @dataclass
@@ -64,6 +67,11 @@ class Row:
     score: Interval
     delta: Interval                # variant minus original, signed: positive = variant is better
     per_image: Tensor = field(repr=False, default=None)
+    constant: str | None = None    # "zero" / "constant": the map is flat on every image (not scored)
+
+    @property
+    def scored(self) -> bool:
+        return self.constant is None
 
 
 def _nodes(expr: Expr, path: Path_ = ()) -> Iterable[tuple[Path_, Expr]]:
@@ -78,6 +86,24 @@ def _replace(expr: Expr, path: Path_, new: Expr) -> Expr:
     args = list(expr.args)
     args[path[0]] = _replace(args[path[0]], path[1:], new)
     return Call(expr.op, tuple(args), expr.axes)
+
+
+def _get(expr: Expr, path: Path_) -> Expr:
+    for i in path:
+        expr = expr.args[i]
+    return expr
+
+
+def context(expr: Expr, path: Path_) -> str:
+    """The text of the smallest sub-expression around the node at ``path`` that occurs once in
+    ``expr`` (at least the node's parent), with that node in brackets: ``mean([G], hw) * A``."""
+    node = _get(expr, path)
+    marked = _replace(expr, path, Var(f"[{to_text(node)}]"))
+    full = to_text(expr)
+    ctx = path[:-1]
+    while ctx and full.count(to_text(_get(expr, ctx))) > 1:
+        ctx = ctx[:-1]
+    return to_text(_get(marked, ctx))
 
 
 def _is_heatmap(expr: Expr, terminals) -> bool:
@@ -100,7 +126,7 @@ def variants(expr: Expr, terminals: Mapping = DEFAULT_TERMINALS,
         v = _replace(heat, path, new)
         if v not in seen and _is_heatmap(v, terminals):
             seen.add(v)
-            out.append(Variant(kind, path, to_text(node), change, v))
+            out.append(Variant(kind, path, to_text(node), change, v, context(heat, path)))
 
     for path, node in _nodes(heat):
         if isinstance(node, Call):
@@ -132,34 +158,70 @@ class Ablation:
     expression: str
     metric: str
     higher_is_better: bool
-    rows: list[Row]                  # the original first, then variants sorted by delta (most harmful first)
-    images: int
+    rows: list[Row]                  # the original first, then variants sorted by delta (most harmful first),
+    images: int                      # then the constant (unscored) variants
     maps: dict[int, Tensor] = field(default_factory=dict, repr=False)   # row index -> (b, H, W), shown images
+    names: list[str] = field(default_factory=list)                      # the images scored
 
     @property
     def original(self) -> Row:
         return self.rows[0]
 
+    @property
+    def dead(self) -> list[Row]:
+        """Removals (a wrapper dropped, an operand neutralised) that change no image's score."""
+        base = self.rows[0].per_image
+        out = []
+        for r in self.rows[1:]:
+            if r.variant.kind in ("removed", "neutral") and r.scored and r.per_image is not None \
+                    and bool(torch.isclose(r.per_image, base, rtol=0, atol=1e-9, equal_nan=True).all()):
+                out.append(r)
+        return out
+
+    def dead_line(self) -> str:
+        """One line: ``dead terms (removing them changes no score): ...``."""
+        items = [f"{r.variant.term} ({r.variant.change} at {r.variant.at})" for r in self.dead]
+        return "dead terms (removing them changes no score): " + ("; ".join(items) if items else "none")
+
+
+def _flat(layer_maps: Mapping[str, Tensor]) -> tuple[bool, bool]:
+    """(every layer's raw map is constant over space on every image, ... and that constant is 0)."""
+    constant = zero = True
+    for raw in layer_maps.values():
+        flat = raw.detach().flatten(-2)
+        span = flat.amax(-1) - flat.amin(-1)
+        constant = constant and bool((span == 0).all())
+        zero = zero and bool((flat == 0).all())
+    return constant, constant and zero
+
 
 def score_variants(vs: Sequence[Variant], model: nn.Module, batch: Batch, layers, metric: Metric, *,
                    seed: Seed | None = None, chunk: int | None = None, keep_maps: int = 0,
-                   resources: Mapping | None = None) -> tuple[Tensor, dict[int, Tensor]]:
+                   resources: Mapping | None = None, flat: list[str | None] | None = None
+                   ) -> tuple[Tensor, dict[int, Tensor]]:
     """Per-image metric values (n variants, b images) from one capture per chunk of images;
-    also the maps of the first ``keep_maps`` images of every variant."""
+    also the maps of the first ``keep_maps`` images of every variant. ``flat``, a list, receives
+    per variant ``"zero"`` / ``"constant"`` where its raw map is flat on every image, else None."""
     fuse = seed.fuse if seed is not None else None
     cams = {str(i): CAM(v.expr, model, layers, fuse=fuse) for i, v in enumerate(vs)}
     values, kept = [], {}
+    constant, zero = [True] * len(vs), [True] * len(vs)
     chunk = model_rows(batch.x.device, chunk)
     for start in range(0, len(batch), chunk):
         sub = batch[start:start + chunk]
         res = explain_many(cams, sub.x, sub.labels)
         maps = torch.stack([res[str(i)].maps for i in range(len(vs))])            # (n, b, H, W)
         valid = torch.stack([res[str(i)].valid for i in range(len(vs))])
+        for i in range(len(vs)):
+            c, z = _flat(res[str(i)].layer_maps)
+            constant[i], zero[i] = constant[i] and c, zero[i] and z
         v = metric(maps, sub, batch_size=chunk, **dict(resources or {})).float()
         values.append(torch.where(valid, v, torch.full_like(v, float("nan"))))
         if start < keep_maps:
             for i in range(len(vs)):
                 kept.setdefault(i, []).append(maps[i, : keep_maps - start].cpu())
+    if flat is not None:
+        flat[:] = ["zero" if z else "constant" if c else None for c, z in zip(constant, zero)]
     return torch.cat(values, 1), {i: torch.cat(m) for i, m in kept.items()}
 
 
@@ -173,15 +235,24 @@ def ablate(expression: str | Expr, model: nn.Module, batch: Batch, layers, metri
     vs = variants(tree)
     if len(vs) < 2:
         raise SycamError(f"`{to_text(tree)}` has no term to ablate")
+    flat: list[str | None] = []
     values, kept = score_variants(vs, model, batch, layers, metric, seed=seed, chunk=chunk, keep_maps=keep_maps,
-                                  resources=resources)
+                                  resources=resources, flat=flat)
     sign = metric.direction.sign
     rows = []
+    nan = Interval(float("nan"), float("nan"), float("nan"), 0)
     for i, v in enumerate(vs):
+        if i and flat[i]:                  # a flat map: nothing to score (reported as such)
+            rows.append(Row(v, nan, nan, None, flat[i]))
+            continue
         delta = interval(sign * (values[i] - values[0]))
         rows.append(Row(v, interval(values[i]), delta, values[i]))
-    first, rest = rows[0], sorted(rows[1:], key=lambda r: (r.delta.mean if r.delta.mean == r.delta.mean
-                                                           else float("inf")))
-    ordered = [first, *rest]
-    maps = {j: kept[vs.index(r.variant)] for j, r in enumerate(ordered)} if keep_maps else {}
-    return Ablation(to_text(vs[0].expr), metric.name, sign > 0, ordered, len(batch), maps)
+    if flat and flat[0]:
+        rows[0].constant = flat[0]
+    first = rows[0]
+    rest = sorted((r for r in rows[1:] if r.scored), key=lambda r: (r.delta.mean if r.delta.mean == r.delta.mean
+                                                                     else float("inf")))
+    ordered = [first, *rest, *(r for r in rows[1:] if not r.scored)]
+    index = {id(v): i for i, v in enumerate(vs)}
+    maps = {j: kept[index[id(r.variant)]] for j, r in enumerate(ordered)} if keep_maps else {}
+    return Ablation(to_text(vs[0].expr), metric.name, sign > 0, ordered, len(batch), maps, list(batch.names))

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import optuna
 import torch
 from torch import Tensor
 
@@ -80,17 +79,19 @@ class Comparison:
     worse: bool           # ... below 0
 
 
-def _entry(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> Entry:
+def _entry(trial: "optuna.trial.FrozenTrial", space: SearchSpace) -> Entry:
     i = info(trial)
     label = i.get("seed") or f"#{trial.number}"
     return Entry(label, parse(i["expr"]), i.get("source", "?"), trial.number, i.get("seed"),
                  list(trial.values) if trial.values else None)
 
 
-def select(study: optuna.Study, space: SearchSpace, directions: Sequence[str], top: int = 10
+def select(study: "optuna.Study", space: SearchSpace, directions: Sequence[str], top: int = 10
            ) -> tuple[list[Entry], list[Entry], list[Entry]]:
     """(top synthesised candidates by the first objective on the working images, the seeds,
     the Pareto front for several objectives). Duplicates and pruned candidates are left out."""
+    import optuna
+
     sign = 1.0 if directions[0] == "maximize" else -1.0
     done = [t for t in study.get_trials(deepcopy=False)
             if "duplicate_of" not in info(t) and info(t).get("expr")]
@@ -159,24 +160,118 @@ class Verdict:
                 "message": self.message}
 
 
-def verdict(best: Entry | None, seeds: Sequence[Entry], spec: ObjectiveSpec, direction: str) -> Verdict:
-    """The honest statement the report leads with."""
+def verdict(best: Entry | None, seeds: Sequence[Entry], spec: ObjectiveSpec, direction: str,
+            name: str | None = None) -> Verdict:
+    """The honest statement the report leads with; ``name``: how it names the best candidate
+    (its CAM expression; default its label)."""
     if best is None:
         return Verdict(spec.text, None, False, None, None, [], "no synthesised candidate was completed")
     comps = [compare(best, s, spec, direction) for s in seeds]
+    called = name or best.label
     if not comps:
-        return Verdict(spec.text, best.label, True, None, None, [], "the space contains no seed to compare with")
+        return Verdict(spec.text, best.label, True, None, None, [],
+                       f"{called}: the space contains no seed to compare with")
     weakest = min(comps, key=lambda c: c.diff.mean)          # the strongest seed: smallest margin
     beats = all(c.diff.mean > 0 for c in comps)
     n = weakest.diff.images
     if beats:
         sig = sum(c.better for c in comps)
-        msg = (f"{best.label} beats every seed on {spec.text} on {n} held-out images: by {weakest.diff.mean:+.4f} "
+        msg = (f"{called} beats every seed on {spec.text} on {n} held-out images: by {weakest.diff.mean:+.4f} "
                f"over the strongest seed {weakest.other} (95% CI {weakest.diff.low:+.4f} .. {weakest.diff.high:+.4f}); "
                f"the difference is significant against {sig} of {len(comps)} seeds")
     else:
         losers = [c.other for c in comps if c.diff.mean <= 0]
-        msg = (f"{best.label} does NOT beat every seed on {spec.text} on {n} held-out images: "
+        msg = (f"{called} does NOT beat every seed on {spec.text} on {n} held-out images: "
                f"{', '.join(losers)} score as well or better; vs {weakest.other} it is {weakest.diff.mean:+.4f} "
                f"(95% CI {weakest.diff.low:+.4f} .. {weakest.diff.high:+.4f})")
     return Verdict(spec.text, best.label, beats, weakest.other, weakest.diff, comps, msg)
+
+
+# ----------------------------------------------------------------------------- paired comparisons
+@dataclass
+class Paired:
+    """``method`` minus ``reference`` per image (raw units of the metric), its mean with a
+    bootstrap interval, the two-sided bootstrap p-value and the Holm-adjusted one."""
+
+    method: str
+    reference: str
+    diff: Interval
+    p: float
+    p_holm: float = math.nan
+    level: float = 0.95            # confidence of the interval (Holm's step level where several)
+
+    def significant(self, alpha: float = 0.05) -> bool:
+        return self.p_holm < alpha if self.p_holm == self.p_holm else self.p < alpha
+
+    def as_dict(self) -> dict:
+        return {"method": self.method, "reference": self.reference, **self.diff.as_dict(), "p": self.p,
+                "p_holm": self.p_holm, "level": self.level, "significant": self.significant()}
+
+
+def _bootstrap_means(d: Tensor, n_boot: int, seed: int) -> Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, d.numel(), (n_boot, d.numel()), generator=gen)
+    return d[idx].mean(1)
+
+
+def paired_difference(values: Tensor, reference: Tensor, *, method: str = "", reference_name: str = "",
+                      level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Paired:
+    """Per-image ``values - reference`` on the images where both are defined: mean, percentile
+    bootstrap interval at ``level`` and the two-sided bootstrap p-value of "mean difference = 0"."""
+    d = (values.double().cpu() - reference.double().cpu())
+    d = d[~d.isnan()]
+    m = d.numel()
+    if m == 0:
+        return Paired(method, reference_name, Interval(math.nan, math.nan, math.nan, 0), math.nan, level=level)
+    mean = float(d.mean())
+    if m == 1 or bool((d == d[0]).all()):
+        p = 1.0 if mean == 0 else 0.0 if m > 1 else math.nan
+        return Paired(method, reference_name, Interval(mean, mean if m > 1 else math.nan,
+                                                       mean if m > 1 else math.nan, m), p, level=level)
+    boot = _bootstrap_means(d, n_boot, seed)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(boot, q).tolist()
+    below, above = float((boot <= 0).double().mean()), float((boot >= 0).double().mean())
+    p = min(1.0, 2 * min(below, above) + 1 / (n_boot + 1))
+    return Paired(method, reference_name, Interval(mean, lo, hi, m), p, level=level)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given; NaN stays NaN)."""
+    idx = [i for i, p in enumerate(pvalues) if p == p]
+    order = sorted(idx, key=lambda i: pvalues[i])
+    m = len(order)
+    out = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def against_best(per_image: Mapping[str, Tensor], higher_is_better: bool, *, alpha: float = 0.05,
+                 n_boot: int = 2000, seed: int = 0) -> tuple[str | None, list[Paired]]:
+    """The method with the best mean, and every other method's paired difference to it
+    (``method - best`` per image), Holm-corrected over the comparisons: the p-values are
+    adjusted, and the j-th smallest p-value's interval is taken at Holm's step level
+    1 - alpha / (m - j + 1) (plain 1 - alpha for a single comparison)."""
+    means = {k: float(v[~v.isnan()].double().mean()) if bool((~v.isnan()).any()) else math.nan
+             for k, v in per_image.items()}
+    finite = {k: v for k, v in means.items() if v == v}
+    if not finite:
+        return None, []
+    best = (max if higher_is_better else min)(finite, key=finite.get)
+    others = [k for k in per_image if k != best]
+    first = [paired_difference(per_image[k], per_image[best], method=k, reference_name=best, n_boot=n_boot,
+                               seed=seed) for k in others]
+    adjusted = holm([c.p for c in first])
+    m = sum(c.p == c.p for c in first)
+    order = sorted([i for i, c in enumerate(first) if c.p == c.p], key=lambda i: first[i].p)
+    out = list(first)
+    for rank, i in enumerate(order):
+        level = 1 - alpha / (m - rank)
+        c = paired_difference(per_image[others[i]], per_image[best], method=others[i], reference_name=best,
+                              level=level, n_boot=n_boot, seed=seed) if m > 1 else first[i]
+        c.p, c.p_holm = first[i].p, adjusted[i]
+        out[i] = c
+    return best, out
