@@ -65,12 +65,12 @@ class Evaluation:
     fractions: dict[str, Tensor] = field(default_factory=dict)
 
     def summary(self, metric: str, method: str) -> Summary:
-        """Mean over images with its 95 % interval: bootstrap for hit/miss scores (a t-interval
-        would leave [0, 1] on few images), Student's t otherwise."""
+        """Mean over images with its 95 % interval: a percentile bootstrap for scores in [0, 1]
+        (hit/miss, energy, IoU: a t-interval would leave [0, 1] on few images), Student's t otherwise."""
         scores = self.scores[metric][method]
         finite = scores[~scores.isnan()]
-        binary = finite.numel() > 0 and bool(((finite == 0) | (finite == 1)).all())
-        return summarise(scores, method="bootstrap" if binary else "t")
+        bounded = finite.numel() > 0 and bool(((finite >= 0) & (finite <= 1)).all())
+        return summarise(scores, method="bootstrap" if bounded else "t")
 
     def class_mean(self, metric: str, method: str) -> float:
         """The literature's pointing game: accuracy per class, then the mean over classes."""

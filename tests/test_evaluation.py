@@ -132,3 +132,15 @@ def test_pointing_other_is_lower_is_better_without_touching_the_pointing_game():
     assert metrics["pointing_other"].direction is Direction.LOWER      # a peak on the other object is a miss
     assert metrics["pointing_game"].direction is Direction.HIGHER
     assert resolve_metrics(["pointing_game"])["pointing_game"].direction is Direction.HIGHER
+
+
+def test_intervals_of_scores_in_the_unit_range_stay_in_it():
+    from sycam.evaluation import Evaluation
+
+    # energy pointing game on 6 images: a t-interval would reach past 1
+    epg = torch.tensor([1.0, 1.0, 0.98, 1.0, 0.35, 1.0])
+    ev = Evaluation(methods=["m"], metrics={}, scores={"energy_pointing_game": {"m": epg}},
+                    labels=torch.zeros(6, dtype=torch.long), names=[str(i) for i in range(6)])
+    s = ev.summary("energy_pointing_game", "m")
+    assert s.method == "bootstrap" and 0.0 <= float(s.low) <= float(s.high) <= 1.0
+    assert float(s.mean) == pytest.approx(float(epg.mean()))
