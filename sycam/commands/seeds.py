@@ -1,20 +1,25 @@
 """``sycam seeds``: the seed library with formulas, references and costs."""
 from __future__ import annotations
 
-from rich.table import Table
-
-from ..methods import META_METHODS, SEEDS
 from .common import console
 
 
 def add(sub) -> None:
-    p = sub.add_parser("seeds", help="list the known methods (seed expressions)")
-    p.add_argument("--latex", action="store_true", help="show each formula in LaTeX too")
+    p = sub.add_parser("seeds", help="list the known methods (seed expressions)",
+                       description="The seed library: every known CAM method as an expression of the language, "
+                                   "with its cost and reference, then the meta-methods. Needs no model.")
+    p.add_argument("--latex", action="store_true", help="show each formula in LaTeX too (loads sympy)")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from ..grammar.symbolic import latex
+    # the seed catalogue is data (grammar + lark, no torch); sympy only for --latex
+    from rich.table import Table
+
+    from ..methods import META_METHODS, SEEDS
+
+    if args.latex:
+        from ..grammar.symbolic import latex
 
     table = Table(title=f"{len(SEEDS)} seed methods", show_lines=True)
     for col in ("name", "method", "expression", "cost", "reference"):

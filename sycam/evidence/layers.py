@@ -63,7 +63,7 @@ def resolve_layer(model: nn.Module, spec: str | nn.Module | LayerRef) -> LayerRe
                 module = module._modules[name]
             else:
                 raise UnknownNameError("layer", text, module_names(model),
-                                       hint="`sycam layers MODEL` lists them with their output shapes")
+                                       hint="`sycam layers --model MODEL` lists them with their output shapes")
         pos += len(part) + 1
     return LayerRef(spec.strip(), module, call)
 

@@ -2,33 +2,47 @@
 
 ``get_metric(name, **params)(maps, batch, model_fn=..., explainer=...) -> (b,) | (n,b)``; see
 :mod:`sycam.metrics.base` for the interface and :func:`available_metrics` for the names.
+:func:`describe` (``name -> dict(name, definition, direction, params, ...)``) and
+:func:`describe_all` need no torch. Every name loads on first use (PEP 562), so that
+``sycam metrics`` and the command line's help start without torch.
 """
-from .aggregate import Summary, class_mean, per_class, summarise, t_quantile
-from .axioms import AxiomInput, ConservationError, SensitivityError
-from .base import (Cost, Direction, FunctionMetric, Metric, MetricError, Resources, define_metric,
-                   input_affine, target_score)
-from .complexity import Complexity, Gini
-from .faithfulness import (ADCC, AverageDrop, AverageIncrease, Deletion, FinerConfidenceDrop, Insertion,
-                           rise_blur, rise_kernel)
-from .localisation import (BestIoU, EnergyPointingGame, GroundTruthAUC, GroundTruthPearson, IoU,
-                           PointingGame, dilate_disk)
-from .maps import LowResMaps
-from .registry import available_metrics, get_metric, metric_table, register_metric
-from .road import ROAD, linear_impute, noisy_linear_impute, removal_masks, spsolve_impute
-from .robustness import NOISES, Equivariance, NoiseRobustness
-from .sanity import CascadingRandomisation, parameter_layers
-from .similarity import SIMILARITIES, cosine, get_similarity, pearson, spearman, ssim, top_iou
+from __future__ import annotations
 
-from . import detection  # noqa: E402,F401  (registers the det_* metrics for object detectors)
+import importlib
 
-__all__ = [
-    "ADCC", "AverageDrop", "AverageIncrease", "AxiomInput", "BestIoU", "CascadingRandomisation", "Complexity",
-    "ConservationError", "Cost", "Deletion", "Direction", "EnergyPointingGame", "Equivariance",
-    "FinerConfidenceDrop", "FunctionMetric", "Gini", "GroundTruthAUC", "GroundTruthPearson", "Insertion", "IoU",
-    "LowResMaps", "Metric", "MetricError", "NOISES", "NoiseRobustness", "PointingGame", "ROAD", "Resources",
-    "SIMILARITIES", "SensitivityError", "Summary", "available_metrics", "class_mean", "cosine", "define_metric",
-    "dilate_disk", "get_metric", "get_similarity", "input_affine", "linear_impute", "metric_table",
-    "noisy_linear_impute", "parameter_layers", "pearson", "per_class", "register_metric", "removal_masks",
-    "rise_blur", "rise_kernel", "spearman", "spsolve_impute", "ssim", "summarise", "t_quantile", "target_score",
-    "top_iou",
-]
+#: module -> the public names it defines, imported when one of them is first read
+_MODULES: dict[str, tuple[str, ...]] = {
+    "aggregate": ("Summary", "class_mean", "per_class", "summarise", "t_quantile"),
+    "catalogue": ("describe", "describe_all", "params_text"),         # torch-free
+    "axioms": ("AxiomInput", "ConservationError", "SensitivityError"),
+    "base": ("Cost", "Direction", "FunctionMetric", "Metric", "MetricError", "Resources", "define_metric",
+             "input_affine", "target_score"),
+    "complexity": ("Complexity", "Gini"),
+    "faithfulness": ("ADCC", "AverageDrop", "AverageIncrease", "Deletion", "FinerConfidenceDrop", "Insertion",
+                     "rise_blur", "rise_kernel"),
+    "localisation": ("BestIoU", "EnergyPointingGame", "GroundTruthAUC", "GroundTruthPearson", "IoU", "PointingGame",
+                     "dilate_disk"),
+    "maps": ("LowResMaps",),
+    "registry": ("available_metrics", "describe_metric", "get_metric", "metric_table", "register_metric"),
+    "road": ("ROAD", "linear_impute", "noisy_linear_impute", "removal_masks", "spsolve_impute"),
+    "robustness": ("NOISES", "Equivariance", "NoiseRobustness"),
+    "sanity": ("CascadingRandomisation", "parameter_layers"),
+    "similarity": ("SIMILARITIES", "cosine", "get_similarity", "pearson", "spearman", "ssim", "top_iou"),
+}
+_LAZY = {name: module for module, names in _MODULES.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value          # later reads skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = sorted(_LAZY)
