@@ -20,8 +20,9 @@ def add(sub) -> None:
     p.add_argument("--method", action="append", dest="methods",
                    help="seed name or expression text; repeat for several; 'all' = every seed (default gradcam)")
     p.add_argument("--target", help="class to explain (index or ImageNet name); default: each image's top-1")
-    p.add_argument("--fuse", choices=["mean", "max", "layercam", "attention"], help="how several layers combine")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--fuse", choices=["mean", "max", "layercam", "attention"],
+                   help="how the maps of several --layer combine (default: the seed's own, else mean)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per evidence capture")
     p.add_argument("--out", default="results/explain", help="output folder")
     p.set_defaults(run=run)
 

@@ -15,18 +15,13 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..data import split
-from ..search.driver import (SAMPLERS, STRATEGIES, Options, Search, make_sampler, open_study, seed_enqueuer)
-from ..search.evaluate import EvidenceSet, check_metric_inputs
-from ..search.objectives import Objectives, parse_objectives
-from ..search.optuna_space import GrammarSpace
-from ..search.pruning import WilcoxonPruner
-from ..search.space import load_space
-from ..search.storage import check_study_name, open_store
 from .common import add_model_args, console
 from .problem import add_data_args, check_data_arg, load_problem, names_digest, read_data
 
 DEFAULT_METRIC = "energy_pointing_game"
+# = sycam.search.driver.STRATEGIES / SAMPLERS, which load torch and optuna (tests/test_startup.py checks)
+STRATEGIES = ("enumerate", "optuna", "both")
+SAMPLERS = ("tpe", "nsga2", "random")
 
 
 def add(sub) -> None:
@@ -37,29 +32,30 @@ def add(sub) -> None:
     add_data_args(p)
     g = p.add_argument_group("objective")
     g.add_argument("--metric", action="append", dest="metrics",
-                   help=f"metric name[:param=value,...] (default {DEFAULT_METRIC}); repeat for several "
-                        "objectives (Pareto front); 'size' = expression size (minimised)")
-    g = p.add_argument_group("search space")
+                   help=f"metric name[:param=value,...] (default: {DEFAULT_METRIC}); repeat for several "
+                        "objectives (Pareto front); 'size' = expression size (minimised); `sycam metrics` lists them")
+    g = p.add_argument_group("search space", "default: the built-in weight-map grammar (sycam.search.space), "
+                                             "printed when the search starts; these options change it")
     g.add_argument("--space", help="TOML or JSON file with the space options")
-    g.add_argument("--operators", help="e.g. '+,*,/,relu,sum:hw,mean:hw'")
-    g.add_argument("--terminals", help="e.g. 'A,G,G2,G3'")
-    g.add_argument("--constants", help="e.g. '1,2'")
-    g.add_argument("--max-size", type=int)
-    g.add_argument("--max-depth", type=int)
-    g.add_argument("--result", help="weights | weight_maps | heatmap")
+    g.add_argument("--operators", help="operators, e.g. '+,*,/,relu,sum:hw,mean:hw'")
+    g.add_argument("--terminals", help="terminals (evidence), e.g. 'A,G,G2,G3'")
+    g.add_argument("--constants", help="constants, e.g. '1,2'")
+    g.add_argument("--max-size", type=int, help="largest candidate, in nodes")
+    g.add_argument("--max-depth", type=int, help="deepest candidate")
+    g.add_argument("--result", help="what a candidate computes: weights | weight_maps | heatmap")
     g = p.add_argument_group("budget and strategy")
     g.add_argument("--budget", type=int, default=300, help="evaluations in the whole study (0: no limit)")
     g.add_argument("--time", type=float, help="wall-clock seconds for this run's search loop")
     g.add_argument("--strategy", choices=STRATEGIES, default="both",
                    help="enumerate small sizes exhaustively, TPE, or both (enumeration first)")
     g.add_argument("--enumerate-size", type=int, help="largest size enumerated (default 5; max-size for enumerate)")
-    g.add_argument("--sampler", choices=SAMPLERS, default="tpe")
+    g.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler of the optuna stage")
     g.add_argument("--batch", type=int, default=16, help="TPE trials asked at once")
     g.add_argument("--fidelity", type=int, default=8,
                    help="score new candidates on this many images first; the Wilcoxon pruner stops "
                         "clear losers (0: off; one objective only)")
     g.add_argument("--probe", type=int, default=8, help="images the enumerator's equivalence oracle compares on")
-    g.add_argument("--seed", type=int, help="sampler seed")
+    g.add_argument("--seed", type=int, help="sampler seed (default: a random one)")
     g = p.add_argument_group("study")
     g.add_argument("--study", default="search", help="study name (same name + storage = same search)")
     g.add_argument("--storage", help="journal:PATH (default <out>/study.journal), sqlite:///PATH, "
@@ -88,6 +84,16 @@ def _stop_on_signals(stop: threading.Event):
 
 
 def run(args) -> int:
+    # torch, optuna and the search engine load here, not at the top: `sycam search --help` starts without them
+    from ..data import split
+    from ..search.driver import Options, Search, make_sampler, open_study, seed_enqueuer
+    from ..search.evaluate import EvidenceSet, check_metric_inputs
+    from ..search.objectives import Objectives, parse_objectives
+    from ..search.optuna_space import GrammarSpace
+    from ..search.pruning import WilcoxonPruner
+    from ..search.space import load_space
+    from ..search.storage import check_study_name, open_store
+
     started = time.perf_counter()
     # everything that can be checked without the model, first
     check_study_name(args.study)
