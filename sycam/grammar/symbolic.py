@@ -10,7 +10,8 @@ Equivalences found here are exact except at the points where a denominator is ex
 (the language defines x / 0 = 0; sympy's x/x = 1 holds everywhere else).
 
 sympy is bounded: integer powers above ``MAX_EXACT_POWER`` stay uninterpreted (no huge
-integers are built), ``simplify`` gives up after ``SIMPLIFY_SECONDS`` and keeps the tree it
+integers are built), ``simplify`` (sympy's algebraic rewrites, not the whole of
+sympy.simplify) gives up after ``SIMPLIFY_SECONDS`` and keeps the tree it
 was given, and a sympy form the language cannot say (``zoo`` from a denominator that cancels
 to zero, a ``Piecewise``) falls back to the original tree instead of failing.
 """
@@ -348,8 +349,38 @@ def _expressible(s: sympy.Expr) -> Expr | None:
         return None
 
 
+_REWRITES = (sympy.cancel, lambda e: sympy.together(e, deep=True), sympy.powsimp, sympy.expand)
+
+
+def _shortest(s: sympy.Expr) -> sympy.Expr:
+    """The form with the fewest operations among sympy's algebraic rewrites (cancel, together,
+    powsimp, expand, each also with common factors pulled out), applied inside every
+    function's arguments first; sign(x) * |x| becomes x.
+
+    The language's own choice of sympy.simplify's steps: its functions are uninterpreted, so
+    the trigonometric, special-function and units passes of sympy.simplify have nothing to
+    do (and the units module alone costs a quarter second to import).
+    """
+    s = s.replace(lambda e: isinstance(e, sympy.Function) and e.args, lambda e: e.func(*map(_shortest, e.args)))
+    s = s.replace(lambda e: isinstance(e, sympy.Mul), _sign_times_abs)
+    forms = [s] + [rewrite(s) for rewrite in _REWRITES]
+    forms += [sympy.factor_terms(f, sign=False) for f in forms]
+    return min(forms, key=sympy.count_ops)
+
+
+def _sign_times_abs(m: sympy.Mul) -> sympy.Expr:
+    """sign(x) * |x| * rest -> x * rest."""
+    factors = list(m.args)
+    for f in m.args:
+        if isinstance(f, sympy.sign) and sympy.Abs(f.args[0]) in factors and f in factors:
+            factors.remove(f)
+            factors.remove(sympy.Abs(f.args[0]))
+            factors.append(f.args[0])
+    return sympy.Mul(*factors)
+
+
 def simplify(expr: Expr, *, max_size: int = 60, seconds: float | None = None) -> Expr:
-    """A simpler equivalent expression: sympy.simplify for trees up to ``max_size`` nodes within
+    """A simpler equivalent expression: the shortest algebraic rewrite for trees up to ``max_size`` nodes within
     ``seconds`` (default ``SIMPLIFY_SECONDS``), else sympy's canonical form; the tree itself where
     neither is smaller or the language cannot say them."""
     s = to_sympy(expr)
@@ -357,7 +388,7 @@ def simplify(expr: Expr, *, max_size: int = 60, seconds: float | None = None) ->
     if expr.size <= max_size:
         try:
             with _time_limit(SIMPLIFY_SECONDS if seconds is None else seconds):
-                candidates.insert(0, sympy.simplify(s))
+                candidates.insert(0, _shortest(s))
         except _Timeout:
             pass
     for form in candidates:
