@@ -8,8 +8,9 @@ torch alone costs several seconds. Each command runs as a fresh process; its CPU
 sys of the child (``getrusage(RUSAGE_CHILDREN)``), which a busy machine inflates far less than
 wall time. Every round runs ``python -c "import torch"`` first, then each command, so the
 ratio command / torch is taken within a round; the table shows medians over rounds. ``import
-sympy`` (and sympy with ``sympy.physics.units``, which ``sympy.simplify`` imports on its first
-call) are shown for reference: they are most of ``check``'s time.
+sympy`` is shown for reference: it is most of ``check``'s time (and sympy with
+``sympy.physics.units``, which ``sympy.simplify`` would import on its first call: sycam's
+simplification uses sympy's algebraic rewrites without it).
 Run it on a quiet machine (load average < 1.5): it prints the load before and after. The
 children run with byte-code caching on (PYTHONDONTWRITEBYTECODE removed), as in a normal install;
 a warm-up round writes the caches.
