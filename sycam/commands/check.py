@@ -14,37 +14,16 @@ def add(sub) -> None:
     p.set_defaults(run=run)
 
 
-def folds_constants(tree) -> bool:
-    """Whether the compiler's constant folding has something to check in ``tree``: an operator whose
-    arguments are all constant, or a division / power with a constant denominator / base (see
-    :func:`sycam.kernels.compiler._fold_constants`). Where it has not, ``check`` skips the compiler
-    and with it the torch import."""
-    from ..grammar.ast import Call, Var, walk
-    from ..grammar.ops import OPS
-
-    constant: set = set()                      # sub-trees that read no terminal (walk: children first)
-    for node in walk(tree):
-        if isinstance(node, Var):
-            continue
-        if not isinstance(node, Call) or all(a in constant for a in node.args):
-            constant.add(node)
-        if isinstance(node, Call) and (
-                OPS[node.op].kind in ("unary", "binary") and all(a in constant for a in node.args)
-                or node.op == "div" and node.args[1] in constant or node.op == "pow" and node.args[0] in constant):
-            return True
-    return False
-
-
 def run(args) -> int:
     # sympy and the grammar only here, so that building the parser (every command's --help) stays light
     from ..grammar import DEFAULT_TERMINALS, result_kind, to_text
-    from ..grammar.ast import terminals
+    from ..grammar.ast import compile_time_checks, terminals
     from ..grammar.symbolic import latex, simplify
     from ..methods.seeds import resolve_method
 
     tree, seed = resolve_method(args.expression)
     kind = result_kind(tree)
-    if folds_constants(tree):
+    if compile_time_checks(tree):
         from ..kernels.compiler import compile_expression   # torch: only for constant sub-expressions
 
         compile_expression(tree, DEFAULT_TERMINALS)   # constants: in range, no division by a constant 0

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ExpressionValueError
-from ..grammar.ast import CONSTANT_MAX, Call, Expr, Num, Var, walk
+from ..grammar.ast import CONSTANT_MAX, Call, Expr, Num, Var, compile_time_checks, walk
 from ..grammar.checker import Terminal, infer
 from ..grammar.ops import OPS
 from ..grammar.printer import to_text
@@ -62,18 +62,13 @@ def _fold_constants(expr: Expr) -> dict[Expr, float]:
     for a division by a constant zero (``A / 0``, ``A * 0 ^ -1``): the x / 0 = 0 rule is for
     evidence that happens to be zero, not for a constant written as a denominator.
     """
-    const: dict[Expr, float] = {}
-    for node in walk(expr):
-        if isinstance(node, Num):
-            const[node] = node.value
-            continue
-        if not isinstance(node, Call):
-            continue
+    const: dict[Expr, float] = {n: n.value for n in walk(expr) if isinstance(n, Num)}
+    for node, folds in compile_time_checks(expr):
         if node.op == "div" and const.get(node.args[1], 1.0) == 0.0 \
                 or node.op == "pow" and const.get(node.args[0], 1.0) == 0.0 and const.get(node.args[1], 0.0) < 0:
             raise ExpressionValueError(f"division by zero: `{to_text(node)}` divides by the constant 0",
                                        subexpression=to_text(node))
-        if OPS[node.op].kind in ("unary", "binary") and all(a in const for a in node.args):
+        if folds:
             value = float(apply_op(node, [const[a] for a in node.args]))
             if not abs(value) <= CONSTANT_MAX:
                 raise ExpressionValueError(
