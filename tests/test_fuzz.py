@@ -267,3 +267,19 @@ def test_explain_command(text, code, message, photo, tmp_path, capsys):
 ])
 def test_found_by_the_10k_fuzz_run(text):
     through_everything(text)
+
+
+@pytest.mark.parametrize("text", ["sum(where(0.1 + 0.2 == 0.3, A, G), k)", "sum(where(0.1 * 3 > 0.3, A, G), k)",
+                                  "sum(where(1 < 77, A, G), k)", "sum(where(2 == 2, A, G), k)"])
+def test_simplified_form_computes_what_the_compiler_computes(text):
+    # sympy's constants are exact, the compiler's are floats: a comparison that rounding decides
+    # must not be folded by the algebra into the other branch
+    tree = parse(text)
+    terms = EVIDENCE[0]
+    run = lambda t: compile_expression(t, DEFAULT_TERMINALS)(terms)[0]  # noqa: E731
+    assert torch.equal(run(simplify(tree)), run(tree))
+
+
+def test_rounding_sensitive_comparisons_keep_their_own_key():
+    a, b = parse("sum(where(0.1 + 0.2 == 0.3, A, G), k)"), parse("sum(where(0.3 == 0.3, A, G), k)")
+    assert canonical_key(a) != canonical_key(b)

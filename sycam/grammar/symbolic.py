@@ -25,7 +25,7 @@ from functools import lru_cache
 
 import sympy
 
-from .ast import CONSTANT_MAX, Call, Expr, Num, Var, call
+from .ast import CONSTANT_MAX, Call, Expr, Num, Var, call, terminals, walk
 from .ops import OPS
 from .printer import to_text
 
@@ -192,8 +192,11 @@ def where_fn(compare: str) -> type:
 
     @classmethod
     def eval(cls, a, b, x, y):
-        """A comparison of two numbers is decided here: the branch it picks."""
-        if _number(a) and _number(b) and a.is_finite is True and b.is_finite is True:   # (not nan, zoo)
+        """A comparison of two numbers is decided here (the branch it picks) when rounding cannot
+        change it: sympy's constants are exact, the compiler's floats (0.1 + 0.2 != 0.3 there),
+        so numbers within a relative 1e-9 of each other stay undecided."""
+        if _number(a) and _number(b) and a.is_finite is True and b.is_finite is True \
+                and abs(float(a) - float(b)) > 1e-9 * max(abs(float(a)), abs(float(b))):
             holds = {"gt": a > b, "ge": a >= b, "lt": a < b, "le": a <= b, "eq": a == b, "ne": a != b}[compare]
             return x if bool(holds) else y
 
@@ -379,10 +382,20 @@ def _sign_times_abs(m: sympy.Mul) -> sympy.Expr:
     return sympy.Mul(*factors)
 
 
+def _rounding_decides(expr: Expr) -> bool:
+    """Whether a ``where`` compares a constant sub-expression such as ``0.1 + 0.2``: sympy's exact
+    value of it may compare otherwise than the compiler's float (0.1 + 0.2 != 0.3 in floats),
+    so the algebra must leave such a tree as it is."""
+    return any(isinstance(n, Call) and n.op == "where"
+               and any(isinstance(a, Call) and not terminals(a) for a in n.args[0].args) for n in walk(expr))
+
+
 def simplify(expr: Expr, *, max_size: int = 60, seconds: float | None = None) -> Expr:
     """A simpler equivalent expression: the shortest algebraic rewrite for trees up to ``max_size`` nodes within
     ``seconds`` (default ``SIMPLIFY_SECONDS``), else sympy's canonical form; the tree itself where
     neither is smaller or the language cannot say them."""
+    if _rounding_decides(expr):
+        return expr
     s = to_sympy(expr)
     candidates = [s]
     if expr.size <= max_size:
@@ -439,6 +452,8 @@ def canonical_key(expr: Expr, *, normalised: bool = True) -> str:
     With ``normalised=True`` expressions that differ by a positive factor or an added
     constant (invisible after min-max normalisation of the heatmap) share the key.
     """
+    if _rounding_decides(expr):
+        return "tree:" + to_text(expr)
     s = to_sympy(expr)
     if s.has(*_UNDEFINED):   # sympy's x/0 is not the language's: no algebraic merging, the tree's own key
         return "tree:" + to_text(expr)
