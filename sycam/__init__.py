@@ -33,10 +33,14 @@ __all__ = list(_LAZY)
 
 
 def __getattr__(name: str):
-    try:
-        module, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'sycam' has no attribute {name!r}") from None
+    if name not in _LAZY:            # a sub-package (sycam.grammar, sycam.kernels, ...) on first use
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module 'sycam' has no attribute {name!r}") from None
+    module, attr = _LAZY[name]
     value = getattr(importlib.import_module(module), attr)
     globals()[name] = value          # later reads skip __getattr__
     return value

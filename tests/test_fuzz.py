@@ -1,11 +1,14 @@
 """Fuzzing the whole expression path: random text and random trees (typed or not, with
 constants at the edges of float32) go through parse -> check -> simplify -> LaTeX ->
 canonical key -> compile -> run on evidence at several scales. Only sycam's own errors may
-escape, and no case may hang (each is bounded by hypothesis' deadline).
+escape, and no case may hang (an alarm stops a case after 20 s; hypothesis' deadline fails
+one that returns after more than 5 s).
 
 The default suite runs 2,000 cases with a fixed seed; the slow suite 10,000.
 """
 import random
+import signal
+import sys
 from datetime import timedelta
 
 import pytest
@@ -111,9 +114,30 @@ EVIDENCE = [_evidence(k) for k in ("unit", "tiny", "huge", "zero")]
 REACHED = {"run": 0, "cases": 0}
 
 
+class Hang(Exception):
+    """A case still running after HANG_SECONDS (hypothesis' deadline only reports cases that return)."""
+
+
+HANG_SECONDS = 20
+
+
+def _hang(signum, frame):
+    raise Hang(f"a case ran for more than {HANG_SECONDS} s")
+
+
 def through_everything(item) -> None:
     """The path a user's expression takes; SycamError is an accepted answer, anything else a bug."""
     REACHED["cases"] += 1
+    previous = signal.signal(signal.SIGALRM, _hang)
+    signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
+    try:
+        _through_everything(item)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _through_everything(item) -> None:
     try:
         tree = parse(item) if isinstance(item, str) else parse(to_text(item))
         result_kind(tree)
@@ -283,3 +307,32 @@ def test_simplified_form_computes_what_the_compiler_computes(text):
 def test_rounding_sensitive_comparisons_keep_their_own_key():
     a, b = parse("sum(where(0.1 + 0.2 == 0.3, A, G), k)"), parse("sum(where(0.3 == 0.3, A, G), k)")
     assert canonical_key(a) != canonical_key(b)
+
+
+def test_a_hanging_case_fails_instead_of_blocking(monkeypatch):
+    import time
+
+    monkeypatch.setattr(sys.modules[__name__], "HANG_SECONDS", 0.2)
+    monkeypatch.setattr(sys.modules[__name__], "_through_everything", lambda item: time.sleep(5))
+    with pytest.raises(Hang):
+        through_everything("A")
+
+
+def test_simplify_keeps_an_outer_alarm():
+    previous = signal.signal(signal.SIGALRM, lambda *a: None)
+    signal.setitimer(signal.ITIMER_REAL, 100.0)
+    try:
+        simplify(parse("relu(sum(A * G + A * G2, k))"))
+        remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 90 < remaining <= 100
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_sycam_gives_its_sub_packages_on_attribute_access():
+    import sycam
+
+    assert sycam.grammar.parse is parse and sycam.kernels.compile_expression is compile_expression
+    with pytest.raises(AttributeError):
+        sycam.no_such_thing

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .common import add_model_args, console
+from .common import add_model_args, check_out, console
 from .problem import add_data_args, check_data_arg, load_problem, names_digest, read_data
 
 DEFAULT_METRIC = "energy_pointing_game"
@@ -105,7 +105,7 @@ def run(args) -> int:
                       grace=args.grace)
     check_data_arg(args)
     images = read_data(args)
-    out = Path(args.out or Path("results") / "search" / args.study)
+    out = check_out(args.out or Path("results") / "search" / args.study)
     store = open_store(args.storage or f"journal:{out / 'study.journal'}", create=out)
     console.print(f"study [bold]{args.study}[/] in {store.url}; {space.describe()}")
 
@@ -116,7 +116,8 @@ def run(args) -> int:
         if not s.is_size:
             check_metric_inputs(s.metric(), train, resources)
     fidelity = args.fidelity if len(specs) == 1 else 0
-    settings = {"version": 1, "space": space.to_dict(), "objectives": [s.text for s in specs],
+    # version 2: division is exact with x / 0 = 0 (no 1e-7 clamp): scores of version 1 studies differ
+    settings = {"version": 2, "space": space.to_dict(), "objectives": [s.text for s in specs],
                 "model": problem.model_name, "weights": args.weights, "layers": problem.layers,
                 "data": problem.data, "fidelity": fidelity,
                 "split": {"held_out": args.held_out, "seed": args.split_seed, "train": names_digest(train),
