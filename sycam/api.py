@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .errors import SycamError, UnknownNameError
+from .errors import SycamError
 from .evidence.capture import Evidence, capture, needed_terms
 from .evidence.layers import last_spatial_layer, resolve_layers
 from .evidence.options import EvidenceOptions
@@ -80,19 +80,17 @@ def _unbundle(model) -> tuple[nn.Module, Any]:
 
 
 def class_index(name: str, classes: Sequence[str] | None) -> int:
-    """The index of a class name (case-insensitive); SycamError with the closest names if unknown,
-    or if the class names are not known."""
+    """The index of a class name (case-insensitive) or an index string, as the command line's
+    ``--target`` resolves it (:func:`sycam.data.labels.resolve_label`): SycamError with the closest
+    names if unknown, listing the candidates if several classes share the name, or if the class
+    names are not known."""
     if classes is None:
         raise SycamError(f"class name {name!r} given as a target, but this CAM does not know the model's class "
                          "names: make it from sycam.load_model(...) (sycam.CAM(method, bundle)), pass "
                          "classes=[...], or give class indices")
-    lowered: dict[str, int] = {}
-    for i, c in enumerate(classes):
-        lowered.setdefault(str(c).lower(), i)
-    found = lowered.get(name.strip().lower())
-    if found is None:
-        raise UnknownNameError("class", name, [str(c) for c in classes])
-    return found
+    from .data.labels import resolve_label
+
+    return resolve_label(name, list(classes))
 
 
 def resolve_targets(targets, classes: Sequence[str] | None):

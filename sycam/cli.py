@@ -58,9 +58,12 @@ def main(argv: list[str] | None = None) -> int:
             import torch                # only here: commands without --threads may never need torch
 
             torch.set_num_threads(args.threads)
-        resolve_device(args)            # --device auto -> cuda or cpu (imports torch for model commands only)
+        resolve_device(args)            # --device auto -> cuda or cpu, others checked (torch: model commands only)
         return args.run(args)
     except SycamError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:              # last line of defence: a file or folder the commands did not check
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

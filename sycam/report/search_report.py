@@ -211,7 +211,7 @@ def _html(path: Path, study, space: SearchSpace, objectives, table, v: heldout.V
     page.heading("Against every seed (held-out, paired, 95% bootstrap CI)")
     page.table([{"seed": c.other, "objective": c.objective, "difference": c.diff.mean, "low": c.diff.low,
                  "high": c.diff.high, "images": c.diff.images,
-                 "verdict": "better" if c.better else "worse" if c.worse else "not significant"}
+                 "verdict": c.verdict}
                 for c in v.comparisons])
     page.heading("Leaderboard")
     if weight_space:

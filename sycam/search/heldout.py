@@ -4,6 +4,12 @@ The search selects on the working images only; this module re-scores the selecte
 candidates and **every seed** on images the search never saw, with 95 % intervals
 (percentile bootstrap over images), and compares them pairwise (same images): the
 difference of means with its interval, signed so that positive means "better".
+
+Significance: a paired difference is tested with a sign-flip permutation test of its mean
+(exact over every sign pattern up to :data:`EXACT_UP_TO` non-zero differences, Monte-Carlo
+beyond), which is right at small n where a bootstrap p-value is not (two images with the same
+difference gave p = 0). Below :data:`MIN_IMAGES` images no comparison is called significant at
+all: the report says :data:`TOO_FEW`.
 """
 from __future__ import annotations
 
@@ -23,6 +29,13 @@ from .evaluate import Evaluator, EvidenceSet
 from .ledger import info
 from .objectives import ObjectiveSpec
 from .space import SearchSpace
+
+
+#: fewer paired images than this: no significance claim, whatever the test says
+MIN_IMAGES = 10
+TOO_FEW = f"too few images to conclude (n < {MIN_IMAGES})"
+#: up to this many non-zero differences the sign-flip test enumerates every sign pattern
+EXACT_UP_TO = 16
 
 
 @dataclass
@@ -75,8 +88,19 @@ class Comparison:
     other: str
     objective: str
     diff: Interval
-    better: bool          # the interval lies above 0
+    better: bool          # the interval lies above 0 (and there are at least MIN_IMAGES images)
     worse: bool           # ... below 0
+
+    @property
+    def conclusive(self) -> bool:
+        """Enough paired images (:data:`MIN_IMAGES`) to call the difference significant or not."""
+        return self.diff.images >= MIN_IMAGES
+
+    @property
+    def verdict(self) -> str:
+        if not self.conclusive:
+            return TOO_FEW
+        return "better" if self.better else "worse" if self.worse else "not significant"
 
 
 def _entry(trial: "optuna.trial.FrozenTrial", space: SearchSpace) -> Entry:
@@ -138,7 +162,8 @@ def compare(entry: Entry, other: Entry, spec: ObjectiveSpec, direction: str) -> 
     sign = 1.0 if direction == "maximize" else -1.0
     d = sign * (a - b)
     iv = interval(d)
-    return Comparison(entry.label, other.label, spec.text, iv, iv.low > 0, iv.high < 0)
+    enough = iv.images >= MIN_IMAGES
+    return Comparison(entry.label, other.label, spec.text, iv, enough and iv.low > 0, enough and iv.high < 0)
 
 
 @dataclass
@@ -178,7 +203,8 @@ def verdict(best: Entry | None, seeds: Sequence[Entry], spec: ObjectiveSpec, dir
         sig = sum(c.better for c in comps)
         msg = (f"{called} beats every seed on {spec.text} on {n} held-out images: by {weakest.diff.mean:+.4f} "
                f"over the strongest seed {weakest.other} (95% CI {weakest.diff.low:+.4f} .. {weakest.diff.high:+.4f}); "
-               f"the difference is significant against {sig} of {len(comps)} seeds")
+               + (f"the difference is significant against {sig} of {len(comps)} seeds" if weakest.conclusive
+                  else f"{TOO_FEW}: no significance claimed"))
     else:
         losers = [c.other for c in comps if c.diff.mean <= 0]
         msg = (f"{called} does NOT beat every seed on {spec.text} on {n} held-out images: "
@@ -191,7 +217,8 @@ def verdict(best: Entry | None, seeds: Sequence[Entry], spec: ObjectiveSpec, dir
 @dataclass
 class Paired:
     """``method`` minus ``reference`` per image (raw units of the metric), its mean with a
-    bootstrap interval, the two-sided bootstrap p-value and the Holm-adjusted one."""
+    bootstrap interval, the two-sided sign-flip permutation p-value (:func:`sign_flip_p`) and the
+    Holm-adjusted one. Never :meth:`significant` on fewer than :data:`MIN_IMAGES` images."""
 
     method: str
     reference: str
@@ -200,12 +227,20 @@ class Paired:
     p_holm: float = math.nan
     level: float = 0.95            # confidence of the interval (Holm's step level where several)
 
+    @property
+    def conclusive(self) -> bool:
+        """Enough paired images (:data:`MIN_IMAGES`) to claim anything."""
+        return self.diff.images >= MIN_IMAGES
+
     def significant(self, alpha: float = 0.05) -> bool:
+        if not self.conclusive:
+            return False
         return self.p_holm < alpha if self.p_holm == self.p_holm else self.p < alpha
 
     def as_dict(self) -> dict:
         return {"method": self.method, "reference": self.reference, **self.diff.as_dict(), "p": self.p,
-                "p_holm": self.p_holm, "level": self.level, "significant": self.significant()}
+                "p_holm": self.p_holm, "level": self.level, "significant": self.significant(),
+                "conclusive": self.conclusive}
 
 
 def _bootstrap_means(d: Tensor, n_boot: int, seed: int) -> Tensor:
@@ -214,25 +249,54 @@ def _bootstrap_means(d: Tensor, n_boot: int, seed: int) -> Tensor:
     return d[idx].mean(1)
 
 
+def sign_flip_p(d: Tensor, n_perm: int = 20000, seed: int = 0) -> float:
+    """Two-sided p-value of "mean paired difference = 0" by a sign-flip permutation test: under the
+    null each difference is as likely positive as negative, so the share of sign patterns whose
+    |mean| reaches the observed one is the p-value. Exact (every pattern of the non-zero
+    differences; zeros do not change with their sign) up to :data:`EXACT_UP_TO` of them, else
+    Monte-Carlo over ``n_perm`` random patterns ((hits + 1) / (n_perm + 1): never 0). NaN without data."""
+    d = d.double().cpu()
+    d = d[~d.isnan()]
+    if d.numel() == 0:
+        return math.nan
+    nz = d[d != 0]
+    k = nz.numel()
+    if k == 0:
+        return 1.0
+    observed = float(nz.sum().abs())
+    tol = 1e-9 * float(nz.abs().sum())          # sums of the same numbers in another order
+    if k <= EXACT_UP_TO:
+        patterns = torch.arange(2 ** k, dtype=torch.int64)[:, None] >> torch.arange(k, dtype=torch.int64)
+        signs = 1.0 - 2.0 * (patterns & 1).double()
+        hits = int(((signs @ nz).abs() >= observed - tol).sum())
+        return hits / 2 ** k
+    gen = torch.Generator().manual_seed(seed)
+    hits = 0
+    for start in range(0, n_perm, 4096):            # in blocks: n_perm x k signs at once can be large
+        rows = min(4096, n_perm - start)
+        signs = 1.0 - 2.0 * torch.randint(0, 2, (rows, k), generator=gen).double()
+        hits += int(((signs @ nz).abs() >= observed - tol).sum())
+    return (hits + 1) / (n_perm + 1)
+
+
 def paired_difference(values: Tensor, reference: Tensor, *, method: str = "", reference_name: str = "",
-                      level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Paired:
+                      level: float = 0.95, n_boot: int = 2000, n_perm: int = 20000, seed: int = 0) -> Paired:
     """Per-image ``values - reference`` on the images where both are defined: mean, percentile
-    bootstrap interval at ``level`` and the two-sided bootstrap p-value of "mean difference = 0"."""
+    bootstrap interval at ``level`` and the two-sided sign-flip permutation p-value of "mean
+    difference = 0" (:func:`sign_flip_p`; right at small n). Significance needs :data:`MIN_IMAGES`."""
     d = (values.double().cpu() - reference.double().cpu())
     d = d[~d.isnan()]
     m = d.numel()
     if m == 0:
         return Paired(method, reference_name, Interval(math.nan, math.nan, math.nan, 0), math.nan, level=level)
     mean = float(d.mean())
+    p = sign_flip_p(d, n_perm, seed)
     if m == 1 or bool((d == d[0]).all()):
-        p = 1.0 if mean == 0 else 0.0 if m > 1 else math.nan
         return Paired(method, reference_name, Interval(mean, mean if m > 1 else math.nan,
                                                        mean if m > 1 else math.nan, m), p, level=level)
     boot = _bootstrap_means(d, n_boot, seed)
     q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
     lo, hi = torch.quantile(boot, q).tolist()
-    below, above = float((boot <= 0).double().mean()), float((boot >= 0).double().mean())
-    p = min(1.0, 2 * min(below, above) + 1 / (n_boot + 1))
     return Paired(method, reference_name, Interval(mean, lo, hi, m), p, level=level)
 
 
@@ -250,11 +314,12 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 
 def against_best(per_image: Mapping[str, Tensor], higher_is_better: bool, *, alpha: float = 0.05,
-                 n_boot: int = 2000, seed: int = 0) -> tuple[str | None, list[Paired]]:
+                 n_boot: int = 2000, n_perm: int = 20000, seed: int = 0) -> tuple[str | None, list[Paired]]:
     """The method with the best mean, and every other method's paired difference to it
-    (``method - best`` per image), Holm-corrected over the comparisons: the p-values are
-    adjusted, and the j-th smallest p-value's interval is taken at Holm's step level
-    1 - alpha / (m - j + 1) (plain 1 - alpha for a single comparison)."""
+    (``method - best`` per image; p-values from the sign-flip permutation test), Holm-corrected
+    over the comparisons: the p-values are adjusted, and the j-th smallest p-value's interval is
+    taken at Holm's step level 1 - alpha / (m - j + 1) (plain 1 - alpha for a single comparison).
+    A comparison on fewer than :data:`MIN_IMAGES` images is never significant."""
     means = {k: float(v[~v.isnan()].double().mean()) if bool((~v.isnan()).any()) else math.nan
              for k, v in per_image.items()}
     finite = {k: v for k, v in means.items() if v == v}
@@ -263,7 +328,7 @@ def against_best(per_image: Mapping[str, Tensor], higher_is_better: bool, *, alp
     best = (max if higher_is_better else min)(finite, key=finite.get)
     others = [k for k in per_image if k != best]
     first = [paired_difference(per_image[k], per_image[best], method=k, reference_name=best, n_boot=n_boot,
-                               seed=seed) for k in others]
+                               n_perm=n_perm, seed=seed) for k in others]
     adjusted = holm([c.p for c in first])
     m = sum(c.p == c.p for c in first)
     order = sorted([i for i, c in enumerate(first) if c.p == c.p], key=lambda i: first[i].p)
@@ -271,7 +336,7 @@ def against_best(per_image: Mapping[str, Tensor], higher_is_better: bool, *, alp
     for rank, i in enumerate(order):
         level = 1 - alpha / (m - rank)
         c = paired_difference(per_image[others[i]], per_image[best], method=others[i], reference_name=best,
-                              level=level, n_boot=n_boot, seed=seed) if m > 1 else first[i]
+                              level=level, n_boot=n_boot, n_perm=n_perm, seed=seed) if m > 1 else first[i]
         c.p, c.p_holm = first[i].p, adjusted[i]
         out[i] = c
     return best, out
