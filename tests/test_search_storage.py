@@ -1,5 +1,6 @@
 """Where a study is written: names are not paths, missing folders are errors, a dead writer's
-journal lock is broken at once."""
+journal lock is broken at once (only when it is surely dead), folders without symlinks work."""
+import errno
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import optuna
 import pytest
 
 from sycam.cli import main
+from sycam.search import storage as storage_module
 from sycam.search.storage import OwnedJournalLock, StorageError, check_study_name, open_store
 
 TOY = ["--model", "toy", "--data", "toy", "--size", "24"]
@@ -53,8 +55,24 @@ def _dead_pid() -> int:
 
 def _hold(journal: Path, pid: int) -> Path:
     lock = Path(f"{journal}.lock")
-    os.symlink(f"sycam:{socket.gethostname()}:{pid}", lock)
+    os.symlink(OwnedJournalLock.describe(pid, "held"), lock)
     return lock
+
+
+def _forge(owner: str, **changes: str) -> str:
+    """``owner`` with some of its fields (host, pid, boot, ns, start, token) replaced."""
+    names = ("host", "pid", "boot", "ns", "start", "token")
+    fields = dict(zip(names, map(str, OwnedJournalLock.parse(owner))))
+    fields.update(changes)
+    return ":".join(["sycam", *(fields[n] for n in names)])
+
+
+@pytest.fixture
+def sleeper():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield child
+    child.kill()
+    child.wait()
 
 
 def test_a_dead_writers_journal_lock_is_broken_at_once(tmp_path):
@@ -75,7 +93,7 @@ def test_a_killed_but_unreaped_writer_counts_as_dead(tmp_path):
                 Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        assert OwnedJournalLock.dead(f"sycam:{socket.gethostname()}:{child.pid}")
+        assert OwnedJournalLock.dead(OwnedJournalLock.describe(child.pid, "t"))
     finally:
         child.wait()
 
@@ -93,7 +111,7 @@ def test_a_live_writers_lock_is_waited_for_then_broken_when_it_dies(tmp_path):
         holder.kill()
         holder.wait()
         assert got.wait(3)                         # and its lock broken as soon as it is dead
-        assert os.readlink(f"{journal}.lock") == OwnedJournalLock.owner()
+        assert os.readlink(f"{journal}.lock") == lock.owner()
         lock.release()
         assert not os.path.lexists(f"{journal}.lock")
     finally:
@@ -109,3 +127,81 @@ def test_an_unknown_owner_is_broken_after_the_grace_period(tmp_path):
     lock.acquire()
     assert 0.3 <= time.monotonic() - started < 3
     lock.release()
+
+
+def test_the_owner_names_host_boot_pid_namespace_and_start_time():
+    lock = OwnedJournalLock("x.journal")
+    host, pid, boot, ns, start, token = OwnedJournalLock.parse(lock.owner())
+    assert (host, pid) == (socket.gethostname(), os.getpid())
+    assert boot == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert ns == str(os.stat("/proc/self/ns/pid").st_ino)
+    assert start == Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]     # field 22
+    assert len(token) == 32 and OwnedJournalLock.parse(OwnedJournalLock("x.journal").owner())[5] != token
+
+
+def test_a_reused_pid_is_dead_and_a_live_owner_is_not(sleeper):
+    owner = OwnedJournalLock.describe(sleeper.pid, "t")
+    assert not OwnedJournalLock.dead(owner)
+    start = OwnedJournalLock.parse(owner)[4]
+    assert OwnedJournalLock.dead(_forge(owner, start=str(int(start) - 1)))   # the pid is another process now
+
+
+def test_owners_of_another_namespace_boot_or_host_get_the_grace_period(tmp_path):
+    owner = OwnedJournalLock.describe(_dead_pid(), "t")
+    assert OwnedJournalLock.dead(owner)
+    ns = OwnedJournalLock.parse(owner)[3]
+    for other in (_forge(owner, ns=str(int(ns) + 1)),                          # another container's pids
+                  _forge(owner, boot="00000000-0000-0000-0000-000000000000"),  # before a reboot
+                  _forge(owner, host="elsewhere"),
+                  f"sycam:{socket.gethostname()}:{OwnedJournalLock.parse(owner)[1]}",   # the old format
+                  "sycam:garbage", ""):
+        assert not OwnedJournalLock.dead(other), other
+    journal = tmp_path / "n.journal"
+    os.symlink(_forge(owner, ns=str(int(ns) + 1)), f"{journal}.lock")
+    lock = OwnedJournalLock(journal, grace=0.3)
+    started = time.monotonic()
+    lock.acquire()
+    assert 0.3 <= time.monotonic() - started < 3
+    lock.release()
+
+
+def test_without_proc_only_host_and_pid_count(monkeypatch, sleeper):
+    monkeypatch.setattr(storage_module, "_read", lambda path: "")
+    monkeypatch.setattr(storage_module, "_pid_namespace", lambda: "")
+    monkeypatch.setattr(storage_module, "_proc_stat", lambda pid: None)
+    dead, live = OwnedJournalLock.describe(_dead_pid(), "t"), OwnedJournalLock.describe(sleeper.pid, "t")
+    assert OwnedJournalLock.parse(dead)[2:5] == ("", "", "")
+    assert OwnedJournalLock.dead(dead) and not OwnedJournalLock.dead(live)
+
+
+def test_two_locks_in_one_process_never_release_each_others(tmp_path):
+    journal = tmp_path / "t.journal"
+    first, second = OwnedJournalLock(journal, grace=0.2), OwnedJournalLock(journal, grace=0.2)
+    assert first.owner() != second.owner()
+    first.acquire()
+    second.acquire()                               # breaks first's lock after the grace period
+    first.release()                                # first's lock is gone: second's stays
+    assert os.readlink(f"{journal}.lock") == second.owner()
+    second.release()
+    assert not os.path.lexists(f"{journal}.lock")
+
+
+def test_a_folder_without_symlinks_uses_optunas_open_lock(tmp_path, monkeypatch):
+    def no_symlinks(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", no_symlinks)      # as on SMB/CIFS or exFAT
+    store = open_store(f"journal:{tmp_path / 'smb.journal'}")
+    assert isinstance(store.optuna._backend._lock, optuna.storages.journal.JournalFileOpenLock)
+    study = optuna.create_study(study_name="s", storage=store.optuna)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), 2)
+    assert len(study.trials) == 2 and not os.path.lexists(f"{tmp_path / 'smb.journal'}.lock")
+    assert not [p for p in os.listdir(tmp_path) if "probe" in p]
+
+
+def test_the_owned_lock_is_an_optuna_journal_lock(tmp_path):
+    store = open_store(f"journal:{tmp_path / 'b.journal'}")
+    assert isinstance(store.optuna._backend._lock, OwnedJournalLock)
+    base = getattr(optuna.storages.journal, "BaseJournalFileLock", object)   # public only in some Optuna versions
+    assert issubclass(OwnedJournalLock, base)
+    assert OwnedJournalLock.owner.__doc__ and OwnedJournalLock.acquire.__doc__

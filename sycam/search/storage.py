@@ -14,9 +14,11 @@ only created in a folder that exists, or in the one folder the caller may create
 search``: the ``--out`` folder); a missing folder in a URL is an error, not a new folder.
 
 Optuna's journal appends under a lock file (``<journal>.lock``) that a killed writer leaves
-behind; :class:`OwnedJournalLock` writes the owner's host and pid into it, so the next
-writer on that host removes it at once when that process is dead, and falls back to
-Optuna's grace period only for owners it cannot check (another host, an old lock file).
+behind; :class:`OwnedJournalLock` writes its owner (host, boot id, pid namespace, pid, start
+time, a per-lock token) into it, so the next writer in the same host, boot and pid namespace
+removes it at once when that process is dead, and falls back to Optuna's grace period only
+for owners it cannot check (another host or container, an old lock file). In a folder without
+symbolic links (SMB/CIFS, exFAT) the journal uses Optuna's ``JournalFileOpenLock`` instead.
 
 Every store has a **claim lock** (:meth:`Store.lock`): a short critical section in which a
 worker reads the study and writes its claims, so two workers never claim the same
@@ -33,6 +35,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,23 +150,75 @@ class _FileLock:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def _read(path: str) -> str:
+    """The stripped text of a (/proc) file, '' where it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time) of ``pid`` from ``/proc/<pid>/stat`` (fields 3 and 22); None if unreadable."""
+    fields = _read(f"/proc/{pid}/stat").rsplit(")", 1)[-1].split()
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def _pid_namespace() -> str:
+    """The inode of this process's pid namespace, '' where there is none to read."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
 class OwnedJournalLock:
     """Optuna's journal lock file (``<journal>.lock``, created exclusively) that names its owner.
 
-    The lock is a symbolic link to ``sycam:<host>:<pid>`` (created atomically with its
-    content). A writer that finds it held by a dead process of this host removes it at once
-    (under an ``fcntl`` guard, so two writers never both break it); any other owner (another
-    host, a plain Optuna lock file) is broken after ``grace`` seconds without change, as
-    Optuna does.
+    The lock is a symbolic link (created atomically with its content) to
+    ``sycam:<host>:<pid>:<boot id>:<pid namespace>:<start time>:<token>``. A writer that finds
+    it held by a process of its own host, boot and pid namespace that is gone, a zombie or a
+    different process under a reused pid (another start time) removes it at once (under an
+    ``fcntl`` guard, so two writers never both break it); any other owner (another host,
+    container or boot, a plain Optuna lock file, an older sycam lock) is broken after
+    ``grace`` seconds without change, as Optuna does. The token is unique to this lock
+    object, so one lock never releases another's, even in the same process. Where ``/proc``
+    is missing, the boot id, namespace and start time are empty and only host and pid count.
+
+    Folders without symbolic links (SMB/CIFS, exFAT) get Optuna's ``JournalFileOpenLock``
+    instead (:func:`open_store`).
     """
 
     def __init__(self, path: str | Path, grace: float = 30.0):
         self.file = f"{path}.lock"
         self.grace = grace
+        self._owner: tuple[int, str] | None = None     # (pid, owner text) for this process
 
     @staticmethod
-    def owner() -> str:
-        return f"sycam:{socket.gethostname()}:{os.getpid()}"
+    def describe(pid: int, token: str) -> str:
+        """The owner text of process ``pid`` of this host, boot and pid namespace, with ``token``."""
+        stat = _proc_stat(pid)
+        return ":".join(("sycam", socket.gethostname(), str(pid), _read("/proc/sys/kernel/random/boot_id"),
+                         _pid_namespace(), stat[1] if stat else "", token))
+
+    def owner(self) -> str:
+        """The text this lock writes into ``<journal>.lock``: this process (host, pid, boot id, pid
+        namespace, start time) and a token unique to this lock object (new in a forked child)."""
+        pid = os.getpid()
+        if self._owner is None or self._owner[0] != pid:
+            self._owner = (pid, self.describe(pid, uuid.uuid4().hex))
+        return self._owner[1]
+
+    @staticmethod
+    def parse(owner: str) -> tuple[str, int, str, str, str, str] | None:
+        """(host, pid, boot id, pid namespace, start time, token) of an owner text; None if it is not one."""
+        head, _, rest = owner.partition(":")
+        parts = rest.rsplit(":", 5)
+        if head != "sycam" or len(parts) != 6 or not parts[0] or not parts[1].isdigit():
+            return None
+        host, pid, boot, ns, start, token = parts
+        return host, int(pid), boot, ns, start, token
 
     def _holder(self) -> tuple[str, float] | None:
         """(owner text, change time) of the current lock; None if there is none."""
@@ -174,40 +229,57 @@ class OwnedJournalLock:
             return None
         return text, st.st_mtime
 
-    @staticmethod
-    def dead(owner: str) -> bool:
-        """True when ``owner`` is a process of this host that no longer runs (or a zombie)."""
-        parts = owner.split(":")
-        if len(parts) != 3 or parts[0] != "sycam" or parts[1] != socket.gethostname() or not parts[2].isdigit():
+    @classmethod
+    def dead(cls, owner: str) -> bool:
+        """True when ``owner`` is a process of this host, boot and pid namespace that no longer runs:
+        gone, a zombie, or its pid now another process's (another start time). False for any
+        owner that cannot be checked here (other host, namespace or boot; not a sycam owner)."""
+        parsed = cls.parse(owner)
+        if parsed is None:
             return False
-        pid = int(parts[2])
+        host, pid, boot, ns, start, _ = parsed
+        if (host, boot, ns) != (socket.gethostname(), _read("/proc/sys/kernel/random/boot_id"), _pid_namespace()):
+            return False
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
-        except OSError:          # another user's process: alive
+        except OSError:          # another user's process: alive unless /proc says otherwise
+            pass
+        stat = _proc_stat(pid)
+        if stat is None:
             return False
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-        except (OSError, IndexError):
-            return False
+        return stat[0] in ("Z", "X") or (bool(start) and stat[1] != start)
 
-    def _break(self, seen: tuple[str, float]) -> None:
-        """Remove the lock if it is still the one ``seen`` (serialised between writers)."""
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Serialise removals of the lock (breaking it, releasing it) between writers."""
         import fcntl
 
         with open(f"{self.file}.guard", "a") as guard:
             fcntl.flock(guard.fileno(), fcntl.LOCK_EX)
+            yield
+
+    def _break(self, seen: tuple[str, float]) -> None:
+        """Remove the lock if it is still the one ``seen``."""
+        with self._guard():
             if self._holder() == seen:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.file)
 
     def acquire(self) -> bool:
+        """Wait until ``<journal>.lock`` is ours; True.
+
+        Creates the lock as a symbolic link to :meth:`owner`. While another holds it, waits
+        (backing off up to 0.25 s), breaks it at once when :meth:`dead` says its owner is, and
+        after ``grace`` seconds in which it did not change otherwise. OSError (other than the
+        lock existing) is raised, e.g. on a folder without symbolic links.
+        """
         delay, seen, since = 0.001, None, time.monotonic()
+        owner = self.owner()
         while True:
             try:
-                os.symlink(self.owner(), self.file)
+                os.symlink(owner, self.file)
                 return True
             except FileExistsError:
                 pass
@@ -224,11 +296,26 @@ class OwnedJournalLock:
             delay = min(delay * 2, 0.25)
 
     def release(self) -> None:
-        """Remove the lock if it is still this process's (a lock broken after the grace period is not)."""
-        holder = self._holder()
-        if holder is not None and holder[0] == self.owner():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.file)
+        """Remove the lock if it is still this lock object's (not one broken after the grace period
+        and since taken by another); checked and removed under the guard, so no other writer can
+        remove and retake it in between."""
+        with self._guard():
+            holder = self._holder()
+            if holder is not None and holder[0] == self.owner():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.file)
+
+
+def _supports_symlinks(folder: Path) -> bool:
+    """Whether symbolic links can be made in ``folder`` (not on SMB/CIFS, exFAT, ...)."""
+    probe = folder / f".sycam-symlink-probe-{uuid.uuid4().hex}"
+    try:
+        os.symlink("probe", probe)
+    except (OSError, NotImplementedError):
+        return False
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return True
 
 
 class _ThreadLock:
@@ -273,6 +360,17 @@ class _AdvisoryLock:
         self.engine.dispose()
 
 
+def _register_lock_base() -> None:
+    """Make :class:`OwnedJournalLock` an Optuna ``BaseJournalFileLock`` where Optuna exports that class
+    publicly (not in Optuna 5.1). Registered rather than inherited: this module does not import
+    Optuna until a store is opened (start-up time)."""
+    import optuna.storages.journal as journal
+
+    base = getattr(journal, "BaseJournalFileLock", None)
+    if base is not None and hasattr(base, "register") and not issubclass(OwnedJournalLock, base):
+        base.register(OwnedJournalLock)
+
+
 def open_store(url: str | Path, create: str | Path | None = None) -> Store:
     """Open (and create if needed) the storage at ``url``; a clear :class:`StorageError` if it cannot be.
 
@@ -281,7 +379,7 @@ def open_store(url: str | Path, create: str | Path | None = None) -> Store:
     that may be made for a journal / SQLite file (e.g. the report folder the user named).
     """
     from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     kind, where = parse_url(url)
     if kind == "memory":
@@ -301,7 +399,12 @@ def open_store(url: str | Path, create: str | Path | None = None) -> Store:
             raise StorageError(f"cannot write the {kind} storage file {path}: {err.strerror or err}") from None
         lock = _FileLock(path.with_name(path.name + ".sycam-lock"))
         if kind == "journal":
-            backend = JournalFileBackend(str(path), lock_obj=OwnedJournalLock(path))
+            if _supports_symlinks(folder):
+                _register_lock_base()
+                journal_lock: Any = OwnedJournalLock(path)
+            else:                      # SMB/CIFS, exFAT: Optuna's O_EXCL lock file works there
+                journal_lock = JournalFileOpenLock(str(path))
+            backend = JournalFileBackend(str(path), lock_obj=journal_lock)
             try:
                 storage = JournalStorage(backend)
             except Exception as err:   # a corrupt or foreign file
