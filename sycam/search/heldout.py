@@ -204,7 +204,7 @@ def verdict(best: Entry | None, seeds: Sequence[Entry], spec: ObjectiveSpec, dir
         msg = (f"{called} beats every seed on {spec.text} on {n} held-out images: by {weakest.diff.mean:+.4f} "
                f"over the strongest seed {weakest.other} (95% CI {weakest.diff.low:+.4f} .. {weakest.diff.high:+.4f}); "
                + (f"the difference is significant against {sig} of {len(comps)} seeds" if weakest.conclusive
-                  else f"{TOO_FEW}: no significance claimed"))
+                  else f"too few images to conclude ({n}, fewer than {MIN_IMAGES}): no significance claimed"))
     else:
         losers = [c.other for c in comps if c.diff.mean <= 0]
         msg = (f"{called} does NOT beat every seed on {spec.text} on {n} held-out images: "
