@@ -4,9 +4,9 @@ One small run of each command on the toy problem (module fixture); then the page
 in headless Chromium (Debian's ``chromium``; ``.ci/run`` installs it) in windows 1024 and
 1920 px wide. One browser serves all six pages through the DevTools protocol on a pipe (no
 Python dependency, one start-up instead of six): after each page's load event a script
-measures the page's width against the window, every picture and the verdict. Without
-Chromium the browser test skips, or fails where the environment variable CI (or
-SYCAM_REQUIRE_CHROMIUM, set by ``.ci/run``) is set.
+measures the page's width against the window (with every <details> unfolded), every picture and
+the verdict. Without Chromium the browser test skips, or fails where the environment variable CI
+(or SYCAM_REQUIRE_CHROMIUM, set by ``.ci/run``) is set.
 """
 import fcntl
 import html
@@ -32,25 +32,55 @@ TOY = ["--model", "toy", "--data", "toy"]
 WIDTHS = (1024, 1920)
 LONG_NAME = "darknet/a-rather-long-folder-name/giraffe_and_zebra_at_the_waterhole.jpg"
 LONG_CLASS = "zebra (Equus quagga, plains zebra)"
+#: long unbreakable text the pages must wrap: a folder name (no spaces) and an expression
+LONG_DIR = "a_rather_long_folder_name_without_any_spaces_for_the_overflow_check_of_the_reports"
+LONG_EXPR = "relu(sum(mean(G, hw) * A + (G - G) + 0.5 * mean(G2, hw) * A + 0.25 * mean(G3, hw) * A + 0.125 * relu(G) * A, k))"
+
+
+def long_named_toy_problem(*args, **kwargs):
+    """The toy problem with image files in a long-named folder (names as a folder of photos has them)."""
+    model, batch, layer = toy_problem(*args, **kwargs)
+    batch.names = [f"{LONG_DIR}/square_on_noise_{name}.png" for name in batch.names]
+    return model, batch, layer
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Reports of a small search, an eval and an ablation (about 8 s on one thread)."""
+    """Reports of a small search, an eval and an ablation (about 8 s on one thread), with long
+    unbreakable text: the study and output folders are named LONG_DIR, the images lie in a folder
+    LONG_DIR, eval and ablate explain LONG_EXPR (112 characters)."""
     before = torch.get_num_threads()
-    base = tmp_path_factory.mktemp("reports")
+    base = tmp_path_factory.mktemp("reports") / LONG_DIR
     out = {"search": base / "search", "eval": base / "eval", "ablate": base / "ablate"}
+    commands = {
+        "search": ["--threads", "1", "search", *TOY, "--size", "24", "--study", LONG_DIR, "--out", str(out["search"]),
+                   "--budget", "24", "--enumerate-size", "2", "--batch", "8", "--fidelity", "0", "--top", "2",
+                   "--held-out", "0.25", "--split-seed", "3", "--seed", "0"],
+        "eval": ["--threads", "1", "eval", "gradcam", "xgradcam", "relu(sum(G * A, k))", LONG_EXPR, *TOY, "--size", "8",
+                 "--metric", "energy_pointing_game", "--metric", "pointing_game", "--out", str(out["eval"])],
+        "ablate": ["--threads", "1", "ablate", LONG_EXPR, *TOY, "--size", "16", "--show", "3", "--show-images", "3",
+                   "--out", str(out["ablate"])]}
     try:
-        assert main(["--threads", "1", "search", *TOY, "--size", "24", "--study", "b", "--out", str(out["search"]),
-                     "--budget", "24", "--enumerate-size", "2", "--batch", "8", "--fidelity", "0", "--top", "2",
-                     "--held-out", "0.25", "--split-seed", "3", "--seed", "0"]) == 0
-        assert main(["--threads", "1", "eval", "gradcam", "xgradcam", "relu(sum(G * A, k))", *TOY, "--size", "8",
-                     "--metric", "energy_pointing_game", "--metric", "pointing_game", "--out", str(out["eval"])]) == 0
-        assert main(["--threads", "1", "ablate", "relu(sum(mean(G, hw) * A + (G - G), k))", *TOY, "--size", "16",
-                     "--show", "3", "--show-images", "3", "--out", str(out["ablate"])]) == 0
+        with pytest.MonkeyPatch.context() as mp:
+            import sycam.search.toy
+
+            mp.setattr(sycam.search.toy, "toy_problem", long_named_toy_problem)
+            for kind, argv in commands.items():
+                mp.setattr("sys.argv", ["sycam", *argv])          # the command line a report quotes
+                assert main(argv) == 0, kind
     finally:
         torch.set_num_threads(before)
     return out
+
+
+def test_the_pages_hold_the_long_text(runs):
+    """What the browser test below renders: each page has the long folder name, eval and ablate
+    the long expression (as text a browser cannot break at spaces)."""
+    for kind, out in runs.items():
+        page = html.unescape((out / "report.html").read_text().replace("<wbr>", ""))
+        assert LONG_DIR in page, kind
+        if kind != "search":
+            assert LONG_EXPR in page, kind
 
 
 # ----------------------------------------------------------------------------- what the reports say
@@ -160,12 +190,59 @@ def test_eval_grid_labels_are_full(monkeypatch, tmp_path):
     assert all(line[-1] in "/_-." for line in lines[:-1])           # broken after separators
 
 
+def test_save_grid_shows_every_word_of_very_long_labels(monkeypatch, tmp_path):
+    """save_grid (explain's grid.png) wraps row and column titles in full and grows the figure for
+    them: they were cut to 4 and 3 lines. Every character of each label is in the drawn text, and
+    the text lies inside the saved figure."""
+    import matplotlib.pyplot as plt
+
+    from sycam.report import overlay as ov
+
+    figures = []
+    real_close = plt.close
+
+    def keep(fig=None):
+        figures.append(fig)
+
+    monkeypatch.setattr(plt, "close", keep)
+    row = f"{LONG_DIR}/giraffe_and_zebra_2019.jpg: " + " ".join(f"word{i}" for i in range(60)) + " (top-1: zebra 0.31)"
+    column = "a method with a rather long name, " * 6 + LONG_EXPR
+    title = "resnet50 (random weights) / " + ", ".join(f"layer{i}.0.conv{j}" for i in range(1, 5) for j in range(1, 4))
+    torch.manual_seed(0)
+    images, maps = torch.rand(2, 3, 40, 40), {column: torch.rand(2, 10, 10)}
+    ov.save_grid(tmp_path / "long.png", images, maps, row_titles=[row, "short"], title=title)
+    ov.save_grid(tmp_path / "short.png", images, {"gradcam": maps[column]}, row_titles=["a.png", "b.png"])
+    try:
+        long_fig, short_fig = figures
+        long_fig.canvas.draw()
+        renderer = long_fig.canvas.get_renderer()
+        ax = long_fig.axes[0]
+        drawn = {"row": ax.yaxis.label, "column": long_fig.axes[1].title, "title": long_fig._suptitle}
+        for what, text in {"row": row, "column": column, "title": title}.items():
+            lines = drawn[what].get_text().split("\n")
+            assert "".join("".join(lines).split()) == "".join(text.split()), what      # every character, in order
+            assert all(w in " ".join(lines).split() for w in text.split() if len(w) <= 30), what  # words whole
+            box = drawn[what].get_window_extent(renderer)
+            assert long_fig.bbox.x0 <= box.x0 and box.x1 <= long_fig.bbox.x1 + 1, what
+            assert long_fig.bbox.y0 <= box.y0 and box.y1 <= long_fig.bbox.y1 + 1, what
+        assert len(ax.yaxis.label.get_text().split("\n")) > 4 and len(drawn["column"].get_text().split("\n")) > 3
+        # the label band grows: the long labels' figure is wider and taller than the short ones'
+        assert long_fig.get_figwidth() > short_fig.get_figwidth() + 1
+        assert long_fig.get_figheight() > short_fig.get_figheight() + 0.5
+    finally:
+        for fig in figures:
+            real_close(fig)
+
+
 def test_ablate_reports_dead_terms_flat_variants_and_sub_expressions_on_held_out_images(runs):
     data = json.loads((runs["ablate"] / "ablation.json").read_text())
     rows = data["rows"]
-    held = split(toy_problem(16)[1], 0.25, 0)[1]
+    held = split(long_named_toy_problem(16)[1], 0.25, 0)[1]
     assert data["image_set"] == "held-out" and data["image_names"] == held.names and data["images"] == len(held)
-    assert data["dead_terms"].startswith("dead terms (removing them changes no score): G - G")
+    assert data["expression"] == LONG_EXPR
+    assert data["dead_terms"].startswith("dead terms (removing them leaves every map unchanged): ")
+    dead = {(r["change"], r["at"]) for r in rows if r["dead"]}
+    assert ("G - G -> 0", "mean(G, hw) * A + [G - G]") in dead and "G - G (G - G -> 0 at" in data["dead_terms"]
     flat = [r for r in rows if r["map"]]
     assert flat and all(math.isnan(r["score"]) and math.isnan(r["delta"]) for r in flat)
     assert rows[-len(flat):] == flat                                # listed last, not among the scored ones
@@ -197,6 +274,7 @@ def test_ablate_flat_variants_are_not_drawn(monkeypatch, tmp_path):
 
 # ----------------------------------------------------------------------------- in a real browser
 MEASURE = """(() => {
+  document.querySelectorAll("details").forEach(e => { e.open = true; });   // folded text is measured too
   const d = document.documentElement, body = document.body;
   const right = body.getBoundingClientRect().right - parseFloat(getComputedStyle(body).paddingRight) + 1;
   const imgs = [...document.images];

@@ -122,3 +122,44 @@ def test_ablate_writes_a_sorted_table_chart_and_heatmaps(tmp_path):
     for name in ("ablation.csv", "ablation.png", "heatmaps.png", "report.html"):
         assert (out / name).stat().st_size > 0
     assert torch.isfinite(torch.tensor(deltas)).all()
+
+
+def test_ablate_calls_dead_only_terms_that_leave_the_maps_unchanged(tmp_path, capsys):
+    """Dead = the normalised maps stay the same, not 'no pointing-game hit changed' (a hit/miss
+    metric on 2 held-out images keeps every score while live terms move the maps)."""
+    out = tmp_path / "ab"
+    expr = "relu(sum(mean(G, hw) * A + 0 * G, k) * 2)"
+    assert main(["--threads", "1", "ablate", expr, "--model", "toy", "--data", "toy", "--size", "8",
+                 "--metric", "pointing_game", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((out / "ablation.json").read_text())
+    rows = {(r["change"], r["at"]): r for r in data["rows"]}
+    dead = {k for k, r in rows.items() if r["dead"]}
+    assert {("2 -> 1", "sum(mean(G, hw) * A + 0 * G, k) * [2]"),            # * 2 under relu
+            ("0 * G -> 0", "mean(G, hw) * A + [0 * G]")} <= dead             # + 0 * G
+    live = rows["mean(x, hw) -> x", "[mean(G, hw)] * A"]                      # grad-cam -> hires-cam
+    assert not live["dead"] and not live["same_map"] and live["scores_unchanged"]
+    assert live["effect"] == "maps differ, no score changed"
+    assert data["dead_terms"].startswith("dead terms (removing them leaves every map unchanged): 2 (2 -> 1")
+    assert "mean(x, hw) -> x" not in data["dead_terms"] and "mean(x, hw) -> x" in data["unchanged_scores"]
+    printed = " ".join(printed.split())                                      # rich wraps long lines
+    assert "dead terms (removing them leaves every map unchanged): 2 (2 -> 1" in printed
+    assert "Removals that change the maps but no image's pointing_game" in printed
+    # independently: the live variant's maps differ, the dead one's do not; every pointing-game hit is the same
+    model, batch, layer = toy_problem(8)
+    held = split(batch, 0.25, 0)[1]
+    assert len(held) == 2
+
+    def normalised(text):
+        m = CAM(parse(text), model, [layer])(held.x, held.labels).detach().flatten(1)
+        low, high = m.amin(1, keepdim=True), m.amax(1, keepdim=True)
+        return (m - low) / (high - low)
+
+    metric = get_metric("pointing_game")
+    original = normalised(data["rows"][0]["expression"])
+    gap = (normalised(live["expression"]) - original).abs().amax()
+    assert gap > 1e-2
+    assert (normalised(rows["2 -> 1", "sum(mean(G, hw) * A + 0 * G, k) * [2]"]["expression"]) - original).abs().amax() < 1e-4
+    pg = [metric(CAM(parse(r["expression"]), model, [layer])(held.x, held.labels).detach(), held)
+          for r in (data["rows"][0], live)]
+    assert torch.equal(pg[0], pg[1])

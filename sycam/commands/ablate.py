@@ -44,6 +44,16 @@ def _title(row, j: int) -> str:
     return f"{row.variant.change} at {row.variant.at}: {row.score.mean:.3f}"
 
 
+def _effect(row, j: int, base) -> str:
+    """What the variant does to the maps and the scores: 'same maps' (dead, for a removal), 'no score
+    changed' (the maps differ, the metric does not tell them apart on these images), or ''."""
+    if j == 0 or not row.scored:
+        return ""
+    if row.same_map:
+        return "same maps (dead)" if row.variant.kind in ("removed", "neutral") else "same maps"
+    return "maps differ, no score changed" if row.same_scores(base) else ""
+
+
 def _fmt(value: float) -> str:
     return "n/a" if value != value else f"{value:.3f}"
 
@@ -80,6 +90,7 @@ def run(args) -> int:
     res = ablate(args.expression, problem.model, batch, problem.layers, metric,
                  keep_maps=min(args.show_images, len(batch)), resources=resources)
     out = Path(args.out or Path("results") / "ablate" / _slug(args.expression))
+    base = res.original.per_image
     rows = []
     for j, r in enumerate(res.rows):
         flat = {"zero": "0 on every image (not scored)",
@@ -88,13 +99,15 @@ def run(args) -> int:
                      "at": r.variant.at, "path": ".".join(map(str, r.variant.path)), "term": r.variant.term,
                      "expression": r.variant.text, "map": flat, "score": r.score.mean, "score_low": r.score.low,
                      "score_high": r.score.high, "delta": r.delta.mean, "delta_low": r.delta.low,
-                     "delta_high": r.delta.high, "images": r.score.images,
-                     "dead": any(r is d for d in res.dead)})
+                     "delta_high": r.delta.high, "images": r.score.images, "effect": _effect(r, j, base),
+                     "dead": any(r is d for d in res.dead), "same_map": r.same_map,
+                     "scores_unchanged": j > 0 and r.same_scores(base)})
     dead = res.dead_line()
+    unchanged = res.unchanged_line()
     write_csv(out / "ablation.csv", rows)
     write_json(out / "ablation.json", {"expression": res.expression, "metric": spec.text, "images": res.images,
                                        "image_set": args.images, "image_names": res.names, "dead_terms": dead,
-                                       "rows": rows})
+                                       "unchanged_scores": unchanged, "rows": rows})
     variants = [r for r in res.rows[1:] if r.scored]
     files = {}
     if variants:
@@ -119,21 +132,23 @@ def run(args) -> int:
         row_titles=[f"{name}\ntarget: {t}" for name, t in zip(batch.names[:n], targets)], cell_labels=labels,
         title="the original and the most harmful variants (flat maps left out)", by="map")
     seconds = time.perf_counter() - started
-    _html(out, args, problem, spec, res, rows, dead, used, files, seconds)
+    _html(out, args, problem, spec, res, rows, f"{dead}. {unchanged}", used, files, seconds)
 
     from rich.markup import escape
 
     table = Table(title=escape(f"ablation of {res.expression} ({spec.text}, {res.images} {args.images} images)"))
-    for col in ("change", "at", "score", "change [95% CI]"):
+    for col in ("change", "at", "score", "change [95% CI]", "effect"):
         table.add_column(col, justify="right" if col in ("score", "change [95% CI]") else "left", overflow="fold")
-    for r in res.rows:
+    for j, r in enumerate(res.rows):
         if not r.scored and r.variant.kind != "original":
-            table.add_row(escape(r.variant.change), escape(r.variant.at), "-", f"{r.constant} map: not scored")
+            table.add_row(escape(r.variant.change), escape(r.variant.at), "-", f"{r.constant} map: not scored", "")
             continue
         table.add_row(escape(r.variant.change or "original"), escape(r.variant.at), f"{r.score.mean:.4f}",
-                      "" if r.variant.kind == "original" else f"{r.delta.mean:+.4f} [{r.delta.low:+.3f}, {r.delta.high:+.3f}]")
+                      "" if r.variant.kind == "original" else f"{r.delta.mean:+.4f} [{r.delta.low:+.3f}, {r.delta.high:+.3f}]",
+                      escape(_effect(r, j, base)))
     console.print(table)
     console.print(escape(dead))
+    console.print(escape(unchanged))
     console.print(escape(f"scored on {used}"))
     console.print(f"wrote {out / 'report.html'}, ablation.csv/json, ablation.png, heatmaps.png ({seconds:.0f} s)")
     return 0
@@ -155,10 +170,13 @@ def _html(out: Path, args, problem, spec, res, rows, dead: str, used: str, files
                    "bootstrap interval); a negative change means the removed or swapped term helped. 'at' is the "
                    "smallest sub-expression that locates the change, the changed term in [brackets]. Variants whose "
                    "map is flat on every image (identically 0 or constant) carry no spatial information: they are "
-                   "listed, not scored or drawn.", cls="note")
+                   "listed, not scored or drawn. A removed term is dead when every image's map stays as it was (the "
+                   "min-max normalised maps differ by less than 1e-4 everywhere); that no image's score changes is "
+                   "weaker (a hit/miss metric on a few images often keeps every score while the map moves) and is "
+                   "shown apart, as 'maps differ, no score changed'.", cls="note")
     page.table(rows, ["rank", "kind", "change", "at", *(["map"] if any(r["map"] for r in rows) else []), "score",
-                      "delta", "delta_low", "delta_high", "expression"], labels={"delta": "change", "delta_low": "low", "delta_high": "high",
-                                             "map": "flat map"},
+                      "delta", "delta_low", "delta_high", "effect", "expression"],
+               labels={"delta": "change", "delta_low": "low", "delta_high": "high", "map": "flat map"},
                code=("change", "at", "expression"), wide=True)
     page.image(files.get("bars"), "change of the metric per variant")
     page.image(files.get("grid"), "heatmaps: the original and the most harmful variants; ground-truth boxes in "

@@ -4,7 +4,6 @@ Tensors are RGB, floats in [0, 1]; files are PNG. :func:`overlay` is public as `
 """
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -232,6 +231,18 @@ def _thumbnail(image: Tensor, crop: Box | None, side: int = GRID_SIDE) -> tuple[
     return small, None if crop is None else (crop[0] * sy, crop[1] * sx, crop[2] * sy, crop[3] * sx)
 
 
+#: height of a line of label text, in multiples of its font size
+LINE_SPACING = 1.25
+
+
+def grid_label_lines(text: str, points: float, inches: float, dpi: int = 100) -> list[str]:
+    """``text`` wrapped, in full, to lines of ``points``-pt DejaVu Sans (matplotlib's font) no
+    longer than ``inches``: broken at spaces, else after ``/ _ - , .``, else anywhere."""
+    from .figures import _font, wrap_px
+
+    return wrap_px(text, _font(max(1, round(points * dpi / 72))), max(1, int(inches * dpi)))
+
+
 def save_grid(path: str | Path, images: Tensor | Sequence[Tensor], maps: Mapping[str, Tensor | Sequence[Tensor]], *,
               row_titles: Sequence[str] = (), alpha: float = 0.5, cmap: str = "jet",
               title: str | None = None, tile: float = 2.0, crops: Sequence[Box | None] | None = None,
@@ -240,30 +251,40 @@ def save_grid(path: str | Path, images: Tensor | Sequence[Tensor], maps: Mapping
 
     ``images``: a (n, 3, H, W) batch or n pictures of any sizes; ``maps[method][i]``: image i's
     map, covering the whole picture or, with ``crops[i]`` = (top, left, height, width), that
-    region of it (outlined). Row titles are wrapped to the row's height; a colour bar is added.
+    region of it (outlined). Every label is shown in full: row titles are wrapped to the row's
+    height, column titles to the column's width, the title to the figure's, and the figure grows
+    by the room the wrapped lines take; a colour bar is added.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    dpi = 100
     names = list(maps)
     n, cols = len(images), len(names) + 1
-    fig, axes = plt.subplots(n, cols, figsize=(tile * cols + (0.5 if colorbar else 0), tile * n + (0.4 if title else 0)),
+    rows_text = [grid_label_lines(row_titles[i], 7, tile * 0.92, dpi) if i < len(row_titles) and row_titles[i] else []
+                 for i in range(n)]                                     # along the row's height
+    cols_text = [grid_label_lines(name, 8, tile * 0.95, dpi) for name in ["image", *names]]
+    width = tile * cols + (0.5 if colorbar else 0)
+    side = max(map(len, rows_text), default=0) * 7 * LINE_SPACING / 72      # inches the row titles take
+    top = max(map(len, cols_text), default=0) * 8 * LINE_SPACING / 72
+    title_text = grid_label_lines(title, 10, width + side - 0.2, dpi) if title else []
+    head = len(title_text) * 10 * LINE_SPACING / 72 + (0.15 if title else 0)
+    fig, axes = plt.subplots(n, cols, figsize=(width + side, tile * n + top + head), dpi=dpi,
                              squeeze=False, layout="constrained")
-    chars = max(12, int(tile * 72 / 7 * 1.6))     # characters of 7 pt text along a tile's height
     for i in range(n):
         picture, crop = _thumbnail(images[i].cpu(), crops[i] if crops is not None else None)
         axes[i, 0].imshow(to_uint8(picture.clamp(0, 1)))
-        if i < len(row_titles) and row_titles[i]:
-            axes[i, 0].set_ylabel("\n".join(textwrap.wrap(row_titles[i], chars)[:4]), fontsize=7)
+        if rows_text[i]:
+            axes[i, 0].set_ylabel("\n".join(rows_text[i]), fontsize=7)
         for j, name in enumerate(names, start=1):
             axes[i, j].imshow(to_uint8(overlay(picture, maps[name][i], alpha, cmap, box=crop)))
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
-    for j, name in enumerate(["image", *names]):
-        axes[0, j].set_title("\n".join(textwrap.wrap(name, max(12, int(tile * 72 / 8 * 1.6)))[:3]), fontsize=8)
+    for j, lines in enumerate(cols_text):
+        axes[0, j].set_title("\n".join(lines), fontsize=8)
     if colorbar:
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
@@ -273,7 +294,7 @@ def save_grid(path: str | Path, images: Tensor | Sequence[Tensor], maps: Mapping
         bar.set_label("heatmap (0 low, 1 high)", fontsize=7)
         bar.ax.tick_params(labelsize=6)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle("\n".join(title_text), fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

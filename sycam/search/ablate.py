@@ -14,7 +14,12 @@ All variants are scored on the same images from one evidence capture per image b
 is reported with the change of the metric against the original (paired over images, 95 %
 bootstrap interval, signed so that a negative change means the term mattered). A variant whose
 map is constant on every image (``G - G``: identically 0) carries no spatial information: it
-is reported as such, not scored. A term is *dead* when removing it changes no image's score.
+is reported as such, not scored.
+
+A term is *dead* when removing it leaves the maps as they were: the variant's min-max normalised
+map equals the original's within ``SAME_MAP_TOLERANCE`` (max absolute difference) on every image
+scored. That a removal changes no image's score is a separate, weaker statement: a hit/miss
+metric (pointing game) on a few images often keeps every score while the map moves.
 """
 from __future__ import annotations
 
@@ -38,6 +43,8 @@ from .heldout import Interval, interval
 
 Path_ = tuple[int, ...]
 SIBLING_TERMINALS = ("A", "G", "G2", "G3")
+#: two maps are the same when their min-max normalised values differ by less than this everywhere
+SAME_MAP_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -68,10 +75,16 @@ class Row:
     delta: Interval                # variant minus original, signed: positive = variant is better
     per_image: Tensor = field(repr=False, default=None)
     constant: str | None = None    # "zero" / "constant": the map is flat on every image (not scored)
+    same_map: bool = False         # its normalised map equals the original's on every image scored
 
     @property
     def scored(self) -> bool:
         return self.constant is None
+
+    def same_scores(self, base: Tensor | None) -> bool:
+        """Every image's score equals ``base`` (the original's)."""
+        return self.per_image is not None and base is not None and bool(
+            torch.isclose(self.per_image, base, rtol=0, atol=1e-9, equal_nan=True).all())
 
 
 def _nodes(expr: Expr, path: Path_ = ()) -> Iterable[tuple[Path_, Expr]]:
@@ -169,19 +182,31 @@ class Ablation:
 
     @property
     def dead(self) -> list[Row]:
-        """Removals (a wrapper dropped, an operand neutralised) that change no image's score."""
+        """Removals (a wrapper dropped, an operand neutralised) that leave every image's normalised map
+        as it was (within ``SAME_MAP_TOLERANCE``)."""
+        return [r for r in self.rows[1:] if r.variant.kind in ("removed", "neutral") and r.scored and r.same_map]
+
+    @property
+    def unchanged_scores(self) -> list[Row]:
+        """Removals that change the maps but no image's score (weaker than dead: the metric did not
+        tell the maps apart on these images)."""
         base = self.rows[0].per_image
-        out = []
-        for r in self.rows[1:]:
-            if r.variant.kind in ("removed", "neutral") and r.scored and r.per_image is not None \
-                    and bool(torch.isclose(r.per_image, base, rtol=0, atol=1e-9, equal_nan=True).all()):
-                out.append(r)
-        return out
+        return [r for r in self.rows[1:] if r.variant.kind in ("removed", "neutral") and r.scored
+                and not r.same_map and r.same_scores(base)]
+
+    @staticmethod
+    def _items(rows: list[Row]) -> str:
+        return "; ".join(f"{r.variant.term} ({r.variant.change} at {r.variant.at})" for r in rows) or "none"
 
     def dead_line(self) -> str:
-        """One line: ``dead terms (removing them changes no score): ...``."""
-        items = [f"{r.variant.term} ({r.variant.change} at {r.variant.at})" for r in self.dead]
-        return "dead terms (removing them changes no score): " + ("; ".join(items) if items else "none")
+        """One line: ``dead terms (removing them leaves every map unchanged): ...``."""
+        return f"dead terms (removing them leaves every map unchanged): {self._items(self.dead)}"
+
+    def unchanged_line(self) -> str:
+        """One line: the removals that change the maps but no image's score."""
+        return (f"Removals that change the maps but no image's {self.metric} "
+                f"(not dead: the metric does not tell them apart on these {self.images} images): "
+                f"{self._items(self.unchanged_scores)}")
 
 
 def _flat(layer_maps: Mapping[str, Tensor]) -> tuple[bool, bool]:
@@ -195,23 +220,36 @@ def _flat(layer_maps: Mapping[str, Tensor]) -> tuple[bool, bool]:
     return constant, constant and zero
 
 
+def _minmax(maps: Tensor) -> Tensor:
+    """Maps (..., H, W) rescaled to [0, 1] per map (a flat map to 0; NaN to 0)."""
+    m = torch.nan_to_num(maps.detach().float(), nan=0.0)
+    low = m.flatten(-2).amin(-1)[..., None, None]
+    span = m.flatten(-2).amax(-1)[..., None, None] - low
+    return torch.where(span > 0, (m - low) / span.clamp_min(torch.finfo(m.dtype).tiny), torch.zeros_like(m))
+
+
 def score_variants(vs: Sequence[Variant], model: nn.Module, batch: Batch, layers, metric: Metric, *,
                    seed: Seed | None = None, chunk: int | None = None, keep_maps: int = 0,
-                   resources: Mapping | None = None, flat: list[str | None] | None = None
-                   ) -> tuple[Tensor, dict[int, Tensor]]:
+                   resources: Mapping | None = None, flat: list[str | None] | None = None,
+                   same: list[bool] | None = None) -> tuple[Tensor, dict[int, Tensor]]:
     """Per-image metric values (n variants, b images) from one capture per chunk of images;
     also the maps of the first ``keep_maps`` images of every variant. ``flat``, a list, receives
-    per variant ``"zero"`` / ``"constant"`` where its raw map is flat on every image, else None."""
+    per variant ``"zero"`` / ``"constant"`` where its raw map is flat on every image, else None;
+    ``same``, a list, receives per variant whether its min-max normalised map equals the first
+    variant's (the original's) within ``SAME_MAP_TOLERANCE`` on every image."""
     fuse = seed.fuse if seed is not None else None
     cams = {str(i): CAM(v.expr, model, layers, fuse=fuse) for i, v in enumerate(vs)}
     values, kept = [], {}
-    constant, zero = [True] * len(vs), [True] * len(vs)
+    constant, zero, equal = [True] * len(vs), [True] * len(vs), [True] * len(vs)
     chunk = model_rows(batch.x.device, chunk)
     for start in range(0, len(batch), chunk):
         sub = batch[start:start + chunk]
         res = explain_many(cams, sub.x, sub.labels)
         maps = torch.stack([res[str(i)].maps for i in range(len(vs))])            # (n, b, H, W)
         valid = torch.stack([res[str(i)].valid for i in range(len(vs))])
+        norm = _minmax(maps)
+        gap = (norm - norm[:1]).abs().flatten(1).amax(1)                          # (n,): worst pixel of any image
+        equal = [e and bool(g < SAME_MAP_TOLERANCE) for e, g in zip(equal, gap.tolist())]
         for i in range(len(vs)):
             c, z = _flat(res[str(i)].layer_maps)
             constant[i], zero[i] = constant[i] and c, zero[i] and z
@@ -222,6 +260,8 @@ def score_variants(vs: Sequence[Variant], model: nn.Module, batch: Batch, layers
                 kept.setdefault(i, []).append(maps[i, : keep_maps - start].cpu())
     if flat is not None:
         flat[:] = ["zero" if z else "constant" if c else None for c, z in zip(constant, zero)]
+    if same is not None:
+        same[:] = equal
     return torch.cat(values, 1), {i: torch.cat(m) for i, m in kept.items()}
 
 
@@ -236,8 +276,9 @@ def ablate(expression: str | Expr, model: nn.Module, batch: Batch, layers, metri
     if len(vs) < 2:
         raise SycamError(f"`{to_text(tree)}` has no term to ablate")
     flat: list[str | None] = []
+    same: list[bool] = []
     values, kept = score_variants(vs, model, batch, layers, metric, seed=seed, chunk=chunk, keep_maps=keep_maps,
-                                  resources=resources, flat=flat)
+                                  resources=resources, flat=flat, same=same)
     sign = metric.direction.sign
     rows = []
     nan = Interval(float("nan"), float("nan"), float("nan"), 0)
@@ -246,7 +287,7 @@ def ablate(expression: str | Expr, model: nn.Module, batch: Batch, layers, metri
             rows.append(Row(v, nan, nan, None, flat[i]))
             continue
         delta = interval(sign * (values[i] - values[0]))
-        rows.append(Row(v, interval(values[i]), delta, values[i]))
+        rows.append(Row(v, interval(values[i]), delta, values[i], same_map=bool(i and same[i])))
     if flat and flat[0]:
         rows[0].constant = flat[0]
     first = rows[0]
