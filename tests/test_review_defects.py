@@ -266,3 +266,20 @@ def test_metric_info_handles_unknown_names_only(monkeypatch):
     monkeypatch.setattr(sycam.metrics, "describe", broken, raising=False)
     with pytest.raises(RuntimeError, match="a bug in describe"):      # a bug is not swallowed
         metric_info("deletion")
+
+
+def test_out_check_tolerates_a_folder_made_meanwhile(tmp_path, monkeypatch):
+    """Two workers of one study start together: the folder may appear between the look and the mkdir."""
+    from pathlib import Path
+
+    from sycam.commands.common import check_out
+
+    target = tmp_path / "results" / "study"
+    real_mkdir = Path.mkdir
+
+    def racing_mkdir(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs) if not self.exists() else None   # the other worker
+        raise FileExistsError(17, "File exists", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", racing_mkdir)
+    assert check_out(target) == target

@@ -91,8 +91,11 @@ def check_out(folder: str | os.PathLike) -> Path:
     try:
         missing = [p for p in [path, *path.parents] if not p.exists()]
         for p in reversed(missing):
-            p.mkdir()
-            made.append(p)
+            try:
+                p.mkdir()
+                made.append(p)
+            except FileExistsError:        # another worker of the same study made it just now
+                pass
         if not path.is_dir():
             raise NotADirectoryError(f"{path} is not a folder")
         with tempfile.TemporaryFile(dir=path):
