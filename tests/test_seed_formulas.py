@@ -105,14 +105,28 @@ def test_weights_expression_becomes_generic_cam():
     close(raw_map("mean(G, hw)"), [[0.5, 1.0], [1.5, 2.0]])
 
 
+class Downsampled(torch.nn.Module):
+    """A 2x average pooling before the hand-built model: its layer is half the input's size."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.pool, self.inner = torch.nn.AvgPool2d(2), inner
+
+    def forward(self, x):
+        return self.inner(self.pool(x))
+
+
 @pytest.mark.parametrize("method", list(sycam.SEEDS))
 def test_final_maps_are_normalised_upsampled_raw_maps(method):
     # CAM needs a GAP head; CAMERAS resizes the input, which the fixed-size flatten head cannot take
     gap = method in ("cam", "cameras")
-    model = GapHead(torch.tensor([[1.0, -0.5], [0.0, 1.0]])) if gap else spatial_model()
-    x = torch.nn.functional.interpolate(example_input(), size=(2, 2))
-    exp = sycam.CAM(method, model, "feat").explain(x, [0])
-    raw = upsample(exp.layer_maps["feat"], tuple(x.shape[-2:]))
+    model = Downsampled(GapHead(torch.tensor([[1.0, -0.5], [0.0, 1.0]])) if gap else spatial_model()).eval()
+    x = torch.nn.functional.interpolate(example_input(), size=(4, 4))        # the layer sees 2 x 2
+    exp = sycam.CAM(method, model, "inner.feat").explain(x, [0])
+    assert exp.maps.shape[-2:] == (4, 4)
+    if method != "cameras":        # (CAMERAS's layer maps are at its largest input scale)
+        assert exp.layer_maps["inner.feat"].shape[-2:] == (2, 2)
+    raw = upsample(exp.layer_maps["inner.feat"], tuple(x.shape[-2:]))
     lo, hi = raw.amin(), raw.amax()
     expected = (raw - lo) / (hi - lo) if hi > lo else torch.zeros_like(raw)
     assert torch.allclose(exp.maps, expected, atol=1e-6)
