@@ -52,12 +52,12 @@ class _Build(Transformer):
     """Lark callbacks: each returns an AST node (checked against the bounds)."""
 
     def number(self, tok):
-        value = float(tok)
-        if not abs(value) <= CONSTANT_MAX:
+        try:
+            return Num(float(tok))            # Num holds the range rule; here it gets a position
+        except ExpressionValueError:
             raise ExpressionValueError(
                 f"number {str(tok)} at line {tok.line}, column {tok.column} is outside the float32 range "
-                f"(at most {CONSTANT_MAX:.4g}) the evidence is computed in", subexpression=str(tok))
-        return Num(value)
+                f"(at most {CONSTANT_MAX:.4g}) the evidence is computed in", subexpression=str(tok)) from None
 
     def var(self, tok):
         return Var(str(tok))

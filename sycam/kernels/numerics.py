@@ -46,8 +46,6 @@ def safe_denominator(y: Value) -> Value:
 
 def safe_div(x: Value, y: Value) -> Value:
     """x / y, and 0 where y == 0."""
-    if isinstance(x, float) and isinstance(y, float):
-        return x / y if y != 0 else 0.0
     return x / safe_denominator(y)
 
 
@@ -61,8 +59,8 @@ def safe_pow(x: Value, y: Value) -> Value:
             return _float_pow(safe_div(1.0, x), -n) if n < 0 else _float_pow(x, n)
         return safe_div(1.0, x).pow(-n) if n < 0 else x.pow(n)
     if isinstance(x, float) and isinstance(y, float):
-        if x == 0:
-            return 0.0 if y < 0 else (1.0 if y == 0 else 0.0)
+        if x == 0:               # (y is not an integer here, so not 0)
+            return 0.0
         return math.copysign(_float_pow(abs(x), y), x)
     x = torch.as_tensor(x)
     y = torch.as_tensor(y, dtype=x.dtype, device=x.device)
@@ -75,8 +73,6 @@ def _float_pow(x: float, y: float) -> float:
     try:
         return x ** y
     except OverflowError:
-        return math.inf
-    except ZeroDivisionError:   # 0.0 ** negative
         return math.inf
 
 
