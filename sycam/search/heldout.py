@@ -280,17 +280,19 @@ def sign_flip_p(d: Tensor, n_perm: int = 20000, seed: int = 0) -> float:
 
 
 def paired_difference(values: Tensor, reference: Tensor, *, method: str = "", reference_name: str = "",
-                      level: float = 0.95, n_boot: int = 2000, n_perm: int = 20000, seed: int = 0) -> Paired:
+                      level: float = 0.95, n_boot: int = 2000, n_perm: int = 20000, seed: int = 0,
+                      p: float | None = None) -> Paired:
     """Per-image ``values - reference`` on the images where both are defined: mean, percentile
     bootstrap interval at ``level`` and the two-sided sign-flip permutation p-value of "mean
-    difference = 0" (:func:`sign_flip_p`; right at small n). Significance needs :data:`MIN_IMAGES`."""
+    difference = 0" (:func:`sign_flip_p`; right at small n; ``p`` when already known).
+    Significance needs :data:`MIN_IMAGES`."""
     d = (values.double().cpu() - reference.double().cpu())
     d = d[~d.isnan()]
     m = d.numel()
     if m == 0:
         return Paired(method, reference_name, Interval(math.nan, math.nan, math.nan, 0), math.nan, level=level)
     mean = float(d.mean())
-    p = sign_flip_p(d, n_perm, seed)
+    p = sign_flip_p(d, n_perm, seed) if p is None else p
     if m == 1 or bool((d == d[0]).all()):
         return Paired(method, reference_name, Interval(mean, mean if m > 1 else math.nan,
                                                        mean if m > 1 else math.nan, m), p, level=level)
@@ -327,16 +329,18 @@ def against_best(per_image: Mapping[str, Tensor], higher_is_better: bool, *, alp
         return None, []
     best = (max if higher_is_better else min)(finite, key=finite.get)
     others = [k for k in per_image if k != best]
-    first = [paired_difference(per_image[k], per_image[best], method=k, reference_name=best, n_boot=n_boot,
-                               n_perm=n_perm, seed=seed) for k in others]
-    adjusted = holm([c.p for c in first])
-    m = sum(c.p == c.p for c in first)
-    order = sorted([i for i, c in enumerate(first) if c.p == c.p], key=lambda i: first[i].p)
-    out = list(first)
-    for rank, i in enumerate(order):
-        level = 1 - alpha / (m - rank)
-        c = paired_difference(per_image[others[i]], per_image[best], method=others[i], reference_name=best,
-                              level=level, n_boot=n_boot, n_perm=n_perm, seed=seed) if m > 1 else first[i]
-        c.p, c.p_holm = first[i].p, adjusted[i]
-        out[i] = c
+    ps = [sign_flip_p(per_image[k].double().cpu() - per_image[best].double().cpu(), n_perm, seed) for k in others]
+    adjusted = holm(ps)
+    m = sum(p == p for p in ps)
+    levels = [0.95] * len(others)                 # each interval once, at its Holm step level
+    if m > 1:
+        for rank, i in enumerate(sorted([i for i, p in enumerate(ps) if p == p], key=lambda i: ps[i])):
+            levels[i] = 1 - alpha / (m - rank)
+    out = []
+    for i, k in enumerate(others):
+        c = paired_difference(per_image[k], per_image[best], method=k, reference_name=best, level=levels[i],
+                              n_boot=n_boot, n_perm=n_perm, seed=seed, p=ps[i])
+        if ps[i] == ps[i]:
+            c.p_holm = adjusted[i]
+        out.append(c)
     return best, out
