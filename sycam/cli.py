@@ -60,10 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         resolve_device(args)            # --device auto -> cuda or cpu, others checked (torch: model commands only)
         return args.run(args)
-    except SycamError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:              # last line of defence: a file or folder the commands did not check
+    except (SycamError, OSError) as err:   # OSError: last line of defence, a file the commands did not check
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

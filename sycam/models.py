@@ -165,7 +165,6 @@ def load_efficientnet_lite0(weights: str | Path | None = None) -> nn.Module:
 def read_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
     """The state dict in a weights file (``weights_only=True``; a checkpoint's ``state_dict`` /
     ``model_state_dict`` / ``model`` entry); SycamError naming the file if it holds anything else."""
-    import warnings
 
     try:
         with warnings.catch_warnings():

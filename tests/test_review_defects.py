@@ -186,7 +186,7 @@ def test_no_significance_on_too_few_images():
     best, comps = against_best(per, higher_is_better=True)
     assert best == "a" and not any(c.significant() for c in comps)
     metric = SimpleNamespace(direction=SimpleNamespace(value="higher"))
-    assert {_judge(c, metric) for c in comps} == {TOO_FEW} == {"too few images to conclude (n < 10)"}
+    assert {_judge(c) for c in comps} == {TOO_FEW} == {"too few images to conclude (n < 10)"}
     rows = [{"method": "a", "m": 0.75, "m_low": 0.0, "m_high": 1.0, "m_images": 4}]
     assert TOO_FEW in _verdict("m", metric, rows, (best, {c.method: c for c in comps}))
     assert all(c.as_dict()["conclusive"] is False and c.as_dict()["significant"] is False for c in comps)

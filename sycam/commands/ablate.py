@@ -74,7 +74,7 @@ def run(args) -> int:
     if spec.is_size:
         raise ObjectiveError("ablate scores a metric, not size")
     check_data_arg(args)
-    check_out(args.out or Path("results") / "ablate" / _slug(args.expression))     # before the model
+    out = check_out(args.out or Path("results") / "ablate" / _slug(args.expression))     # before the model
     problem = load_problem(args, log=lambda m: console.print(m), images=read_data(args))
     batch = problem.batch
     if args.images == "held-out":
@@ -89,7 +89,6 @@ def run(args) -> int:
     console.print(f"scoring on {used}: {', '.join(batch.names)}", markup=False)
     res = ablate(args.expression, problem.model, batch, problem.layers, metric,
                  keep_maps=min(args.show_images, len(batch)), resources=resources)
-    out = Path(args.out or Path("results") / "ablate" / _slug(args.expression))
     base = res.original.per_image
     rows = []
     for j, r in enumerate(res.rows):

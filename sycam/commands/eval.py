@@ -166,7 +166,7 @@ def run(args) -> int:
     for name, (best, comps) in paired.items():
         for c in comps.values():
             diffs.add_row(name, c.method, best, f"{c.diff.mean:+.4f} [{c.diff.low:+.3f}, {c.diff.high:+.3f}]",
-                          _p(c.p_holm), _judge(c, metrics[name]))
+                          _p(c.p_holm), _judge(c))
     if diffs.row_count:
         console.print(diffs)
     console.print(verdict)
@@ -197,7 +197,7 @@ def _p(p: float) -> str:
     return "-" if p != p else ("<\u00a00.001" if p < 0.001 else f"{p:.3f}")
 
 
-def _judge(c, metric) -> str:
+def _judge(c) -> str:
     """Is ``c.method`` worse than the best one (Holm-corrected), in words."""
     from ..search.heldout import TOO_FEW
 
@@ -293,7 +293,7 @@ def _report(out: Path, args, layers, metrics, rows, paired, verdict: str, files,
             diff_rows.append({"metric": name, "method": c.method, "best": best, "difference": c.diff.mean,
                               "low": c.diff.low, "high": c.diff.high, "interval": f"{c.level:.1%}",
                               "images": c.diff.images, "p": _p(c.p), "p (Holm)": _p(c.p_holm),
-                              "verdict": _judge(c, metrics[name])})
+                              "verdict": _judge(c)})
     page.table(diff_rows, code=("method", "best"), wide=True)
     page.image(files.get("grid"), "overlays: ground-truth boxes in green; under each picture the target class and "
                                   "the image's score")

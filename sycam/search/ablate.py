@@ -220,14 +220,6 @@ def _flat(layer_maps: Mapping[str, Tensor]) -> tuple[bool, bool]:
     return constant, constant and zero
 
 
-def _minmax(maps: Tensor) -> Tensor:
-    """Maps (..., H, W) rescaled to [0, 1] per map (a flat map to 0; NaN to 0)."""
-    m = torch.nan_to_num(maps.detach().float(), nan=0.0)
-    low = m.flatten(-2).amin(-1)[..., None, None]
-    span = m.flatten(-2).amax(-1)[..., None, None] - low
-    return torch.where(span > 0, (m - low) / span.clamp_min(torch.finfo(m.dtype).tiny), torch.zeros_like(m))
-
-
 def score_variants(vs: Sequence[Variant], model: nn.Module, batch: Batch, layers, metric: Metric, *,
                    seed: Seed | None = None, chunk: int | None = None, keep_maps: int = 0,
                    resources: Mapping | None = None, flat: list[str | None] | None = None,
@@ -247,7 +239,7 @@ def score_variants(vs: Sequence[Variant], model: nn.Module, batch: Batch, layers
         res = explain_many(cams, sub.x, sub.labels)
         maps = torch.stack([res[str(i)].maps for i in range(len(vs))])            # (n, b, H, W)
         valid = torch.stack([res[str(i)].valid for i in range(len(vs))])
-        norm = _minmax(maps)
+        norm = maps.detach().float()                   # a CAM's maps are min-max normalised already (invalid: 0)
         gap = (norm - norm[:1]).abs().flatten(1).amax(1)                          # (n,): worst pixel of any image
         equal = [e and bool(g < SAME_MAP_TOLERANCE) for e, g in zip(equal, gap.tolist())]
         for i in range(len(vs)):
