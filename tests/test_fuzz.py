@@ -50,10 +50,10 @@ STRINGS = st.one_of(st.lists(st.sampled_from(TOKENS), max_size=30).map("".join),
 
 CONSTANTS = [0.0, -1.0, 0.5, 2.0, 3.0, 1e-3, 1e-30, 1e-45, 1e20, 1e30, 1e38, 3.4e38, -3.4e38]
 NAMES = ["A", "G", "G2", "G3", "S", "W"]
-UNARY = [o.name for o in OPS.values() if o.kind == "unary"]
-BINARY = [o.name for o in OPS.values() if o.kind == "binary"]
-COMPARE = [o.name for o in OPS.values() if o.kind == "compare"]
-ALONG = [o.name for o in OPS.values() if o.kind in ("reduce", "normalise")]
+UNARY = [o.name for o in OPS.values() if o.rule.elementwise and o.arity == 1]
+BINARY = [o.name for o in OPS.values() if o.syntax == "infix"]
+COMPARE = [o.name for o in OPS.values() if o.syntax == "comparison"]
+ALONG = [o.name for o in OPS.values() if o.rule.takes_axes]
 AXES_ARGS = ["hw", "k", "khw", "h", "s", "v"]
 
 

@@ -67,7 +67,7 @@ def test_safe_numerics_give_finite_values(text, expected):
 
 
 def test_division_is_exact_at_every_scale_and_zero_only_for_a_zero_denominator():
-    from sycam.kernels.numerics import safe_div
+    from sycam.grammar.semantics import safe_div
     x = torch.tensor([1.0, 1.0, 1.0, 0.0, 3e-30, 1.0])
     y = torch.tensor([4.0, 1e-9, -1e-30, 0.0, 1e-30, -0.0])
     assert torch.equal(safe_div(x, y), torch.tensor([0.25, 1.0 / 1e-9, 1.0 / -1e-30, 0.0, 3e-30 / 1e-30, 0.0]))
@@ -75,7 +75,7 @@ def test_division_is_exact_at_every_scale_and_zero_only_for_a_zero_denominator()
 
 
 def test_safe_division_is_odd_in_the_denominator_on_every_path():
-    from sycam.kernels.numerics import safe_div
+    from sycam.grammar.semantics import safe_div
     x = torch.linspace(-2, 3, 10_000)
     for y in (torch.linspace(-1, 1, 10_001)[:10_000],            # mixed signs and a zero: the masked path
               torch.linspace(0.5, 2, 10_000),                      # no zeros: the fast path
@@ -89,7 +89,7 @@ def test_safe_division_is_odd_in_the_denominator_on_every_path():
 
 
 def test_signed_power_keeps_sign():
-    from sycam.kernels.numerics import safe_pow
+    from sycam.grammar.semantics import safe_pow
     assert torch.allclose(safe_pow(torch.tensor([-4.0, 9.0]), 0.5), torch.tensor([-2.0, 3.0]))
     assert torch.equal(safe_pow(torch.tensor([-2.0]), 3.0), torch.tensor([-8.0]))
 

@@ -17,16 +17,14 @@ def add(sub) -> None:
 def run(args) -> int:
     # sympy and the grammar only here, so that building the parser (every command's --help) stays light
     from ..grammar import DEFAULT_TERMINALS, result_kind, to_text
-    from ..grammar.ast import compile_time_checks, terminals
+    from ..grammar.ast import terminals
+    from ..grammar.checker import fold_constants
     from ..grammar.symbolic import latex, simplify
     from ..methods.seeds import resolve_method
 
     tree, seed = resolve_method(args.expression)
     kind = result_kind(tree)
-    if compile_time_checks(tree):
-        from ..kernels.compiler import compile_expression   # torch: only for constant sub-expressions
-
-        compile_expression(tree, DEFAULT_TERMINALS)   # constants: in range, no division by a constant 0
+    fold_constants(tree)          # constants in range, no division by a constant 0 (as the compiler does)
     simple = simplify(tree)
     names = sorted(terminals(tree))
     console.print(f"[bold]expression[/]  {to_text(tree)}" + (f"   ({seed.title})" if seed else ""))

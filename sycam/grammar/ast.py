@@ -103,26 +103,6 @@ def terminals(expr: Expr) -> set[str]:
     return {n.name for n in walk(expr) if isinstance(n, Var)}
 
 
-def compile_time_checks(expr: Expr) -> list[tuple[Call, bool]]:
-    """The operators the compiler evaluates or checks before any evidence, children first:
-    (node, folds) where ``folds`` says the node reads no terminal (an element-wise operator of
-    constants, folded to a float), else it divides by a constant (``x / c``, ``c ^ y``) whose
-    zero is refused. Where this is empty, compiling can raise no ExpressionValueError."""
-    constant: set[Expr] = set()
-    out: list[tuple[Call, bool]] = []
-    for node in walk(expr):
-        if isinstance(node, Num):
-            constant.add(node)
-        elif isinstance(node, Call):
-            folds = OPS[node.op].kind in ("unary", "binary") and all(a in constant for a in node.args)
-            divides = node.op == "div" and node.args[1] in constant or node.op == "pow" and node.args[0] in constant
-            if folds:
-                constant.add(node)
-            if folds or divides:
-                out.append((node, folds))
-    return out
-
-
 # --- builders (fold -number into a negative constant, like the parser) -------------------------
 
 def call(op: str, *args: Expr, axes: str = "") -> Call | Num:

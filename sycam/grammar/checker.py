@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..errors import ExpressionTypeError, UnknownNameError
-from .ast import Call, Expr, Num, Var, walk
-from .ops import AXES, BATCH, OPS
+from ..errors import ExpressionTypeError, ExpressionValueError, UnknownNameError
+from .ast import CONSTANT_MAX, Call, Expr, Num, Var, walk
+from .ops import AXES, OPS, AxesError, fmt_axes
+from .printer import to_text
 
 Axes = frozenset[str]
 HEATMAP: Axes = frozenset("bhw")
@@ -63,19 +64,12 @@ DEFAULT_TERMINALS: dict[str, Terminal] = {t.name: t for t in [
 ]}
 
 
-def fmt_axes(axes: Axes) -> str:
-    order = BATCH + AXES
-    return "{" + ", ".join(a for a in order if a in axes) + "}"
-
-
 def _terminal_axes(terminals: Mapping[str, Terminal | str]) -> dict[str, Axes]:
     return {k: frozenset(v.axes if isinstance(v, Terminal) else v) for k, v in terminals.items()}
 
 
 def infer(expr: Expr, terminals: Mapping[str, Terminal | str] = DEFAULT_TERMINALS) -> dict[Expr, Axes]:
     """The axes of every sub-expression. Raises ExpressionTypeError / UnknownNameError."""
-    from .printer import to_text
-
     env = _terminal_axes(terminals)
     types: dict[Expr, Axes] = {}
     for node in walk(expr):
@@ -87,30 +81,17 @@ def infer(expr: Expr, terminals: Mapping[str, Terminal | str] = DEFAULT_TERMINAL
                                        hint="terminals are the evidence an expression reads")
             types[node] = env[node.name]
         else:
-            types[node] = _call_type(node, [types[a] for a in node.args], to_text)
+            types[node] = _call_type(node, [types[a] for a in node.args])
     return types
 
 
-def _call_type(node: Call, arg_types: list[Axes], to_text) -> Axes:
-    op = OPS[node.op]
-    if op.kind in ("reduce", "normalise"):
-        (t,) = arg_types
-        axes = frozenset(node.axes)
-        missing = axes - t
-        if missing:
-            raise ExpressionTypeError(
-                f"{node.op}(..., {node.axes}) in `{to_text(node)}`: its argument `{to_text(node.args[0])}` "
-                f"has axes {fmt_axes(t)}, so it cannot be taken over {fmt_axes(missing)}",
-                subexpression=to_text(node))
-        return t - axes if op.kind == "reduce" else t
-    if op.kind == "project":
-        (t,) = arg_types
-        if not frozenset("khw") <= t:
-            raise ExpressionTypeError(
-                f"pc1 in `{to_text(node)}` needs channels and positions (k, h, w); its argument has "
-                f"axes {fmt_axes(t)}", subexpression=to_text(node))
-        return t - {"k"}
-    return frozenset().union(*arg_types)
+def _call_type(node: Call, arg_types: list[Axes]) -> Axes:
+    try:
+        return OPS[node.op].rule.result(arg_types, node.axes)
+    except AxesError as e:
+        written = f"{node.op}(..., {node.axes})" if node.axes else node.op
+        raise ExpressionTypeError(f"{written} in `{to_text(node)}`: its argument `{to_text(node.args[0])}` {e}",
+                                  subexpression=to_text(node)) from None
 
 
 def check(expr: Expr, terminals: Mapping[str, Terminal | str] = DEFAULT_TERMINALS) -> Axes:
@@ -120,8 +101,6 @@ def check(expr: Expr, terminals: Mapping[str, Terminal | str] = DEFAULT_TERMINAL
 
 def result_kind(expr: Expr, terminals: Mapping[str, Terminal | str] = DEFAULT_TERMINALS) -> str:
     """'heatmap' (axes b h w) or 'weights' (axes b k); anything else is a type error."""
-    from .printer import to_text
-
     axes = check(expr, terminals)
     if axes == HEATMAP:
         return "heatmap"
@@ -143,3 +122,31 @@ def as_heatmap(expr: Expr, terminals: Mapping[str, Terminal | str] = DEFAULT_TER
     if result_kind(expr, terminals) == "heatmap":
         return expr
     return Call("relu", (Call("sum", (Call("mul", (expr, Var("A"))),), "k"),))
+
+
+def fold_constants(expr: Expr) -> dict[Expr, float]:
+    """The value of every sub-tree that reads no terminal (floats: no torch needed).
+
+    Raises ExpressionValueError for a constant sub-expression outside the float32 range and
+    for a division by a constant zero (``A / 0``, ``A * 0 ^ -1``: the operator record's
+    ``divides_by_zero``): the x / 0 = 0 rule is for evidence that happens to be zero, not for
+    a constant written as a denominator.
+    """
+    const: dict[Expr, float] = {}
+    for node in walk(expr):
+        if isinstance(node, Num):
+            const[node] = node.value
+        elif isinstance(node, Call):
+            op = OPS[node.op]
+            values = [const.get(a) for a in node.args]
+            if op.divides_by_zero is not None and op.divides_by_zero(values):
+                raise ExpressionValueError(f"division by zero: `{to_text(node)}` divides by the constant 0",
+                                           subexpression=to_text(node))
+            if op.folds and all(v is not None for v in values):
+                value = float(op.compute(values, ()))
+                if not abs(value) <= CONSTANT_MAX:
+                    raise ExpressionValueError(
+                        f"the constant `{to_text(node)}` is {value:.4g}, outside the float32 range "
+                        f"(|c| <= {CONSTANT_MAX:.4g}) the evidence is computed in", subexpression=to_text(node))
+                const[node] = value
+    return const

@@ -15,7 +15,7 @@ from lark import Lark, Transformer, v_args
 
 from ..errors import ExpressionSyntaxError, ExpressionValueError, UnknownNameError
 from .ast import CONSTANT_MAX, Call, Expr, Num, Var, call
-from .ops import AXES, COMPARE_SYMBOLS, FUNCTIONS
+from .ops import AXES, COMPARE_SYMBOLS, FUNCTIONS, OPS
 from .printer import to_text
 
 MAX_TEXT = 4000    # characters
@@ -82,8 +82,8 @@ class _Build(Transformer):
         op = FUNCTIONS.get(fn)
         if op is None:
             raise UnknownNameError("function", fn, FUNCTIONS, hint=f"at column {name.column}")
-        compares = [isinstance(a, Call) and a.op in ("gt", "ge", "lt", "le", "eq", "ne") for a in args]
-        if op.kind == "where":
+        compares = [isinstance(a, Call) and OPS[a.op].syntax == "comparison" for a in args]
+        if op.syntax == "choice":
             if len(args) != 3:
                 raise ExpressionSyntaxError(f"where takes 3 arguments (condition, x, y), got {len(args)}")
             if not compares[0] or any(compares[1:]):
@@ -93,7 +93,7 @@ class _Build(Transformer):
         if any(compares):
             raise ExpressionSyntaxError(f"comparisons are only allowed as the first argument of where, "
                                         f"not inside {fn}(...)")
-        if op.kind in ("reduce", "normalise"):
+        if op.rule.takes_axes:
             if len(args) != 2:
                 raise ExpressionSyntaxError(f"{fn} takes 2 arguments (x, axes), got {len(args)}: "
                                             f"write e.g. {fn}(x, hw)")

@@ -4,10 +4,7 @@ from __future__ import annotations
 from .ast import Call, Expr, Num, Var
 from .ops import OPS
 
-# binding strength: higher binds tighter
-_PREC = {"add": 1, "sub": 1, "mul": 2, "div": 2, "neg": 3, "pow": 4}
-_ATOM = 5
-_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "^"}
+_ATOM = 5       # binding strength of a name, a number or a call: higher binds tighter
 
 
 def number_text(value: float) -> str:
@@ -18,9 +15,9 @@ def number_text(value: float) -> str:
 
 def _prec(node: Expr) -> int:
     if isinstance(node, Num):
-        return 3 if node.value < 0 else _ATOM  # a negative constant prints as unary minus
-    if isinstance(node, Call):
-        return _PREC.get(node.op, _ATOM)
+        return OPS["neg"].precedence if node.value < 0 else _ATOM  # a negative constant prints as unary minus
+    if isinstance(node, Call) and OPS[node.op].syntax in ("infix", "prefix"):
+        return OPS[node.op].precedence
     return _ATOM
 
 
@@ -32,28 +29,30 @@ def to_text(expr: Expr) -> str:
 
 
 def _emit(node: Expr, out: list[str]) -> None:
-    # Iterative in spirit would be nicer, but depth is bounded (parser.MAX_DEPTH).
+    # Recursive; depth is bounded (parser.MAX_DEPTH).
     if isinstance(node, Var):
         out.append(node.name)
-    elif isinstance(node, Num):
+        return
+    if isinstance(node, Num):
         out.append(number_text(node.value))
-    elif node.op in _SYMBOL:
-        p = _PREC[node.op]
+        return
+    op = OPS[node.op]
+    if op.syntax == "infix":
         left, right = node.args
-        if node.op == "pow":   # right-associative: base must be an atom, exponent may be unary
-            _wrap(left, _ATOM, out)
-            out.append("^")
-            _wrap(right, 3, out)
-        else:                  # left-associative
-            _wrap(left, p, out)
-            out.append(f" {_SYMBOL[node.op]} ")
-            _wrap(right, p + 1, out)
-    elif node.op == "neg":
-        out.append("-")
-        _wrap(node.args[0], 3, out)
-    elif OPS[node.op].kind == "compare":
+        if op.right_associative:   # the base must bind tighter, the exponent may be unary
+            _wrap(left, op.precedence + 1, out)
+            out.append(op.symbol)
+            _wrap(right, OPS["neg"].precedence, out)
+        else:
+            _wrap(left, op.precedence, out)
+            out.append(f" {op.symbol} ")
+            _wrap(right, op.precedence + 1, out)
+    elif op.syntax == "prefix":
+        out.append(op.symbol)
+        _wrap(node.args[0], op.precedence, out)
+    elif op.syntax == "comparison":
         _emit(node.args[0], out)
-        out.append(f" {OPS[node.op].symbol} ")
+        out.append(f" {op.symbol} ")
         _emit(node.args[1], out)
     else:
         out.append(node.op + "(")

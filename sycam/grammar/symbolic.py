@@ -40,18 +40,22 @@ _UNDEFINED = (sympy.zoo, sympy.nan, sympy.oo, -sympy.oo)
 class NotExpressible(ValueError):
     """A sympy form with no counterpart in the language (internal: callers fall back to the tree)."""
 
-_LATEX_AXES = lambda axes: ",".join(axes)  # noqa: E731
-
 
 class _SycamFunction(sympy.Function):
-    """Base of the language's uninterpreted functions."""
+    """Base of the language's uninterpreted functions; LaTeX from the operator's record."""
 
     op: str = ""
     axes: str = ""
     is_real = True
 
     def _tex(self, printer) -> str:
-        raise NotImplementedError
+        template = OPS[self.op].latex or (r"\operatorname{%s}\left(%s\right)" % (
+            self.op.replace("_", r"\_"), ", ".join(f"%({i})s" for i in range(len(self.args)))))
+        args = {str(i): printer._print(a) for i, a in enumerate(self.args)}
+        if r"\left(" not in template:      # e.g. \sum_{hw} x: a sum of terms needs parentheses
+            args = {i: r"\left(%s\right)" % t if isinstance(a, sympy.Add) else t
+                    for (i, t), a in zip(args.items(), self.args)}
+        return template % {**args, "axes": ",".join(self.axes)}
 
     def _latex(self, printer, exp=None):
         """LaTeX of the call; sympy passes ``exp`` when the call is the base of a power."""
@@ -81,9 +85,6 @@ class relu(_SycamFunction):
         if isinstance(x, (relu, sympy.Abs, sympy.exp, sigmoid)):
             return x
 
-    def _tex(self, printer):
-        return r"\operatorname{ReLU}\left(%s\right)" % printer._print(self.args[0])
-
 
 class log(_SycamFunction):
     op = "log"
@@ -94,9 +95,6 @@ class log(_SycamFunction):
             return x.args[0]
         if _number(x) and x.is_positive:
             return sympy.log(x)
-
-    def _tex(self, printer):
-        return r"\log\left(%s\right)" % printer._print(self.args[0])
 
 
 class sqrt(_SycamFunction):
@@ -109,15 +107,9 @@ class sqrt(_SycamFunction):
         if isinstance(x, sympy.Pow) and x.exp == 2:
             return sympy.Abs(x.base)
 
-    def _tex(self, printer):
-        return r"\sqrt{%s}" % printer._print(self.args[0])
-
 
 class sigmoid(_SycamFunction):
     op = "sigmoid"
-
-    def _tex(self, printer):
-        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
 
 
 class spow(_SycamFunction):
@@ -138,24 +130,9 @@ class pc1(_SycamFunction):
         if c != 1 and c != 0:
             return abs(c) * cls(rest)
 
-    def _tex(self, printer):
-        return r"\operatorname{PC}_1\left(%s\right)" % printer._print(self.args[0])
-
 
 class _Along(_SycamFunction):
     """Base of reductions / normalisations; subclasses are made per (op, axes)."""
-
-    def _tex(self, printer):
-        arg = printer._print(self.args[0])
-        sub = _LATEX_AXES(self.axes)
-        forms = {"sum": r"\sum_{%s} %s", "mean": r"\operatorname{mean}_{%s}\left(%s\right)",
-                 "max": r"\max_{%s}\left(%s\right)", "min": r"\min_{%s}\left(%s\right)",
-                 "std": r"\operatorname{std}_{%s}\left(%s\right)",
-                 "softmax": r"\operatorname{softmax}_{%s}\left(%s\right)",
-                 "norm": r"\operatorname{norm}_{%s}\left(%s\right)"}
-        if self.op == "sum" and isinstance(self.args[0], sympy.Add):
-            arg = r"\left(%s\right)" % arg
-        return forms[self.op] % (sub, arg)
 
     @classmethod
     def eval(cls, x):
@@ -170,16 +147,29 @@ class _Along(_SycamFunction):
         if cls.op in ("max", "min"):
             if c.is_positive:
                 return c * cls(rest)
-            return c * along("min" if cls.op == "max" else "max", cls.axes)(rest)
+            return c * _along_class("min" if cls.op == "max" else "max", cls.axes)(rest)
         if cls.op == "std":
             return abs(c) * cls(rest)
         return None
 
 
 @lru_cache(maxsize=None)
-def along(op: str, axes: str) -> type:
+def _along_class(op: str, axes: str) -> type:
     """The sympy function class for ``op(x, axes)``."""
     return type(f"{op}_{axes}", (_Along,), {"op": op, "axes": axes})
+
+
+@lru_cache(maxsize=None)
+def _uninterpreted(op: str, axes: str) -> type:
+    """An operator without algebra of its own (e.g. one a user registered): a function sympy
+    knows nothing about, so no identity is ever applied to it."""
+    return type(f"{op}_{axes}" if axes else op, (_SycamFunction,), {"op": op, "axes": axes})
+
+
+class _Condition(tuple):
+    """A comparison's sympy operands, with its operator: only ever the condition of a ``where``."""
+
+    op: str
 
 
 @lru_cache(maxsize=None)
@@ -206,40 +196,57 @@ def where_fn(compare: str) -> type:
     # (not "compare": that would shadow sympy.Basic.compare, which sympy calls to order arguments)
 
 
-_UNARY_SYMPY = {"abs": sympy.Abs, "sign": sympy.sign, "exp": sympy.exp, "tanh": sympy.tanh,
-                "relu": relu, "log": log, "sqrt": sqrt, "sigmoid": sigmoid, "pc1": pc1}
+# --- the sympy forms the operator records name (sycam.grammar.ops) --------------------------
+
+_FUNCTIONS = {"abs": sympy.Abs, "sign": sympy.sign, "exp": sympy.exp, "tanh": sympy.tanh,
+              "relu": relu, "log": log, "sqrt": sqrt, "sigmoid": sigmoid, "pc1": pc1}
+_FUNCTION_OPS = {fn: name for name, fn in _FUNCTIONS.items()}
+
+
+def arithmetic(args, axes, *, op: str) -> sympy.Expr:
+    """sympy's own arithmetic: commutative, associative, constants folded."""
+    if op == "neg":
+        return -args[0]
+    x, y = args
+    return {"add": x + y, "sub": x - y, "mul": x * y}[op] if op != "div" else x / y
+
+
+def power(args, axes) -> sympy.Expr:
+    """An exact power for integer exponents up to MAX_EXACT_POWER, else uninterpreted (spow)."""
+    base, exponent = args
+    exact = isinstance(exponent, sympy.Integer) and abs(exponent) <= MAX_EXACT_POWER
+    return base ** exponent if exact else spow(base, exponent)
+
+
+def function(args, axes, *, op: str) -> sympy.Expr:
+    return _FUNCTIONS[op](args[0])
+
+
+def along(args, axes, *, op: str) -> sympy.Expr:
+    return _along_class(op, axes)(args[0])
+
+
+def comparison(args, axes, *, op: str) -> _Condition:
+    condition = _Condition(args)
+    condition.op = op
+    return condition
+
+
+def choice(args, axes) -> sympy.Expr:
+    condition, x, y = args
+    return where_fn(condition.op)(*condition, x, y)
 
 
 def _constant(value: float) -> sympy.Expr:
     return sympy.Integer(int(value)) if value.is_integer() else sympy.Rational(repr(value))
 
 
-def sympy_apply(node: Call, args: list[sympy.Expr]) -> sympy.Expr:
-    """The sympy form of ``node`` from its arguments' forms (``where``: the comparison's two
-    operands, then the branches)."""
-    op = node.op
-    if op == "where":
-        a, b, x, y = args
-        return where_fn(node.args[0].op)(a, b, x, y)
-    if op == "add":
-        return args[0] + args[1]
-    if op == "sub":
-        return args[0] - args[1]
-    if op == "mul":
-        return args[0] * args[1]
-    if op == "div":
-        return args[0] / args[1]
-    if op == "neg":
-        return -args[0]
-    if op == "pow":
-        base, exponent = args
-        exact = isinstance(exponent, sympy.Integer) and abs(exponent) <= MAX_EXACT_POWER
-        return base ** exponent if exact else spow(base, exponent)
-    if op in _UNARY_SYMPY:
-        return _UNARY_SYMPY[op](args[0])
-    if OPS[op].kind in ("reduce", "normalise"):
-        return along(op, node.axes)(args[0])
-    raise ValueError(f"no sympy form for {op}")
+def sympy_apply(node: Call, args: list) -> sympy.Expr:
+    """The sympy form of ``node`` from its arguments' forms, as its operator's record says."""
+    op = OPS[node.op]
+    if op.sympy is None:
+        return _uninterpreted(node.op, node.axes)(*args)
+    return op.sympy(args, node.axes)
 
 
 def sympy_leaf(expr: Var | Num) -> sympy.Expr:
@@ -252,9 +259,6 @@ def to_sympy(expr: Expr) -> sympy.Expr:
     """The sympy form of an expression (terminals become real symbols)."""
     if isinstance(expr, (Var, Num)):
         return sympy_leaf(expr)
-    if expr.op == "where":
-        cond, x, y = expr.args
-        return sympy_apply(expr, [to_sympy(cond.args[0]), to_sympy(cond.args[1]), to_sympy(x), to_sympy(y)])
     return sympy_apply(expr, [to_sympy(a) for a in expr.args])
 
 
@@ -285,16 +289,13 @@ def from_sympy(s: sympy.Expr) -> Expr:
     if isinstance(s, sympy.Max) and len(s.args) == 2 and 0 in s.args:  # relu of a number folded
         other = [a for a in s.args if a != 0][0]
         return call("relu", from_sympy(other))
-    for name, fn in _UNARY_SYMPY.items():
-        if s.func is fn:
-            return call(name, from_sympy(s.args[0]))
-    if isinstance(s, spow):
-        return call("pow", from_sympy(s.args[0]), from_sympy(s.args[1]))
-    if isinstance(s, _Along):
-        return Call(s.op, (from_sympy(s.args[0]),), s.axes)
+    if s.func in _FUNCTION_OPS:
+        return call(_FUNCTION_OPS[s.func], from_sympy(s.args[0]))
     if getattr(s, "op", "") == "where":
         a, b, x, y = (from_sympy(arg) for arg in s.args)
         return Call("where", (Call(s.comparison, (a, b)), x, y))
+    if isinstance(s, _SycamFunction) and s.op in OPS:     # spow, reductions, registered operators
+        return Call(s.op, tuple(from_sympy(a) for a in s.args), s.axes)
     raise NotExpressible(f"cannot express {s} in the language")
 
 
@@ -432,9 +433,6 @@ def latex(expr: Expr) -> str:
 def _unevaluated(expr: Expr) -> sympy.Expr:
     if isinstance(expr, (Var, Num)):
         return sympy_leaf(expr)
-    if expr.op == "where":
-        cond, x, y = expr.args
-        return sympy_apply(expr, [_unevaluated(a) for a in (*cond.args, x, y)])
     return sympy_apply(expr, [_unevaluated(a) for a in expr.args])
 
 

@@ -1,6 +1,8 @@
-"""Expression trees -> torch.
+"""Expression trees -> torch: the one interpreter of the language.
 
-A :class:`Program` is a schedule of operator applications over the evidence terminals:
+:func:`apply_op` is where every operator is computed (from its record in
+``sycam.grammar.ops``), :func:`interpret` evaluates a tree children first through it (the
+search's memo is a cache around it), and a :class:`Program` is a schedule of operator applications over the evidence terminals:
 every distinct sub-expression of its roots appears once (structural sharing gives common
 sub-expression elimination for free), constant sub-trees are folded at compile time, and
 running it is a flat loop of torch calls on the terminals' device. Several expressions
@@ -11,71 +13,47 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..errors import ExpressionValueError
-from ..grammar.ast import CONSTANT_MAX, Call, Expr, Num, Var, compile_time_checks, walk
-from ..grammar.checker import Terminal, infer
+from ..grammar.ast import Call, Expr, Num, Var, walk
+from ..grammar.checker import Terminal, fold_constants, infer
 from ..grammar.ops import OPS
-from ..grammar.printer import to_text
-from . import numerics as nx
-from .layout import DIMS, ORDER, dims, from_layout
+from .layout import ORDER, dims, from_layout
 
 Value = Tensor | float
 
 
-def apply_op(node: Call, args: Sequence[Value]) -> Value:
-    """One operator on its evaluated arguments (all in the 6-D layout, or floats)."""
-    op = node.op
-    kind = OPS[op].kind
-    if kind == "binary":
-        return nx.BINARY[op](*args)
-    if kind == "unary":
-        return nx.UNARY[op](args[0])
-    if kind == "reduce":
-        return nx.reduce(op, args[0], dims(node.axes))
-    if kind == "normalise":
-        return nx.normalise(op, args[0], dims(node.axes))
-    if kind == "compare":
-        return nx.COMPARE[op](*args)
-    if kind == "where":
-        cond, x, y = args
-        if not isinstance(cond, Tensor):       # a comparison of two constants: pick the branch
-            if not isinstance(x, Tensor) and not isinstance(y, Tensor):
-                return x if cond else y
-            ref = x if isinstance(x, Tensor) else y
-            cond = torch.tensor(bool(cond), device=ref.device)   # broadcast to the branches' axes
-        if not isinstance(x, Tensor) and not isinstance(y, Tensor):
-            x = torch.tensor(x, dtype=torch.get_default_dtype(), device=cond.device)
-        return torch.where(cond, x, y)
-    if kind == "project":
-        return nx.first_component(args[0], DIMS["k"], DIMS["h"], DIMS["w"])
-    raise ValueError(f"no lowering for {op}")
+def apply_op(node: Call, args: Sequence[Value], *, prepared: bool = False) -> Value:
+    """One operator on its evaluated arguments (all in the 6-D layout, or floats), as its record
+    computes it; ``prepared``: the record's operand transforms were applied by the caller."""
+    op = OPS[node.op]
+    axes = dims(op.rule.acts_on(node.axes))
+    return op.lower(args, axes) if prepared else op.compute(args, axes)
 
 
-def _fold_constants(expr: Expr) -> dict[Expr, float]:
-    """Value of every sub-tree that reads no terminal.
-
-    Raises ExpressionValueError for a constant sub-expression outside the float32 range and
-    for a division by a constant zero (``A / 0``, ``A * 0 ^ -1``): the x / 0 = 0 rule is for
-    evidence that happens to be zero, not for a constant written as a denominator.
-    """
-    const: dict[Expr, float] = {n: n.value for n in walk(expr) if isinstance(n, Num)}
-    for node, folds in compile_time_checks(expr):
-        if node.op == "div" and const.get(node.args[1], 1.0) == 0.0 \
-                or node.op == "pow" and const.get(node.args[0], 1.0) == 0.0 and const.get(node.args[1], 0.0) < 0:
-            raise ExpressionValueError(f"division by zero: `{to_text(node)}` divides by the constant 0",
-                                       subexpression=to_text(node))
-        if folds:
-            value = float(apply_op(node, [const[a] for a in node.args]))
-            if not abs(value) <= CONSTANT_MAX:
-                raise ExpressionValueError(
-                    f"the constant `{to_text(node)}` is {value:.4g}, outside the float32 range "
-                    f"(|c| <= {CONSTANT_MAX:.4g}) the evidence is computed in", subexpression=to_text(node))
-            const[node] = value
-    return const
+def interpret(expr: Expr, leaf: Callable[[Var | Num], Any], *,
+              apply: Callable[[Call, list[Any]], Any] = apply_op,
+              known: Callable[[Call], Any] | None = None,
+              keep: Callable[[Call, Any], None] | None = None) -> Any:
+    """The value of ``expr``: leaves from ``leaf``, operators through ``apply`` (``apply_op``, or a
+    caller's lifting of it, e.g. over several layers), children first. ``known(node)`` returns a
+    value kept earlier (None if none; the node's sub-tree is then not visited) and ``keep`` is
+    told every value computed: with both, the interpreter is memoised across calls."""
+    def value(node: Expr) -> Any:
+        if not isinstance(node, Call):
+            return leaf(node)
+        if known is not None:
+            hit = known(node)
+            if hit is not None:
+                return hit
+        out = apply(node, [value(a) for a in node.args])
+        if keep is not None:
+            keep(node, out)
+        return out
+    return value(expr)
 
 
 @dataclass
@@ -86,7 +64,8 @@ class _Step:
 
 
 class Program:
-    """Compiled form of one or more expressions over named terminals.
+    """Compiled form of one or more expressions over named terminals: the steps :func:`interpret`
+    would take, scheduled once (shared sub-expressions once, constants folded) to run many times.
 
     ``program(terminals)`` takes a mapping name -> tensor in the 6-D layout and returns one
     tensor per root, reshaped to the root's axes (e.g. (b, h, w) for a heatmap).
@@ -98,7 +77,7 @@ class Program:
         const: dict[Expr, float] = {}
         for r in self.roots:
             self.types.update(infer(r, terminals))
-            const.update(_fold_constants(r))
+            const.update(fold_constants(r))
         slots: dict[Expr, int] = {}
         self.inputs: list[tuple[int, str]] = []        # (slot, terminal name)
         self.constants: list[tuple[int, float]] = []   # (slot, value)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..grammar import semantics
+
 
 def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinear (half-pixel centres) resize of (..., h, w) maps to ``size``."""
@@ -22,12 +24,9 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def minmax(maps: Tensor) -> Tensor:
-    """Per map (last two axes) to [0, 1]; a constant map becomes all zeros."""
-    flat = maps.flatten(-2)
-    lo = flat.amin(dim=-1, keepdim=True)
-    span = flat.amax(dim=-1, keepdim=True) - lo
-    out = torch.where(span > 0, (flat - lo) / span.clamp_min(torch.finfo(maps.dtype).tiny), 0.0)
-    return out.reshape(maps.shape)
+    """Per map (last two axes) to [0, 1]; a constant map becomes all zeros (the ``norm``
+    operator's min-max over h, w)."""
+    return semantics.minmax(maps, (-2, -1))
 
 
 #: A map with a value this large is invalid: its min-max span (max - min) would overflow float32.

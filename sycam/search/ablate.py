@@ -148,12 +148,12 @@ def variants(expr: Expr, terminals: Mapping = DEFAULT_TERMINALS,
                 arg = node.args[0]
                 name = f"{node.op}(x, {node.axes})" if node.axes else f"{node.op}(x)"
                 add("removed", path, node, f"{name} -> x", arg)
-            if op.kind == "binary" and op.neutral is not None:
+            if op.neutral is not None:
                 neutral = Num(op.neutral)
                 for i, child in enumerate(node.args):
                     if isinstance(child, Num) and child.value == op.neutral:
                         continue
-                    if i == 1 or node.op in ("add", "mul"):
+                    if i == 1 or op.commutative:       # x op neutral == x; neutral op x too if it commutes
                         add("neutral", path + (i,), child, f"{to_text(child)} -> {number_text(op.neutral)}", neutral)
         elif isinstance(node, Var) and node.name in env:
             for other in siblings:

@@ -46,7 +46,7 @@ from torch import Tensor
 
 from ..errors import SycamError
 from ..grammar.ast import Call, Expr, Num, Var
-from ..grammar.ops import COMMUTATIVE, OPS
+from ..grammar.ops import OPS
 from ..grammar.printer import to_text
 from ..kernels.compiler import apply_op
 from .equivalence import MapIndex, candidate_form, sympy_apply, sympy_leaf
@@ -135,8 +135,7 @@ class _Group:
 def _apply_batched(node: Call, args: Sequence[Tensor | float]) -> Tensor | float:
     """``apply_op`` on stacked (n, b, s, v, k, h, w) arguments: element-wise operators broadcast
     as they are; reductions, normalisations and pc1 see the stack folded into the image axis."""
-    kind = OPS[node.op].kind
-    if kind in ("unary", "binary"):
+    if OPS[node.op].rule.elementwise:
         return apply_op(node, args)
     (x,) = args
     n, b = x.shape[:2]
@@ -375,7 +374,7 @@ class Enumerator:
 
     def _binary(self, op: OpSpec, size: int, level: LevelCounts) -> Iterator[None]:
         space = self.space
-        commutative = op.name in COMMUTATIVE
+        commutative = op.op.commutative
         const = self.constants
         for s1 in range(1, size - 1):
             s2 = size - 1 - s1
@@ -391,7 +390,7 @@ class Enumerator:
                 for tb, gb in right.items():
                     if not ta and not tb:
                         continue                # no operator on two constants
-                    if op.name == "pow" and (tb or not ta):
+                    if op.op.constant_operand and (tb or not ta):
                         continue                # x ^ constant only
                     if commutative and (s1 > s2 or (s1 == s2 and sorted(ta) > sorted(tb))):
                         continue                # the unordered pair is built from the other side

@@ -37,9 +37,8 @@ from ..grammar.ast import Call, Expr, Num, Var
 from ..grammar.checker import infer
 from ..grammar.ops import OPS
 from ..kernels.batched import weighted_maps
-from ..kernels.compiler import apply_op
+from ..kernels.compiler import apply_op, interpret
 from ..kernels.layout import to_layout
-from ..kernels.numerics import safe_denominator
 from ..kernels.postprocess import fuse, minmax, validity
 from ..metrics.base import GROUND_TRUTH, Metric, MetricError, missing_ground_truth
 from ..metrics.maps import LowResMaps
@@ -224,11 +223,14 @@ class ValueCache:
 
 
 class Memo:
-    """Values of expressions on one :class:`EvidenceSet`, one tensor per layer, memoised by node.
+    """Values of expressions on one :class:`EvidenceSet`, one tensor per layer: the compiler's
+    interpreter (``sycam.kernels.compiler.interpret``) with a :class:`ValueCache` around it.
 
     ``memo(expr)`` computes only the nodes whose values are not cached: for a candidate whose
     children are cached that is one operator. Terminals are read from the evidence (never
-    evicted); constants are floats.
+    evicted); constants are floats. Prepared operands (a divisor with its zeros made infinite)
+    are cached too: many candidates divide by the same term, and preparing it costs more
+    passes than the division.
     """
 
     _tokens = 0
@@ -242,51 +244,38 @@ class Memo:
         self.ops = 0   # operators applied (work done)
 
     def __call__(self, expr: Expr) -> tuple[Value, ...]:
-        if isinstance(expr, Var):
-            try:
-                return tuple(terms[expr.name] for terms in self._layers)
-            except KeyError:
-                self.evidence.require([expr.name])
-                raise
+        return interpret(expr, self._leaf, apply=self._apply, known=self._known, keep=self._keep)
+
+    def _leaf(self, expr: Var | Num) -> tuple[Value, ...]:
         if isinstance(expr, Num):
             return (expr.value,) * len(self._layers)
-        key = (self.token, expr)
-        hit = self.cache.get(key)
-        if hit is not None:
-            return hit
-        if expr.op == "div":
-            x, y = self(expr.args[0]), self.denominator(expr.args[1])
-            values = tuple(a / b for a, b in zip(x, y))
-        else:
-            args = [self(a) for a in expr.args]
-            values = tuple(apply_op(expr, [a[i] for a in args]) for i in range(len(self._layers)))
-        self.ops += 1
-        self.cache.put(key, values)
-        return values
+        try:
+            return tuple(terms[expr.name] for terms in self._layers)
+        except KeyError:
+            self.evidence.require([expr.name])
+            raise
 
-    def denominator(self, expr: Expr) -> tuple[Value, ...]:
-        """The safe denominators (``safe_denominator``) of ``expr``, memoised: many candidates
-        divide by the same term, and making it safe costs more passes than the division."""
-        key = (self.token, "denominator", expr)
+    def _known(self, expr: Call) -> tuple[Value, ...] | None:
+        return self.cache.get((self.token, expr))
+
+    def _keep(self, expr: Call, values: tuple[Value, ...]) -> None:
+        self.cache.put((self.token, expr), values)
+
+    def _apply(self, expr: Call, args: list[tuple[Value, ...]]) -> tuple[Value, ...]:
+        for i, transform in OPS[expr.op].prepare:
+            args[i] = self._prepared(expr.args[i], transform, args[i])
+        self.ops += 1
+        return tuple(apply_op(expr, [a[layer] for a in args], prepared=True) for layer in range(len(self._layers)))
+
+    def _prepared(self, operand: Expr, transform, values: tuple[Value, ...]) -> tuple[Value, ...]:
+        key = (self.token, transform, operand)
         hit = self.cache.get(key)
         if hit is None:
-            hit = tuple(safe_denominator(v) for v in self(expr))
+            hit = tuple(transform(v) for v in values)
             # counted in full even when it is the term's own tensor: this entry keeps that tensor
             # alive after the term's entry is evicted, so the budget stays a true bound
             self.cache.put(key, hit)
         return hit
-
-    def put(self, expr: Expr, values: Sequence[Value]) -> None:
-        """Store values computed elsewhere (e.g. by the enumerator)."""
-        if isinstance(expr, Call):
-            self.cache.put((self.token, expr), values)
-
-    def compute(self, expr: Call, args: Sequence[Sequence[Value]]) -> tuple[Value, ...]:
-        """Apply ``expr``'s operator to given per-layer argument values, and memoise the result."""
-        values = tuple(apply_op(expr, [a[i] for a in args]) for i in range(len(self._layers)))
-        self.ops += 1
-        self.cache.put((self.token, expr), values)
-        return values
 
     def forget(self) -> None:
         """Drop this memo's values from the (shared) cache."""
@@ -548,8 +537,7 @@ class Evaluator:
             t = frozenset()
         else:
             args = [self._type(a) for a in expr.args]
-            t = OpSpec(expr.op, expr.axes).result_axes(*args) if OPS[expr.op].kind in (
-                "unary", "binary", "reduce", "normalise", "project") else None
+            t = OpSpec(expr.op, expr.axes).result_axes(*args) if OPS[expr.op].enumerable else None
             if t is None:
                 return candidate_axes(expr, self.space)        # ill-typed or not enumerable: full check
         if len(self._axes) > 200_000:

@@ -101,7 +101,7 @@ class GrammarSpace:
                         changed = True
                 for op in self.space.binary_ops:
                     for u in list(types):
-                        if (not t and not u) or (op.name == "pow" and (u or not t)):
+                        if (not t and not u) or (op.op.constant_operand and (u or not t)):
                             continue
                         r = op.result_axes(t, u)
                         if r is not None and r not in types:
@@ -121,7 +121,7 @@ class GrammarSpace:
         for op in self.space.binary_ops:
             for t in self.types:
                 for u in self.types:
-                    if (not t and not u) or (op.name == "pow" and (u or not t)):
+                    if (not t and not u) or (op.op.constant_operand and (u or not t)):
                         continue
                     r = op.result_axes(t, u)
                     if r is not None and r in self.productions:

@@ -43,7 +43,7 @@ from typing import Any
 from ..errors import ExpressionTypeError, SycamError, UnknownNameError
 from ..grammar.ast import Call, Expr, Num, Var, walk
 from ..grammar.checker import DEFAULT_TERMINALS, HEATMAP, WEIGHTS, Terminal, fmt_axes, infer
-from ..grammar.ops import AXES, BINARY_SYMBOLS, OPS
+from ..grammar.ops import AXES, BINARY_SYMBOLS, OPS, AxesError, Op
 from ..grammar.parser import MAX_DEPTH, MAX_SIZE
 from ..grammar.printer import to_text
 from ..methods.seeds import get_seed
@@ -59,9 +59,6 @@ RESULTS: dict[str, tuple[Axes, ...]] = {
     "weight_maps": (WEIGHTS, WEIGHT_MAP),
     "heatmap": (HEATMAP,),
 }
-#: operator kinds the enumerator can build
-ENUMERABLE_KINDS = ("unary", "binary", "reduce", "normalise", "project")
-
 DEFAULT_OPERATORS = ("add", "sub", "mul", "div", "relu", "abs", "sum:hw", "mean:hw", "max:hw")
 DEFAULT_TERMINAL_NAMES = ("A", "G", "G2", "G3")
 DEFAULT_CONSTANTS = (1.0, 2.0)
@@ -87,8 +84,8 @@ class OpSpec:
     axes: str = ""
 
     @property
-    def kind(self) -> str:
-        return OPS[self.name].kind
+    def op(self) -> Op:
+        return OPS[self.name]
 
     @property
     def arity(self) -> int:
@@ -97,21 +94,12 @@ class OpSpec:
     def __str__(self) -> str:
         return f"{self.name}:{self.axes}" if self.axes else self.name
 
-    def result_axes(self, axes: Axes, other: Axes | None = None) -> Axes | None:
-        """Axes of this operator applied to arguments with ``axes`` (and ``other``); None if ill-typed."""
-        kind = self.kind
-        if kind == "binary":
-            return axes | (other or frozenset())
-        if kind == "unary":
-            return axes
-        need = frozenset(self.axes)
-        if kind in ("reduce", "normalise"):
-            if not need <= axes:
-                return None
-            return axes - need if kind == "reduce" else axes
-        if kind == "project":
-            return axes - {"k"} if frozenset("khw") <= axes else None
-        return None
+    def result_axes(self, *args: Axes) -> Axes | None:
+        """Axes of this operator applied to arguments with these axes; None if ill-typed."""
+        try:
+            return self.op.rule.result(args, self.axes)
+        except AxesError:
+            return None
 
 
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:[:_]\s*([A-Za-z]+)|\(\s*([A-Za-z]+)\s*\))?\s*$")
@@ -134,13 +122,13 @@ def parse_operator(text: str | OpSpec) -> OpSpec:
         if head in OPS:
             name, axes = head, tail
     if name not in OPS:
-        known = sorted(set(OPS) | {f"{o}:hw" for o, op in OPS.items() if op.kind == "reduce"})
+        known = sorted(set(OPS) | {f"{o}:hw" for o, op in OPS.items() if op.rule.takes_axes})
         raise UnknownNameError("operator", name, known, hint="see sycam.grammar.ops")
     op = OPS[name]
-    if op.kind not in ENUMERABLE_KINDS:
-        raise SearchSpaceError(f"operator {name!r} ({op.kind}) is not enumerated by the search; "
-                               f"choose among {', '.join(o for o, p in OPS.items() if p.kind in ENUMERABLE_KINDS)}")
-    if op.kind in ("reduce", "normalise"):
+    if not op.enumerable:
+        raise SearchSpaceError(f"operator {name!r} ({op.syntax}) is not enumerated by the search; "
+                               f"choose among {', '.join(o for o, p in OPS.items() if p.enumerable)}")
+    if op.rule.takes_axes:
         if not axes:
             raise SearchSpaceError(f"{name} needs the axes it acts on, e.g. {name}:hw or {name}:k")
         bad = sorted(set(axes) - set(AXES))
@@ -367,7 +355,7 @@ class SearchSpace:
                     if r is not None and t:
                         changed |= relax(r, size[t] + 1, depth[t] + 1)
                 for op in self.binary_ops:
-                    others = [frozenset()] if op.name == "pow" else list(size)
+                    others = [frozenset()] if op.op.constant_operand else list(size)
                     for u in others:
                         if u not in size or (not t and not u):
                             continue
@@ -388,7 +376,7 @@ class SearchSpace:
                     if r is not None and r in ctx and t:
                         best = min(best, 1 + ctx[r])
                 for op in self.binary_ops:
-                    for u in ([frozenset()] if op.name == "pow" else size):
+                    for u in ([frozenset()] if op.op.constant_operand else size):
                         r = op.result_axes(t, u)
                         if r is not None and r in ctx and (t or u):
                             best = min(best, 1 + size[u] + ctx[r])
@@ -483,8 +471,8 @@ class SearchSpace:
                 spec = OpSpec(node.op, node.axes)
                 if spec not in ops:
                     return f"operator {spec} (in `{to_text(node)}`) is not in the space"
-                if node.op == "pow" and not isinstance(node.args[1], Num):
-                    return f"`{to_text(node)}`: the search only raises to constant exponents"
+                if spec.op.constant_operand and not isinstance(node.args[1], Num):
+                    return f"`{to_text(node)}`: the search builds {node.op} with a constant second operand only"
                 if all(isinstance(a, Num) for a in node.args):
                     return f"`{to_text(node)}` is a constant expression (only the space's constants are used)"
         try:

@@ -1,4 +1,4 @@
-"""Torch implementations of the language's operators, exact at every scale of the evidence.
+"""What each operator computes: exact definitions on tensors and on floats, at every scale.
 
 The operators are the paper formulas wherever those are defined, whatever the magnitude of
 the activations and gradients (1e-12 or 1e3 alike: no absolute epsilon anywhere), and a
@@ -9,22 +9,27 @@ documented value where they are not:
   are 0 too;
 * ``log(x)`` is the logarithm where ``x > 0`` and ``log(TINY)`` (about -87.3, TINY the smallest
   normal float32) where ``x <= 0``; ``sqrt`` clamps at 0; ``exp`` clips its argument at 80;
-* non-integer powers keep the sign of the base: sign(x) |x|^y.
+* non-integer powers keep the sign of the base: sign(x) |x|^y;
+* ``norm`` (and the heatmap post-processing) is a min-max to [0, 1], 0 for a constant map.
 
 A quotient or power can still overflow float32 (e.g. (G^-3)^9); the compiler reports such
-maps as invalid. Every function accepts tensors or Python floats (folded constants).
+maps as invalid. Every function accepts tensors or Python floats (folded constants), and
+uses tensor methods only, so this module loads without torch: the parser, the checker and
+``sycam check`` stay torch-free. The few functions that need torch's namespace import it
+when they first run (marked "deferred").
 """
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 #: The smallest positive normal float32: where log's argument is not positive it reads this.
 TINY = 2.0 ** -126
 EXP_MAX = 80.0
-Value = Tensor | float
+Value = Any   # a torch.Tensor or a float
 
 
 def safe_denominator(y: Value) -> Value:
@@ -62,10 +67,11 @@ def safe_pow(x: Value, y: Value) -> Value:
         if x == 0:               # (y is not an integer here, so not 0)
             return 0.0
         return math.copysign(_float_pow(abs(x), y), x)
-    x = torch.as_tensor(x)
-    y = torch.as_tensor(y, dtype=x.dtype, device=x.device)
-    out = torch.sign(x) * x.abs().pow(y)
-    return torch.where((x == 0) & (y < 0), torch.zeros((), dtype=x.dtype, device=x.device), out)
+    ref = x if not isinstance(x, float) else y
+    x = ref.new_tensor(x) if isinstance(x, float) else x
+    y = x.new_tensor(y) if isinstance(y, float) else y.to(x.dtype)
+    out = x.sign() * x.abs().pow(y)
+    return out.masked_fill((x == 0) & (y < 0), 0.0)
 
 
 def _float_pow(x: float, y: float) -> float:
@@ -76,79 +82,92 @@ def _float_pow(x: float, y: float) -> float:
         return math.inf
 
 
-def _t(x: Value) -> Tensor:
-    return x if isinstance(x, Tensor) else torch.tensor(x, dtype=torch.float64)
-
-
 def safe_log(x: Value) -> Value:
     """log(x) where x > 0, log(TINY) where x <= 0."""
-    return math.log(max(x, TINY)) if isinstance(x, float) else torch.log(x.clamp_min(TINY))
+    return math.log(max(x, TINY)) if isinstance(x, float) else x.clamp_min(TINY).log()
 
 
 def safe_sqrt(x: Value) -> Value:
-    return math.sqrt(max(x, 0.0)) if isinstance(x, float) else torch.sqrt(x.clamp_min(0))
+    return math.sqrt(max(x, 0.0)) if isinstance(x, float) else x.clamp_min(0).sqrt()
 
 
 def safe_exp(x: Value) -> Value:
-    return math.exp(min(x, EXP_MAX)) if isinstance(x, float) else torch.exp(x.clamp_max(EXP_MAX))
+    return math.exp(min(x, EXP_MAX)) if isinstance(x, float) else x.clamp_max(EXP_MAX).exp()
 
 
-def _scalar(fn):
-    """Apply a tensor function to a float too (constant folding)."""
-    def apply(x: Value) -> Value:
-        return float(fn(_t(x))) if isinstance(x, float) else fn(x)
-    return apply
+def relu(x: Value) -> Value:
+    return max(x, 0.0) if isinstance(x, float) else x.relu()
 
 
-UNARY = {
-    "neg": lambda x: -x,
-    "relu": _scalar(torch.relu),
-    "abs": lambda x: abs(x),
-    "sign": _scalar(torch.sign),
-    "exp": safe_exp,
-    "log": safe_log,
-    "sqrt": safe_sqrt,
-    "tanh": _scalar(torch.tanh),
-    "sigmoid": _scalar(torch.sigmoid),
-}
-
-BINARY = {
-    "add": lambda x, y: x + y,
-    "sub": lambda x, y: x - y,
-    "mul": lambda x, y: x * y,
-    "div": safe_div,
-    "pow": safe_pow,
-}
-
-COMPARE = {
-    "gt": lambda x, y: x > y, "ge": lambda x, y: x >= y, "lt": lambda x, y: x < y,
-    "le": lambda x, y: x <= y, "eq": lambda x, y: x == y, "ne": lambda x, y: x != y,
-}
+def sign(x: Value) -> Value:
+    return float((x > 0) - (x < 0)) if isinstance(x, float) else x.sign()
 
 
-def reduce(op: str, x: Tensor, dims: tuple[int, ...]) -> Tensor:
-    if op == "sum":
-        return x.sum(dim=dims, keepdim=True)
-    if op == "mean":
-        return x.mean(dim=dims, keepdim=True)
-    if op == "max":
-        return x.amax(dim=dims, keepdim=True)
-    if op == "min":
-        return x.amin(dim=dims, keepdim=True)
-    if op == "std":
-        return x.std(dim=dims, correction=0, keepdim=True)
-    raise ValueError(op)
+def tanh(x: Value) -> Value:
+    return math.tanh(x) if isinstance(x, float) else x.tanh()
 
 
-def normalise(op: str, x: Tensor, dims: tuple[int, ...]) -> Tensor:
-    if op == "softmax":
-        e = torch.exp(x - x.amax(dim=dims, keepdim=True))
-        return e / e.sum(dim=dims, keepdim=True)
-    if op == "norm":
-        lo = x.amin(dim=dims, keepdim=True)
-        span = x.amax(dim=dims, keepdim=True) - lo
-        return torch.where(span > 0, (x - lo) / span.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(x))
-    raise ValueError(op)
+def sigmoid(x: Value) -> Value:
+    if isinstance(x, float):
+        return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+    return x.sigmoid()
+
+
+def where(cond: Value, x: Value, y: Value) -> Value:
+    """x where ``cond`` holds, else y; a comparison of two constants (a bool) picks a branch."""
+    tensors = [v for v in (x, y) if not isinstance(v, float)]
+    if isinstance(cond, bool):
+        if not tensors:
+            return x if cond else y
+        cond = tensors[0].new_tensor(cond, dtype=bool)     # broadcast to the branches' axes
+    x = cond.new_tensor(x, dtype=_float_dtype(tensors, cond)) if isinstance(x, float) else x
+    return x.where(cond, y)
+
+
+def _float_dtype(tensors: list, cond: Tensor):
+    if tensors:
+        return tensors[0].dtype
+    import torch  # deferred: the module loads without torch (see the module docstring)
+    return torch.get_default_dtype()
+
+
+def reduce_sum(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    return x.sum(dim=dims, keepdim=True)
+
+
+def reduce_mean(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    return x.mean(dim=dims, keepdim=True)
+
+
+def reduce_max(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    return x.amax(dim=dims, keepdim=True)
+
+
+def reduce_min(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    return x.amin(dim=dims, keepdim=True)
+
+
+def reduce_std(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Population standard deviation."""
+    return x.std(dim=dims, correction=0, keepdim=True)
+
+
+def softmax(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    e = (x - x.amax(dim=dims, keepdim=True)).exp()
+    return e / e.sum(dim=dims, keepdim=True)
+
+
+def minmax(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """(x - min) / (max - min) along ``dims``, in [0, 1]; 0 where x is constant along them.
+    The one min-max of sycam: the ``norm`` operator and every heatmap's post-processing."""
+    lo = x.amin(dim=dims, keepdim=True)
+    span = x.amax(dim=dims, keepdim=True) - lo
+    return ((x - lo) / span.clamp_min(_tiny(x))).where(span > 0, 0.0)
+
+
+def _tiny(x: Tensor) -> float:
+    import torch  # deferred: the module loads without torch (see the module docstring)
+    return torch.finfo(x.dtype).tiny
 
 
 def first_component(x: Tensor, k: int, h: int, w: int) -> Tensor:
@@ -158,6 +177,8 @@ def first_component(x: Tensor, k: int, h: int, w: int) -> Tensor:
     The sign of a principal direction is arbitrary; it is fixed so that the projection's
     largest-magnitude value is positive. Uses the smaller of the two Gram matrices.
     """
+    import torch  # deferred: the module loads without torch (see the module docstring)
+
     moved = x.movedim(k, -1)                          # (..., h, w, k)
     lead = moved.shape[:-3]
     X = moved.reshape(*lead, -1, moved.shape[-1])     # (..., n=hw, K)
