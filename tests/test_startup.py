@@ -55,8 +55,10 @@ def test_import_sycam_is_lazy_and_check_loads_sympy_but_not_torch():
     got = modules_after("import sycam, sycam.cli, sycam.metrics\nsycam.metrics.describe('deletion')")
     assert got["heavy"] == []
     got = modules_after("from sycam.cli import main\nassert main(['check', 'gradcampp']) == 0\n"
-                        "assert main(['check', 'relu(sum(mean(G, hw) * A, k))']) == 0")
-    assert got["heavy"] == ["sympy"] and "simplified" in got["out"]
+                        "assert main(['check', 'relu(sum(mean(G, hw) * A, k))']) == 0\n"
+                        "assert main(['check', 'relu(sum(A * log(2) ^ 3, k))']) == 0\n"
+                        "assert main(['check', 'relu(sum(A / (1 - 1), k))']) != 0")
+    assert got["heavy"] == ["sympy"] and "simplified" in got["out"]     # constants fold without torch
 
 
 def test_public_names_resolve_lazily():

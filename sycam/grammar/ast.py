@@ -98,6 +98,14 @@ def walk(expr: Expr) -> Iterator[Expr]:
             stack.extend((c, False) for c in reversed(node.children))
 
 
+def complexity(expr: Expr) -> float:
+    """Nodes of the tree weighted by their operators' ``cost`` (leaves 1): the search's "size"
+    objective. Every built-in operator costs 1, so for them it is ``expr.size``."""
+    if not isinstance(expr, Call):
+        return 1.0
+    return OPS[expr.op].cost + sum(complexity(a) for a in expr.args)
+
+
 def terminals(expr: Expr) -> set[str]:
     """Names of the terminals an expression reads."""
     return {n.name for n in walk(expr) if isinstance(n, Var)}

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..grammar.ast import Expr
+from ..grammar.ast import Expr, complexity
 from ..grammar.parser import parse
 from ..grammar.printer import to_text
 from ..metrics.aggregate import summarise
@@ -143,7 +143,7 @@ def score(entries: Sequence[Entry], objectives: Sequence[ObjectiveSpec], evidenc
     for spec in objectives:
         if spec.is_size:
             for e in entries:
-                size = float(e.candidate.size)
+                size = complexity(e.candidate)
                 e.held[spec.text] = Interval(size, size, size, len(evidence))
                 e.per_image[spec.text] = torch.full((len(evidence),), size, dtype=torch.float64)
             continue

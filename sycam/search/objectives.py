@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import SycamError
-from ..grammar.ast import Expr
+from ..grammar.ast import Expr, complexity
 from ..metrics.registry import get_metric
 from .evaluate import Evaluator, EvidenceSet, Scores
 from .space import SearchSpace
@@ -215,7 +215,7 @@ class Objectives:
             reason = ""
             for k, spec in enumerate(self.specs):
                 if spec.is_size:
-                    row.append(float(candidates[i].size))
+                    row.append(complexity(candidates[i]))
                 elif k == self.first:
                     row.append(firsts[i])
                 else:

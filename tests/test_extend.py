@@ -1,0 +1,79 @@
+"""Extending the language in one place: an operator registered with one call is parsed, typed,
+printed, simplified, compiled, enumerated by the search and accepted by ``sycam check``."""
+import math
+
+import pytest
+import torch
+
+from sycam.cli import main
+from sycam.grammar import DEFAULT_TERMINALS, check, parse, to_text
+from sycam.grammar.ops import ELEMENTWISE, OPS, Op, register, unregister
+from sycam.grammar.symbolic import canonical_key, latex, simplify
+from sycam.kernels import compile_expression, to_layout
+from sycam.search import Enumerator, EvidenceSet, SearchSpace
+from sycam.search.toy import toy_problem
+
+
+def softplus(x):
+    """log(1 + e^x), on floats (constant folding) and tensors."""
+    if isinstance(x, float):
+        return math.log1p(math.exp(-abs(x))) + max(x, 0.0)
+    return torch.nn.functional.softplus(x)
+
+
+@pytest.fixture
+def softplus_op():
+    op = register(Op("softplus", 1, "log(1 + e^x)", ELEMENTWISE, lower=lambda args, dims: softplus(args[0]),
+                     latex=r"\operatorname{softplus}\left(%(0)s\right)"))
+    yield op
+    unregister("softplus")
+
+
+def test_a_registered_operator_parses_types_prints_and_simplifies(softplus_op):
+    tree = parse("relu(sum(softplus(mean(G, hw)) * A, k))")
+    assert to_text(tree) == "relu(sum(softplus(mean(G, hw)) * A, k))"
+    assert check(tree) == frozenset("bhw")
+    # uninterpreted in the algebra: no identity of another function is applied to it, but
+    # the algebra around it still works
+    assert to_text(simplify(parse("softplus(G) * 2 / 2"))) == "softplus(G)"
+    assert canonical_key(parse("softplus(G) + softplus(G)")) == canonical_key(parse("2 * softplus(G)"))
+    assert canonical_key(parse("softplus(2 * G)")) != canonical_key(parse("2 * softplus(G)"))
+    assert latex(parse("softplus(G)")) == r"\operatorname{softplus}\left(G\right)"
+
+
+def test_a_registered_operator_compiles_and_folds(softplus_op):
+    g = torch.Generator().manual_seed(0)
+    A, G = torch.rand(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    terms = {"A": to_layout(A, "bkhw"), "G": to_layout(G, "bkhw")}
+    got = compile_expression(parse("relu(sum(softplus(mean(G, hw)) * A, k))"), DEFAULT_TERMINALS)(terms)[0]
+    weights = torch.log1p(torch.exp(G.mean(dim=(2, 3))))            # by hand
+    expected = torch.relu((weights[:, :, None, None] * A).sum(1))
+    torch.testing.assert_close(got, expected)
+    folded = compile_expression(parse("A * softplus(0)"), DEFAULT_TERMINALS)
+    assert [s.node.op for s in folded.steps] == ["mul"]             # softplus(0) = log 2 folded
+    torch.testing.assert_close(folded(terms)[0], A * math.log(2))
+
+
+def test_the_search_enumerates_a_registered_operator(softplus_op):
+    model, batch, layer = toy_problem(4)
+    probe = EvidenceSet.capture(model, batch, layer, needs=("A", "G"))
+    space = SearchSpace(operators="softplus,mean:hw", terminals="G", max_size=3, result="weights")
+    enum = Enumerator(space, probe)
+    found = {to_text(c) for chunk in enum.candidates() for c in chunk}
+    assert "softplus(mean(G, hw))" in found or "mean(softplus(G), hw)" in found
+    assert "mean(G, hw)" in found
+
+
+def test_sycam_check_accepts_a_registered_operator(softplus_op, capsys):
+    assert main(["check", "relu(sum(softplus(mean(G, hw)) * A, k))"]) == 0
+    out = capsys.readouterr().out
+    assert "softplus" in out and "heatmap" in out
+    assert main(["check", "relu(sum(softplus(mean(G, hw), k) * A, k))"]) != 0   # arity from the record
+
+
+def test_an_unregistered_operator_is_unknown_again(softplus_op):
+    unregister("softplus")
+    with pytest.raises(Exception, match="softplus"):
+        parse("softplus(G)")
+    register(softplus_op)                     # for the fixture's teardown
+    assert OPS["softplus"] is softplus_op
