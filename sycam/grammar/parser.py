@@ -122,13 +122,14 @@ def parse(text: str) -> Expr:
     if not text.strip():
         raise ExpressionSyntaxError("empty expression", text=text, line=1, column=1, expected=["an expression"])
     try:
-        return _parser().parse(text)
+        tree: Expr = _parser().parse(text)   # type: ignore[assignment]  # the transformer builds an Expr
+        return tree
     except lark.exceptions.UnexpectedCharacters as err:
         expected = _expected_words(err.allowed or ())
         raise ExpressionSyntaxError(
-            f"unexpected character {text[err.pos_in_stream]!r} at line {err.line}, column {err.column}"
+            f"unexpected character {text[err.pos_in_stream or 0]!r} at line {err.line}, column {err.column}"
             + (f"; expected {', '.join(expected)}" if expected else "") + "\n" + _caret(text, err.line, err.column),
-            text=text, line=err.line, column=err.column, token=text[err.pos_in_stream], expected=expected) from None
+            text=text, line=err.line, column=err.column, token=text[err.pos_in_stream or 0], expected=expected) from None
     except lark.exceptions.UnexpectedEOF as err:
         line, column = _end_position(text)
         expected = _expected_words(err.expected)

@@ -181,7 +181,6 @@ def where_fn(compare: str) -> type:
         return r"\begin{cases} %s & %s %s %s \\ %s & \text{otherwise} \end{cases}" % (
             x, a, symbol.replace("==", "=").replace("!=", r"\neq").replace(">=", r"\geq").replace("<=", r"\leq"), b, y)
 
-    @classmethod
     def eval(cls, a, b, x, y):
         """A comparison of two numbers is decided here (the branch it picks) when rounding cannot
         change it: sympy's constants are exact, the compiler's floats (0.1 + 0.2 != 0.3 there),
@@ -192,7 +191,7 @@ def where_fn(compare: str) -> type:
             return x if bool(holds) else y
 
     return type(f"where_{compare}", (_SycamFunction,),
-                {"op": "where", "comparison": compare, "_tex": _tex, "eval": eval})
+                {"op": "where", "comparison": compare, "_tex": _tex, "eval": classmethod(eval)})
     # (not "compare": that would shadow sympy.Basic.compare, which sympy calls to order arguments)
 
 
@@ -395,7 +394,7 @@ def _rounding_decides(expr: Expr) -> bool:
     """Whether a ``where`` compares a constant sub-expression such as ``0.1 + 0.2``: sympy's exact
     value of it may compare otherwise than the compiler's float (0.1 + 0.2 != 0.3 in floats),
     so the algebra must leave such a tree as it is."""
-    return any(isinstance(n, Call) and n.op == "where"
+    return any(isinstance(n, Call) and n.op == "where" and isinstance(n.args[0], Call)
                and any(isinstance(a, Call) and not terminals(a) for a in n.args[0].args) for n in walk(expr))
 
 

@@ -91,7 +91,7 @@ class Program:
                     self.constants.append((slot, const[node]))
                 elif isinstance(node, Var):
                     self.inputs.append((slot, node.name))
-                else:
+                elif isinstance(node, Call):
                     self.steps.append(_Step(slot, node, tuple(slots[a] for a in node.args)))
         self.outputs = [slots[r] for r in self.roots]
         self.n_slots = len(slots)
