@@ -13,8 +13,8 @@ import optuna
 import pytest
 
 from sycam.cli import main
-from sycam.search import storage as storage_module
-from sycam.search.storage import OwnedJournalLock, StorageError, check_study_name, open_store
+from sycam.search import processes
+from sycam.search.storage import ClaimLock, OwnedJournalLock, StorageError, check_study_name, open_store
 
 TOY = ["--model", "toy", "--data", "toy", "--size", "24"]
 
@@ -166,9 +166,9 @@ def test_owners_of_another_namespace_boot_or_host_get_the_grace_period(tmp_path)
 
 
 def test_without_proc_only_host_and_pid_count(monkeypatch, sleeper):
-    monkeypatch.setattr(storage_module, "_read", lambda path: "")
-    monkeypatch.setattr(storage_module, "_pid_namespace", lambda: "")
-    monkeypatch.setattr(storage_module, "_proc_stat", lambda pid: None)
+    monkeypatch.setattr(processes, "read", lambda path: "")
+    monkeypatch.setattr(processes, "pid_namespace", lambda: "")
+    monkeypatch.setattr(processes, "stat", lambda pid: None)
     dead, live = OwnedJournalLock.describe(_dead_pid(), "t"), OwnedJournalLock.describe(sleeper.pid, "t")
     assert OwnedJournalLock.parse(dead)[2:5] == ("", "", "")
     assert OwnedJournalLock.dead(dead) and not OwnedJournalLock.dead(live)
@@ -199,9 +199,27 @@ def test_a_folder_without_symlinks_uses_optunas_open_lock(tmp_path, monkeypatch)
     assert not [p for p in os.listdir(tmp_path) if "probe" in p]
 
 
-def test_the_owned_lock_is_an_optuna_journal_lock(tmp_path):
-    store = open_store(f"journal:{tmp_path / 'b.journal'}")
-    assert isinstance(store.optuna._backend._lock, OwnedJournalLock)
-    base = getattr(optuna.storages.journal, "BaseJournalFileLock", object)   # public only in some Optuna versions
-    assert issubclass(OwnedJournalLock, base)
-    assert OwnedJournalLock.owner.__doc__ and OwnedJournalLock.acquire.__doc__
+@pytest.mark.parametrize("kind", ["journal", "sqlite", "memory"])
+def test_a_stores_claim_lock_excludes_a_second_holder(tmp_path, kind):
+    url = {"journal": f"journal:{tmp_path / 'b.journal'}", "sqlite": f"sqlite:///{tmp_path / 'b.db'}",
+           "memory": "memory"}[kind]
+    first = open_store(url)
+    second = first if kind == "memory" else open_store(url)      # another worker of the same store
+    assert isinstance(first.claim, ClaimLock)
+    if kind == "journal":                                         # and Optuna's journal writes use ours
+        assert isinstance(first.optuna._backend._lock, OwnedJournalLock)
+    order = []
+
+    def claim():
+        with second.lock("s"):
+            order.append("second")
+
+    with first.lock("s"):
+        waiting = threading.Thread(target=claim)
+        waiting.start()
+        time.sleep(0.3)
+        order.append("first done")
+    waiting.join(10)
+    assert order == ["first done", "second"]
+    first.close()
+    second.close()

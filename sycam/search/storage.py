@@ -29,7 +29,9 @@ worker never leaves it held.
 """
 from __future__ import annotations
 
+import abc
 import contextlib
+import fcntl
 import hashlib
 import os
 import socket
@@ -39,9 +41,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import SycamError
+from . import processes
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
 
 KINDS = ("journal", "sqlite", "postgresql", "memory")
 
@@ -110,28 +116,36 @@ def parse_url(url: str | Path) -> tuple[str, str]:
     raise StorageError(f"cannot tell what storage {text!r} is; write journal:{text} or sqlite:///{text}")
 
 
+class ClaimLock(abc.ABC):
+    """A store's claim lock: held by a worker while it claims or requeues a study's trials, across
+    processes (and threads) of every worker of that store."""
+
+    @abc.abstractmethod
+    def hold(self, study: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the lock of ``study`` for the ``with`` block (not re-entrant within a thread)."""
+
+    def close(self) -> None:
+        """Release what the lock keeps open (nothing by default)."""
+
+
 @dataclass
 class Store:
     """An opened Optuna storage, its kind, a printable URL and its claim lock."""
 
     kind: str
     url: str
-    optuna: Any
-    _lock: Any = field(repr=False, default=None)
+    optuna: BaseStorage
+    claim: ClaimLock = field(repr=False)
 
-    @contextlib.contextmanager
-    def lock(self, study: str) -> Iterator[None]:
+    def lock(self, study: str) -> contextlib.AbstractContextManager[None]:
         """Hold the claim lock of ``study`` (re-entrant within a thread is not supported)."""
-        with self._lock(study):
-            yield
+        return self.claim.hold(study)
 
     def close(self) -> None:
-        closer = getattr(self._lock, "close", None)
-        if closer is not None:
-            closer()
+        self.claim.close()
 
 
-class _FileLock:
+class _FileLock(ClaimLock):
     """fcntl lock on a file; released by the kernel when the process dies."""
 
     def __init__(self, path: Path):
@@ -139,38 +153,13 @@ class _FileLock:
         self._local = threading.Lock()
 
     @contextlib.contextmanager
-    def __call__(self, study: str) -> Iterator[None]:
-        import fcntl
-
+    def hold(self, study: str) -> Iterator[None]:
         with self._local, open(self.path, "a+") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _read(path: str) -> str:
-    """The stripped text of a (/proc) file, '' where it cannot be read."""
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time) of ``pid`` from ``/proc/<pid>/stat`` (fields 3 and 22); None if unreadable."""
-    fields = _read(f"/proc/{pid}/stat").rsplit(")", 1)[-1].split()
-    return (fields[0], fields[19]) if len(fields) > 19 else None
-
-
-def _pid_namespace() -> str:
-    """The inode of this process's pid namespace, '' where there is none to read."""
-    try:
-        return str(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        return ""
 
 
 class OwnedJournalLock:
@@ -198,9 +187,9 @@ class OwnedJournalLock:
     @staticmethod
     def describe(pid: int, token: str) -> str:
         """The owner text of process ``pid`` of this host, boot and pid namespace, with ``token``."""
-        stat = _proc_stat(pid)
-        return ":".join(("sycam", socket.gethostname(), str(pid), _read("/proc/sys/kernel/random/boot_id"),
-                         _pid_namespace(), stat[1] if stat else "", token))
+        stat = processes.stat(pid)
+        return ":".join(("sycam", socket.gethostname(), str(pid), processes.boot_id(),
+                         processes.pid_namespace(), stat[1] if stat else "", token))
 
     def owner(self) -> str:
         """The text this lock writes into ``<journal>.lock``: this process (host, pid, boot id, pid
@@ -238,7 +227,7 @@ class OwnedJournalLock:
         if parsed is None:
             return False
         host, pid, boot, ns, start, _ = parsed
-        if (host, boot, ns) != (socket.gethostname(), _read("/proc/sys/kernel/random/boot_id"), _pid_namespace()):
+        if (host, boot, ns) != (socket.gethostname(), processes.boot_id(), processes.pid_namespace()):
             return False
         try:
             os.kill(pid, 0)
@@ -246,7 +235,7 @@ class OwnedJournalLock:
             return True
         except OSError:          # another user's process: alive unless /proc says otherwise
             pass
-        stat = _proc_stat(pid)
+        stat = processes.stat(pid)
         if stat is None:
             return False
         return stat[0] in ("Z", "X") or (bool(start) and stat[1] != start)
@@ -254,8 +243,6 @@ class OwnedJournalLock:
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
         """Serialise removals of the lock (breaking it, releasing it) between writers."""
-        import fcntl
-
         with open(f"{self.file}.guard", "a") as guard:
             fcntl.flock(guard.fileno(), fcntl.LOCK_EX)
             yield
@@ -318,22 +305,24 @@ def _supports_symlinks(folder: Path) -> bool:
     return True
 
 
-class _ThreadLock:
+class _ThreadLock(ClaimLock):
+    """The in-memory store's lock: its workers are threads of one process."""
+
     def __init__(self):
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def __call__(self, study: str) -> Iterator[None]:
+    def hold(self, study: str) -> Iterator[None]:
         with self._lock:
             yield
 
 
-class _AdvisoryLock:
+class _AdvisoryLock(ClaimLock):
     """A PostgreSQL session advisory lock per study on its own connection (the server releases it
     when the connection drops, e.g. when the worker is killed)."""
 
     def __init__(self, url: str):
-        import sqlalchemy
+        import sqlalchemy   # deferred: start-up (only PostgreSQL stores need it)
 
         self.engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
         self._local = threading.Lock()
@@ -344,8 +333,8 @@ class _AdvisoryLock:
         return int.from_bytes(digest[:8], "big", signed=True)
 
     @contextlib.contextmanager
-    def __call__(self, study: str) -> Iterator[None]:
-        import sqlalchemy
+    def hold(self, study: str) -> Iterator[None]:
+        import sqlalchemy   # deferred: start-up (only PostgreSQL stores need it)
 
         key = self.key(study)
         with self._local, self.engine.connect() as conn:
@@ -364,7 +353,7 @@ def _register_lock_base() -> None:
     """Make :class:`OwnedJournalLock` an Optuna ``BaseJournalFileLock`` where Optuna exports that class
     publicly (not in Optuna 5.1). Registered rather than inherited: this module does not import
     Optuna until a store is opened (start-up time)."""
-    import optuna.storages.journal as journal
+    import optuna.storages.journal as journal   # deferred: optuna costs start-up until a store is opened
 
     base = getattr(journal, "BaseJournalFileLock", None)
     if base is not None and hasattr(base, "register") and not issubclass(OwnedJournalLock, base):
@@ -378,7 +367,7 @@ def open_store(url: str | Path, create: str | Path | None = None) -> Store:
     missing PostgreSQL driver or an unreachable server fail here. ``create``: the one folder
     that may be made for a journal / SQLite file (e.g. the report folder the user named).
     """
-    from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage
+    from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage   # deferred: start-up (as above)
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     kind, where = parse_url(url)
@@ -401,7 +390,7 @@ def open_store(url: str | Path, create: str | Path | None = None) -> Store:
         if kind == "journal":
             if _supports_symlinks(folder):
                 _register_lock_base()
-                journal_lock: Any = OwnedJournalLock(path)
+                journal_lock: OwnedJournalLock | JournalFileOpenLock = OwnedJournalLock(path)
             else:                      # SMB/CIFS, exFAT: Optuna's O_EXCL lock file works there
                 journal_lock = JournalFileOpenLock(str(path))
             backend = JournalFileBackend(str(path), lock_obj=journal_lock)

@@ -21,27 +21,17 @@ import threading
 import time
 from dataclasses import dataclass
 
+from . import processes
+
 LEASE_PREFIX = "sycam.lease."
 DEFAULT_GRACE = 60.0
 DEFAULT_HEARTBEAT = 10.0
 _LIVE: set[str] = set()      # tokens of the workers running in this process
 
 
-def _start_time(pid: int) -> str | None:
-    """The process start time (clock ticks since boot) from /proc, None if unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    # the command name (field 2) may contain spaces: split after its closing parenthesis
-    rest = stat.rsplit(")", 1)[-1].split()
-    return rest[19] if len(rest) > 19 else None
-
-
 def new_token() -> str:
     pid = os.getpid()
-    return f"{socket.gethostname()}/{pid}/{_start_time(pid) or '0'}/{secrets.token_hex(3)}"
+    return f"{socket.gethostname()}/{pid}/{_start_of(pid)}/{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)
@@ -58,6 +48,11 @@ class Token:
         return cls(parts[0], int(parts[1]), parts[2])
 
 
+def _start_of(pid: int) -> str:
+    stat = processes.stat(pid)
+    return stat[1] if stat else "0"
+
+
 def process_gone(token: str) -> bool | None:
     """True/False for a worker of this host (by /proc), None when it ran elsewhere or is unknown."""
     t = Token.parse(token)
@@ -65,7 +60,8 @@ def process_gone(token: str) -> bool | None:
         return None
     if t.pid == os.getpid():
         return token not in _LIVE          # an earlier worker of this very process
-    start = _start_time(t.pid)
+    stat = processes.stat(t.pid)
+    start = stat[1] if stat else None
     if start is None:                       # no /proc: the pid alone tells only that it is gone
         try:
             os.kill(t.pid, 0)
