@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow data bench clean
+.PHONY: setup demo test test-slow lint data bench clean
 
 setup: $(VENV)/.installed
 
@@ -25,8 +25,14 @@ demo: setup data
 	$(BIN)/sycam --threads 2 search --study demo --metric energy_pointing_game --budget 300 \
 	    --enumerate-size 4 --seed 0 --out results/demo
 
-test: setup data
+test: setup data lint
 	$(BIN)/python -m pytest
+
+# ruff (pyflakes, pycodestyle, bugbear, import order) on everything; mypy on the public API,
+# grammar and kernels ([tool.ruff], [tool.mypy] in pyproject.toml)
+lint: setup
+	$(BIN)/ruff check sycam tests benchmarks experiments
+	$(BIN)/mypy
 
 test-slow: setup data
 	$(BIN)/python -m pytest -m slow
