@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..errors import ExpressionValueError
 from ..grammar.ast import CONSTANT_MAX, Call, Expr, Num, Var, compile_time_checks, walk
-from ..grammar.checker import Terminal, infer
+from ..grammar.checker import TerminalAxes, infer
 from ..grammar.ops import OPS
 from ..grammar.printer import to_text
 from . import numerics as nx
@@ -92,7 +92,7 @@ class Program:
     tensor per root, reshaped to the root's axes (e.g. (b, h, w) for a heatmap).
     """
 
-    def __init__(self, roots: Sequence[Expr], terminals: Mapping[str, Terminal | str]):
+    def __init__(self, roots: Sequence[Expr], terminals: TerminalAxes):
         self.roots = list(roots)
         self.types = {}
         const: dict[Expr, float] = {}
@@ -149,11 +149,11 @@ class Program:
         return results
 
 
-def compile_expression(expr: Expr | Sequence[Expr], terminals: Mapping[str, Terminal | str]) -> Program:
+def compile_expression(expr: Expr | Sequence[Expr], terminals: TerminalAxes) -> Program:
     roots = [expr] if isinstance(expr, (Var, Num, Call)) else list(expr)
     return Program(roots, terminals)
 
 
-def evaluate(expr: Expr, values: Mapping[str, Tensor], terminals: Mapping[str, Terminal | str]) -> Tensor:
+def evaluate(expr: Expr, values: Mapping[str, Tensor], terminals: TerminalAxes) -> Tensor:
     """Compile and run one expression once."""
     return compile_expression(expr, terminals)(values)[0]
