@@ -53,11 +53,11 @@ def capture(model: nn.Module, x: Tensor, layers, target=None, *,
     x = x.to(_model_device(model, x))
     target_fn = as_target(target)
     if reads_raw_output(target_fn):
-        refused = sorted(n for n in wanted if TERMINALS[n].logits)
+        refused = sorted(n for n in wanted if TERMINALS[n].needs_logits)
         if refused:
             raise EvidenceError(f"{refused} need a classification model's logits, but the target reads the raw "
                                 "model output (e.g. a detector's); use a gradient method "
-                                f"({', '.join(n for n, t in TERMINALS.items() if not t.logits)})")
+                                f"({', '.join(n for n, t in TERMINALS.items() if not t.needs_logits)})")
     ev = single_pass(model, x, refs, target_fn, wanted, output)
     context = Context(model, x, refs, refs[0], target_fn, output, opts, ev, frozenset(wanted))
     for name in [n for n in TERMINALS if n in wanted]:   # registration order: needs first

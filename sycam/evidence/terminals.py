@@ -58,7 +58,7 @@ class Context:
 
     @property
     def logits(self) -> Tensor:
-        """The first pass's logits (none for a target that reads the raw output: see ``Terminal.logits``)."""
+        """The first pass's logits (none for a target that reads the raw output: see ``Terminal.needs_logits``)."""
         if self.evidence.logits is None:
             raise EvidenceError("no logits: the target read the raw model output (e.g. a detector's)")
         return self.evidence.logits
@@ -82,7 +82,7 @@ class Terminal:
     cost: str = "none"                         # model passes beyond the first (forward: A and S)
     needs: tuple[str, ...] = ()                # terminals the compute function reads from the context
     options: tuple[Option, ...] = ()           # the evidence options it reads
-    logits: bool = True                        # needs a classifier's logits (False: also for detectors)
+    needs_logits: bool = True                  # a classifier's (False: a detector's target may read it too)
 
 
 #: every terminal, by name, in registration order (a terminal after those it needs)
@@ -240,17 +240,17 @@ _NOISE = _options("noise_n", "noise_sigma", "seed", "max_batch")
 
 for _t in [
     # the first pass: one forward gives A and S, one backward G (and W, through the head)
-    Terminal("A", "bkhw", "activations of the layer", _first_pass("A"), logits=False),
-    Terminal("G", "bkhw", "gradient dS/dA of the target score", _first_pass("G"), "1 backward", logits=False),
+    Terminal("A", "bkhw", "activations of the layer", _first_pass("A"), needs_logits=False),
+    Terminal("G", "bkhw", "gradient dS/dA of the target score", _first_pass("G"), "1 backward", needs_logits=False),
     Terminal("G2", "bkhw", "Grad-CAM++ closed form G^2 (= d2 e^S/dA2 / e^S for piecewise-linear heads)",
-             _power("G", 2), "1 backward", needs=("G",), logits=False),
-    Terminal("G3", "bkhw", "Grad-CAM++ closed form G^3", _power("G", 3), "1 backward", needs=("G",), logits=False),
+             _power("G", 2), "1 backward", needs=("G",), needs_logits=False),
+    Terminal("G3", "bkhw", "Grad-CAM++ closed form G^3", _power("G", 3), "1 backward", needs=("G",), needs_logits=False),
     # true diagonal derivatives, from autograd over the model's suffix (sycam.evidence.derivatives)
     Terminal("H2", "bkhw", "true diagonal second derivative d2S/dA2 (autograd, opt-in)", _from(_derivatives, "H2"),
              "one Hessian-vector product per layer element, or N for an estimate", needs=("A",), options=_HESSIAN),
     Terminal("H3", "bkhw", "true diagonal third derivative d3S/dA3 (autograd, opt-in)", _from(_derivatives, "H3"),
              "per layer element", needs=("A",), options=_options("max_hessian_elements", "max_batch")),
-    Terminal("S", "b", "target score (e.g. the class logit)", _first_pass("S"), logits=False),
+    Terminal("S", "b", "target score (e.g. the class logit)", _first_pass("S"), needs_logits=False),
     Terminal("W", "bk", "classifier weights dS/dz at the input z of a GAP + linear head (CAM)", _first_pass("W"),
              "1 backward through the head"),
     Terminal("R", "bkhw", "LRP relevance of the target score at the layer's output (options lrp_rule, "
