@@ -93,7 +93,7 @@ def gradcam_explainers(model, layer_module, batch, cands, space):
     from pytorch_grad_cam.base_cam import BaseCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from sycam.grammar import DEFAULT_TERMINALS
+    from sycam.evidence.terminals import TERMINALS
     from sycam.kernels import compile_expression, to_layout
 
     class ExpressionCAM(BaseCAM):
@@ -108,7 +108,7 @@ def gradcam_explainers(model, layer_module, batch, cands, space):
             return raw.reshape(a.shape[0], *a.shape[2:]).numpy()
 
     for c in cands:
-        cam = ExpressionCAM(compile_expression(space.heatmap(c), DEFAULT_TERMINALS))
+        cam = ExpressionCAM(compile_expression(space.heatmap(c), TERMINALS))
         yield lambda i: torch.from_numpy(cam(batch.x[i:i + 1], targets=[ClassifierOutputTarget(int(batch.labels[i]))]))
         cam.activations_and_grads.release()
 

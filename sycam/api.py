@@ -33,12 +33,13 @@ import torch
 from torch import Tensor, nn
 
 from .errors import SycamError
-from .evidence.capture import Evidence, capture, needed_terms
+from .evidence.capture import Evidence, capture
 from .evidence.layers import last_spatial_layer, resolve_layers
 from .evidence.options import EvidenceOptions
 from .evidence.targets import ClassLogit, ClassProbability, FinerContrast, as_target
+from .evidence.terminals import TERMINALS, needed_terms
 from .grammar.ast import Expr, terminals
-from .grammar.checker import DEFAULT_TERMINALS, as_heatmap, result_kind
+from .grammar.checker import as_heatmap, result_kind
 from .grammar.printer import to_text
 from .kernels.compiler import Program
 from .kernels.postprocess import FUSIONS, fuse
@@ -190,8 +191,8 @@ class CAM:
             tree, self.seed = resolve_method(method)
         else:
             tree, self.seed = method, None
-        self.kind = result_kind(tree, DEFAULT_TERMINALS)   # type errors surface here, before any work
-        self.expression: Expr = as_heatmap(tree, DEFAULT_TERMINALS)
+        self.kind = result_kind(tree, TERMINALS)   # type errors surface here, before any work
+        self.expression: Expr = as_heatmap(tree, TERMINALS)
         self.text = to_text(tree)
         self.model = model
         self.layers = None if layers is None else resolve_layers(model, layers)
@@ -203,7 +204,7 @@ class CAM:
         self.target_params = {**(self.seed.params if self.seed else {}), **target_params}
         self.options = EvidenceOptions.make(options)   # perturbation / noise / scale settings
         self.needs = needed_terms(terminals(self.expression))
-        self.program = Program([self.expression], DEFAULT_TERMINALS)
+        self.program = Program([self.expression], TERMINALS)
         if compile:
             self.program.compile()
         self.last: Explanation | None = None

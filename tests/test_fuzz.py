@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from sycam.errors import SycamError
-from sycam.grammar import DEFAULT_TERMINALS, parse, result_kind, to_text
+from sycam.evidence.terminals import TERMINALS
+from sycam.grammar import parse, result_kind, to_text
 from sycam.grammar.ast import Call, Num, Var
 from sycam.grammar.checker import as_heatmap
 from sycam.grammar.ops import AXES, OPS
@@ -140,11 +141,11 @@ def through_everything(item) -> None:
 def _through_everything(item) -> None:
     try:
         tree = parse(item) if isinstance(item, str) else parse(to_text(item))
-        result_kind(tree)
+        result_kind(tree, TERMINALS)
         simplify(tree)
         latex(tree)
         canonical_key(tree)
-        program = compile_expression(as_heatmap(tree), DEFAULT_TERMINALS)
+        program = compile_expression(as_heatmap(tree, TERMINALS), TERMINALS)
         for terms in EVIDENCE:
             maps, valid = finalize(program(terms)[0], (8, 10))
             assert torch.isfinite(maps).all() and ((maps >= 0) & (maps <= 1)).all()
@@ -191,7 +192,7 @@ def test_fuzzed_input_10k(kind):
 ])
 def test_listed_cases_give_clear_errors(text, expected):
     with pytest.raises(SycamError, match=expected.replace("^", r"\^").replace("*", r"\*").replace("(", r"\(")):
-        compile_expression(parse(text), DEFAULT_TERMINALS)
+        compile_expression(parse(text), TERMINALS)
 
 
 @pytest.mark.parametrize("text, value", [
@@ -211,16 +212,16 @@ def test_listed_cases_run(text):
     assert latex(tree)
     canonical_key(tree)
     for terms in EVIDENCE:
-        raw = compile_expression(tree, DEFAULT_TERMINALS)(terms)[0]
+        raw = compile_expression(tree, TERMINALS)(terms)[0]
         assert raw.shape[0] == 2
 
 
 def test_constant_condition_is_folded_to_its_branch():
     terms = EVIDENCE[0]
     A = terms["A"][:, 0, 0, :, :, :]
-    assert torch.equal(compile_expression(parse("sum(where(77 < 1, A, 0), k)"), DEFAULT_TERMINALS)(terms)[0],
+    assert torch.equal(compile_expression(parse("sum(where(77 < 1, A, 0), k)"), TERMINALS)(terms)[0],
                        torch.zeros(2, 4, 5))
-    assert torch.equal(compile_expression(parse("sum(where(1 < 77, A, 0), k)"), DEFAULT_TERMINALS)(terms)[0],
+    assert torch.equal(compile_expression(parse("sum(where(1 < 77, A, 0), k)"), TERMINALS)(terms)[0],
                        A.sum(1))
     assert to_text(simplify(parse("sum(where(1 < 77, A, 0), k)"))) == "sum(A, k)"
 
@@ -239,7 +240,7 @@ def test_simplification_is_bounded_in_time():
     start = time.perf_counter()
     out = simplify(tree, seconds=0.05)
     assert time.perf_counter() - start < 1.0
-    assert result_kind(out) == "heatmap"
+    assert result_kind(out, TERMINALS) == "heatmap"
 
 
 # --- the same cases from the command line: a clear message or a result, never a traceback ------
@@ -300,7 +301,7 @@ def test_simplified_form_computes_what_the_compiler_computes(text):
     # must not be folded by the algebra into the other branch
     tree = parse(text)
     terms = EVIDENCE[0]
-    run = lambda t: compile_expression(t, DEFAULT_TERMINALS)(terms)[0]  # noqa: E731
+    run = lambda t: compile_expression(t, TERMINALS)(terms)[0]  # noqa: E731
     assert torch.equal(run(simplify(tree)), run(tree))
 
 

@@ -2,7 +2,8 @@
 import pytest
 
 from sycam.errors import ExpressionSyntaxError, ExpressionTypeError, UnknownNameError
-from sycam.grammar import DEFAULT_TERMINALS, check, parse, result_kind, to_text
+from sycam.evidence.terminals import TERMINALS
+from sycam.grammar import check, parse, result_kind, to_text
 from sycam.grammar.ast import Call, Num, Var
 from sycam.grammar.parser import MAX_DEPTH, MAX_SIZE, MAX_TEXT
 from sycam.grammar.symbolic import canonical_key, from_sympy, latex, simplify, to_sympy
@@ -59,7 +60,7 @@ def test_unknown_function_lists_close_matches():
 
 def test_unknown_terminal_lists_close_matches():
     with pytest.raises(UnknownNameError) as err:
-        check(parse("relu(sum(G4 * A, k))"))
+        check(parse("relu(sum(G4 * A, k))"), TERMINALS)
     assert {"G", "G2", "G3"} & set(err.value.close)
 
 
@@ -94,33 +95,33 @@ def test_size_depth_and_length_bounds():
 
 
 def test_types_of_terminals_reductions_and_broadcast():
-    assert check(parse("A")) == frozenset("bkhw")
-    assert check(parse("mean(G, hw)")) == frozenset("bk")
-    assert check(parse("sum(A * S, k)")) == frozenset("bhw")
-    assert check(parse("softmax(W, k)")) == frozenset("bk")
-    assert check(parse("pc1(A)")) == frozenset("bhw")
-    assert result_kind(parse("sum(A, k)")) == "heatmap"
-    assert result_kind(parse("mean(G, hw)")) == "weights"
+    assert check(parse("A"), TERMINALS) == frozenset("bkhw")
+    assert check(parse("mean(G, hw)"), TERMINALS) == frozenset("bk")
+    assert check(parse("sum(A * S, k)"), TERMINALS) == frozenset("bhw")
+    assert check(parse("softmax(W, k)"), TERMINALS) == frozenset("bk")
+    assert check(parse("pc1(A)"), TERMINALS) == frozenset("bhw")
+    assert result_kind(parse("sum(A, k)"), TERMINALS) == "heatmap"
+    assert result_kind(parse("mean(G, hw)"), TERMINALS) == "weights"
 
 
 def test_type_error_names_the_subexpression_and_its_axes():
     with pytest.raises(ExpressionTypeError) as err:
-        check(parse("relu(sum(mean(S, hw) * A, k))"))
+        check(parse("relu(sum(mean(S, hw) * A, k))"), TERMINALS)
     assert err.value.subexpression == "mean(S, hw)"
     assert "{b}" in str(err.value) and "{h, w}" in str(err.value)
     with pytest.raises(ExpressionTypeError, match=r"reduce k"):
-        result_kind(parse("relu(G * A)"))
+        result_kind(parse("relu(G * A)"), TERMINALS)
     with pytest.raises(ExpressionTypeError, match="neither a heatmap"):
-        result_kind(parse("sum(A, khw)"))
+        result_kind(parse("sum(A, khw)"), TERMINALS)
     with pytest.raises(ExpressionTypeError, match="pc1"):
-        check(parse("pc1(mean(A, hw))"))
+        check(parse("pc1(mean(A, hw))"), TERMINALS)
 
 
 def test_types_follow_the_evidence_axes():
-    multiscale = {**{k: t.axes for k, t in DEFAULT_TERMINALS.items()}, "A": "bskhw", "G": "bskhw"}
+    multiscale = {**{k: t.axes for k, t in TERMINALS.items()}, "A": "bskhw", "G": "bskhw"}
     assert result_kind(parse("relu(sum(mean(A, s) * mean(G, s), k))"), multiscale) == "heatmap"
     with pytest.raises(ExpressionTypeError):
-        check(parse("mean(A, s)"))   # single-scale evidence has no s axis
+        check(parse("mean(A, s)"), TERMINALS)   # single-scale evidence has no s axis
 
 
 def test_sympy_simplifies_and_canonicalises():

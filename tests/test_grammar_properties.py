@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sycam.errors import ExpressionValueError, SycamError
-from sycam.grammar import DEFAULT_TERMINALS, check, parse, result_kind, to_text
+from sycam.evidence.terminals import TERMINALS
+from sycam.grammar import check, parse, result_kind, to_text
 from sycam.grammar.ast import Call, Num, Var, call
 from sycam.grammar.symbolic import canonical_key, latex
 from sycam.kernels import compile_expression, finalize, to_layout
@@ -23,7 +24,7 @@ TOKENS = ["A", "G", "G2", "G3", "S", "W", "relu(", "sum(", "mean(", "max(", "sof
 def test_random_text_raises_only_our_errors(text):
     try:
         tree = parse(text)
-        result_kind(tree)
+        result_kind(tree, TERMINALS)
     except SycamError:
         pass
 
@@ -33,7 +34,7 @@ def test_random_text_raises_only_our_errors(text):
 def test_random_token_soup_raises_only_our_errors(text):
     try:
         tree = parse(text)
-        check(tree)
+        check(tree, TERMINALS)
     except SycamError:
         pass
 
@@ -124,7 +125,7 @@ EVIDENCE = {k: evidence(k) for k in ("random", "zeros", "huge")}
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(HEATMAPS)
 def test_well_typed_trees_round_trip(tree):
-    assert check(tree) == frozenset("bhw")
+    assert check(tree, TERMINALS) == frozenset("bhw")
     assert parse(to_text(tree)) == tree
 
 
@@ -132,7 +133,7 @@ def test_well_typed_trees_round_trip(tree):
 @given(HEATMAPS)
 def test_well_typed_trees_evaluate_to_finite_maps_or_invalid(tree):
     try:
-        program = compile_expression(tree, DEFAULT_TERMINALS)
+        program = compile_expression(tree, TERMINALS)
     except ExpressionValueError as err:   # a division by a constant 0 is refused when compiled
         assert "divides by the constant 0" in str(err)
         return
@@ -164,5 +165,5 @@ def test_latex_never_crashes(tree):
 
 
 def test_constant_only_maps_are_constant_zero():
-    maps, valid = finalize(compile_expression(parse("sum(A * 0, k)"), DEFAULT_TERMINALS)(EVIDENCE["random"])[0])
+    maps, valid = finalize(compile_expression(parse("sum(A * 0, k)"), TERMINALS)(EVIDENCE["random"])[0])
     assert valid.all() and (maps == 0).all() and not math.isnan(float(maps.sum()))

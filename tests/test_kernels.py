@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from sycam.grammar import DEFAULT_TERMINALS, parse
+from sycam.evidence.terminals import TERMINALS
+from sycam.grammar import parse
 from sycam.kernels import compile_expression, finalize, minmax, to_layout, upsample
 from sycam.kernels import compiler as compiler_module
 from sycam.kernels.batched import weighted_maps
@@ -24,7 +25,7 @@ def test_shared_subexpressions_are_computed_once(monkeypatch):
     monkeypatch.setattr(compiler_module, "apply_op", lambda node, args: calls.append(node.op) or real(node, args))
     gradcam = parse("relu(sum(mean(G, hw) * A, k))")
     xgrad = parse("relu(sum(sum(A * G, hw) / sum(A, hw) * A, k)) + relu(sum(mean(G, hw) * A, k))")
-    program = compile_expression([gradcam, xgrad], DEFAULT_TERMINALS)
+    program = compile_expression([gradcam, xgrad], TERMINALS)
     program(terms()[2])
     # gradcam: mean, mul, sum, relu (4); xgrad adds mul, sum_hw, sum_hw, div, mul, sum_k, relu, add (8)
     assert len(calls) == 12
@@ -32,7 +33,7 @@ def test_shared_subexpressions_are_computed_once(monkeypatch):
 
 
 def test_constants_fold_at_compile_time():
-    program = compile_expression(parse("A * (2 ^ 3 - exp(0))"), DEFAULT_TERMINALS)
+    program = compile_expression(parse("A * (2 ^ 3 - exp(0))"), TERMINALS)
     assert [s.node.op for s in program.steps] == ["mul"]
     A, _, t = terms()
     assert torch.allclose(program(t)[0], A * 7)
@@ -40,12 +41,12 @@ def test_constants_fold_at_compile_time():
 
 def test_results_match_handwritten_torch():
     A, G, t = terms()
-    got = compile_expression(parse("relu(sum(sum(A * G, hw) / sum(A, hw) * A, k))"), DEFAULT_TERMINALS)(t)[0]
+    got = compile_expression(parse("relu(sum(sum(A * G, hw) / sum(A, hw) * A, k))"), TERMINALS)(t)[0]
     w = (A * G).sum((2, 3)) / A.sum((2, 3))
     assert torch.allclose(got, torch.relu((w[:, :, None, None] * A).sum(1)), atol=1e-6)
-    soft = compile_expression(parse("softmax(mean(G, hw), k)"), DEFAULT_TERMINALS)(t)[0]
+    soft = compile_expression(parse("softmax(mean(G, hw), k)"), TERMINALS)(t)[0]
     assert torch.allclose(soft, G.mean((2, 3)).softmax(1), atol=1e-6)
-    std = compile_expression(parse("std(A, hw)"), DEFAULT_TERMINALS)(t)[0]
+    std = compile_expression(parse("std(A, hw)"), TERMINALS)(t)[0]
     assert torch.allclose(std, A.flatten(2).std(2, correction=0), atol=1e-6)
 
 
@@ -60,7 +61,7 @@ def test_results_match_handwritten_torch():
 ])
 def test_safe_numerics_give_finite_values(text, expected):
     _, _, t = terms()
-    value = compile_expression(parse(text), DEFAULT_TERMINALS)(t)[0]
+    value = compile_expression(parse(text), TERMINALS)(t)[0]
     assert torch.isfinite(value).all(), text
     if expected is not None:
         assert torch.allclose(value, torch.full_like(value, expected)), text
@@ -96,7 +97,7 @@ def test_signed_power_keeps_sign():
 
 def test_overflow_is_reported_invalid_not_raised():
     _, _, t = terms()
-    raw = compile_expression(parse("sum(exp(80 * A) * exp(80 * A) * exp(80 * A), k)"), DEFAULT_TERMINALS)(t)[0]
+    raw = compile_expression(parse("sum(exp(80 * A) * exp(80 * A) * exp(80 * A), k)"), TERMINALS)(t)[0]
     maps, valid = finalize(raw, (8, 10))
     assert not valid.any() and (maps == 0).all()
 
@@ -149,6 +150,6 @@ def test_batched_weights_equal_one_by_one():
 def test_torch_compile_path_matches_eager():
     A, G, t = terms()
     expr = parse("relu(sum(sum(G2 / (2 * G2 + sum(A, hw) * G3) * relu(G), hw) * A, k))")
-    eager = compile_expression(expr, DEFAULT_TERMINALS)(t)[0]
-    fused = compile_expression(expr, DEFAULT_TERMINALS).compile()(t)[0]
+    eager = compile_expression(expr, TERMINALS)(t)[0]
+    fused = compile_expression(expr, TERMINALS).compile()(t)[0]
     assert torch.allclose(eager, fused, atol=1e-5)

@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 import sycam
-from sycam.grammar import DEFAULT_TERMINALS
+from sycam.evidence.terminals import TERMINALS
 from sycam.grammar.ops import OPS
 from sycam.kernels import compile_expression, to_layout
 from tiny import SpatialHead
@@ -93,7 +93,7 @@ def reference(name: str, t: dict) -> torch.Tensor:
     raise AssertionError(f"no reference formula for {name}")
 
 
-AXES = {name: term.axes for name, term in DEFAULT_TERMINALS.items()}
+AXES = {name: term.axes for name, term in TERMINALS.items()}
 GRADIENT_LIKE = {"G", "Gs", "Gv", "R", "W", "score", "score_ss", "score_is", "ablation", "mi"}
 ACTIVATION_LIKE = {"A", "As", "Av"}
 
@@ -121,7 +121,7 @@ def sycam_map(name: str, t: dict, sa: float, sg: float) -> torch.Tensor:
         scaled[n] = to_layout(v, AXES[n])
     scaled["G2"], scaled["G3"] = scaled["G"] ** 2, scaled["G"] ** 3
     scaled["G2v"], scaled["G3v"] = scaled["Gv"] ** 2, scaled["Gv"] ** 3
-    return compile_expression(sycam.SEEDS[name].tree, DEFAULT_TERMINALS)(scaled)[0]
+    return compile_expression(sycam.SEEDS[name].tree, TERMINALS)(scaled)[0]
 
 
 def normalised(m: torch.Tensor) -> torch.Tensor:

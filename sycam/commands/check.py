@@ -16,14 +16,15 @@ def add(sub) -> None:
 
 def run(args) -> int:
     # sympy and the grammar only here, so that building the parser (every command's --help) stays light
-    from ..grammar import DEFAULT_TERMINALS, result_kind, to_text
+    from ..evidence.terminals import TERMINALS
+    from ..grammar import result_kind, to_text
     from ..grammar.ast import terminals
     from ..grammar.checker import fold_constants
     from ..grammar.symbolic import latex, simplify
     from ..methods.seeds import resolve_method
 
     tree, seed = resolve_method(args.expression)
-    kind = result_kind(tree)
+    kind = result_kind(tree, TERMINALS)
     fold_constants(tree)          # constants in range, no division by a constant 0 (as the compiler does)
     simple = simplify(tree)
     names = sorted(terminals(tree))
@@ -33,8 +34,8 @@ def run(args) -> int:
     console.print(f"[bold]simplified[/]  {to_text(simple)}")
     console.print(f"[bold]latex[/]       {latex(tree)}")
     console.print(f"[bold]size[/]        {tree.size} nodes, depth {tree.depth}")
-    console.print(f"[bold]reads[/]       " + ", ".join(f"{n} ({DEFAULT_TERMINALS[n].doc})" for n in names
-                                                       if n in DEFAULT_TERMINALS))
-    costs = sorted({DEFAULT_TERMINALS[n].cost for n in names if n in DEFAULT_TERMINALS} - {"none"})
+    console.print(f"[bold]reads[/]       " + ", ".join(f"{n} ({TERMINALS[n].doc})" for n in names
+                                                       if n in TERMINALS))
+    costs = sorted({TERMINALS[n].cost for n in names if n in TERMINALS} - {"none"})
     console.print(f"[bold]cost[/]        1 forward" + "".join(f" + {c}" for c in costs))
     return 0

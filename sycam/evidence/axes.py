@@ -8,8 +8,8 @@ images (CAMERAS averages only those scales: mean_s over kept scales = sum(keep *
 sum(keep, s); the original size, if listed, is always kept).
 
 Noise (Smooth Grad-CAM++, Omeiza et al. 2019): ``options.noise_n`` copies x + N(0, sigma^2)
-give ``Av``, ``Gv``, ``G2v`` = Gv^2, ``G3v`` = Gv^3 with axes (b,v,k,h,w); the clean A, G
-stay available.
+give ``Av``, ``Gv`` with axes (b,v,k,h,w) (the terminals ``G2v`` = Gv^2, ``G3v`` = Gv^3 derive
+from Gv); the clean A, G stay available.
 """
 from __future__ import annotations
 
@@ -20,12 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .forward import single_pass
 from .layers import LayerRef
 from .options import EvidenceOptions
 from .targets import _classes
-
-SCALE_TERMS = {"As", "Gs", "keep"}
-NOISE_TERMS = {"Av", "Gv", "G2v", "G3v"}
 
 
 def fixed_classes(target: Any, logits: Tensor) -> tuple[Any, Tensor | None]:
@@ -50,8 +48,8 @@ def _resize(t: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
 
 
-def scale_terms(single_pass, model: nn.Module, x: Tensor, refs: list[LayerRef], target: Any, logits: Tensor,
-                output: Any, options: EvidenceOptions) -> dict[str, dict[str, tuple[Tensor, str]]]:
+def scale_terms(model: nn.Module, x: Tensor, refs: list[LayerRef], target: Any, logits: Tensor,
+                output: Any, options: EvidenceOptions) -> dict[str, dict[str, Tensor]]:
     """Per layer: As, Gs (b,s,k,h,w) at a common size and keep (b,s)."""
     bound, _ = fixed_classes(target, logits)
     predicted = logits.argmax(1)
@@ -67,13 +65,13 @@ def scale_terms(single_pass, model: nn.Module, x: Tensor, refs: list[LayerRef], 
         common = _common_size(sizes, options.scale_size, x)
         As = torch.stack([_resize(ev.layers[ref.name].A, common) for ev, _ in per_scale], dim=1)
         Gs = torch.stack([_resize(ev.layers[ref.name].terms["G"][0], common) for ev, _ in per_scale], dim=1)
-        out[ref.name] = {"As": (As, "bskhw"), "Gs": (Gs, "bskhw"), "keep": (keep, "bs")}
+        out[ref.name] = {"As": As, "Gs": Gs, "keep": keep}
     return out
 
 
-def noise_terms(single_pass, model: nn.Module, x: Tensor, refs: list[LayerRef], target: Any, logits: Tensor,
-                output: Any, options: EvidenceOptions) -> dict[str, dict[str, tuple[Tensor, str]]]:
-    """Per layer: Av, Gv, G2v, G3v (b,v,k,h,w) from noise_n noisy copies of each image."""
+def noise_terms(model: nn.Module, x: Tensor, refs: list[LayerRef], target: Any, logits: Tensor,
+                output: Any, options: EvidenceOptions) -> dict[str, dict[str, Tensor]]:
+    """Per layer: Av, Gv (b,v,k,h,w) from noise_n noisy copies of each image."""
     bound, classes = fixed_classes(target, logits)
     b, n = x.shape[0], options.noise_n
     gen = torch.Generator(device=x.device).manual_seed(options.seed)
@@ -93,6 +91,5 @@ def noise_terms(single_pass, model: nn.Module, x: Tensor, refs: list[LayerRef], 
         A = torch.cat([ev.layers[ref.name].A for ev in chunks])
         G = torch.cat([ev.layers[ref.name].terms["G"][0] for ev in chunks])
         A, G = A.reshape(b, n, *A.shape[1:]), G.reshape(b, n, *G.shape[1:])
-        out[ref.name] = {"Av": (A, "bvkhw"), "Gv": (G, "bvkhw"), "G2v": (G.pow(2), "bvkhw"),
-                         "G3v": (G.pow(3), "bvkhw")}
+        out[ref.name] = {"Av": A, "Gv": G}
     return out

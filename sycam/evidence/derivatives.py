@@ -14,7 +14,7 @@ independent because the suffix runs in eval mode):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import torch
@@ -48,7 +48,7 @@ def _one_hots(n: int, shape: torch.Size, step: int, like: Tensor) -> Iterator[Te
 
 
 def true_derivatives(suffix, A: Tensor, target: Any, logits: Tensor, output: Any, options: EvidenceOptions,
-                     wanted: set[str]) -> dict[str, tuple[Tensor, str]]:
+                     wanted: Collection[str]) -> dict[str, Tensor]:
     """H2 and/or H3 (b,k,h,w) for the activations A of a split model."""
     target, classes = fixed_classes(target, logits)
     n, shape = A[0].numel(), A.shape[1:]
@@ -80,7 +80,7 @@ def true_derivatives(suffix, A: Tensor, target: Any, logits: Tensor, output: Any
                 V = torch.randint(0, 2, (m, *shape), generator=gen, device=A.device).to(A.dtype) * 2 - 1
                 hv, _ = _hvp_rows(suffix, A[i:i + 1], i, V, target, classes, output, keep_graph=False)
                 H2[i] += (V * hv).sum(0) / options.hutchinson_n
-    out = {"H2": (H2, "bkhw")} if "H2" in wanted else {}
+    out = {"H2": H2} if "H2" in wanted else {}
     if third:
-        out["H3"] = (H3, "bkhw")
+        out["H3"] = H3
     return out

@@ -80,8 +80,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import EvidenceError, SycamError
+from .forward import frozen_parameters, recording
 from .layers import LayerRef
 from .options import EvidenceOptions
+from .targets import select_output
 
 RULES = ("zplus", "epsilon", "epsilon_plus")   # epsilon_plus: z+ on convolutions, epsilon on Linear
 CONTRASTS = ("none", "clrp")
@@ -330,9 +332,6 @@ def relevance(model: nn.Module, x: Tensor, refs: Sequence[LayerRef], target_fn, 
 
     One forward under :func:`lrp_mode` and one backward from the logits.
     """
-    from .capture import frozen_parameters, recording
-    from .targets import select_output
-
     opts = EvidenceOptions.make(options)
     if opts.lrp_contrast not in CONTRASTS:
         raise SycamError(f"unknown LRP contrast {opts.lrp_contrast!r}; choose from {', '.join(CONTRASTS)}")

@@ -1,15 +1,15 @@
 """Axis typing: the type of an expression is the set of named axes it still carries.
 
-Terminals carry the axes of the evidence they read (``A``: b k h w), constants carry
-none, element-wise operators broadcast (union of axes), reductions remove the axes they
-name and may only name axes their operand has. A finished CAM is either a **heatmap**
+Terminals carry the axes of the evidence they read (``A``: b k h w; the caller passes them:
+the grammar knows no terminal), constants carry none, element-wise operators broadcast (union
+of axes), reductions remove the axes they name and may only name axes their operand has. A finished CAM is either a **heatmap**
 (axes exactly b h w) or **channel weights** (axes exactly b k, turned into a heatmap as
 relu(sum(w * A, k)), the generic CAM of the papers).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Protocol
 
 from ..errors import ExpressionTypeError, ExpressionValueError, UnknownNameError
 from .ast import CONSTANT_MAX, Call, Expr, Num, Var, walk
@@ -21,54 +21,21 @@ HEATMAP: Axes = frozenset("bhw")
 WEIGHTS: Axes = frozenset("bk")
 
 
-@dataclass(frozen=True)
-class Terminal:
-    """A name the language reads from the evidence."""
-
-    name: str
-    axes: str
-    doc: str
-    cost: str = "none"   # model passes needed beyond the forward that gives A and S
+class HasAxes(Protocol):
+    @property
+    def axes(self) -> str: ...
 
 
-DEFAULT_TERMINALS: dict[str, Terminal] = {t.name: t for t in [
-    Terminal("A", "bkhw", "activations of the layer"),
-    Terminal("G", "bkhw", "gradient dS/dA of the target score", "1 backward"),
-    Terminal("G2", "bkhw", "Grad-CAM++ closed form G^2 (= d2 e^S/dA2 / e^S for piecewise-linear heads)",
-             "1 backward"),
-    Terminal("G3", "bkhw", "Grad-CAM++ closed form G^3", "1 backward"),
-    Terminal("H2", "bkhw", "true diagonal second derivative d2S/dA2 (autograd, opt-in)",
-             "one Hessian-vector product per layer element, or N for an estimate"),
-    Terminal("H3", "bkhw", "true diagonal third derivative d3S/dA3 (autograd, opt-in)",
-             "per layer element"),
-    Terminal("S", "b", "target score (e.g. the class logit)"),
-    Terminal("W", "bk", "classifier weights dS/dz at the input z of a GAP + linear head (CAM)",
-             "1 backward through the head"),
-    Terminal("R", "bkhw", "LRP relevance of the target score at the layer's output (options lrp_rule, "
-             "lrp_contrast; sycam.evidence.relevance)", "1 forward + 1 LRP backward to the layer"),
-    # channel scores from perturbed inputs (sycam.evidence.providers)
-    Terminal("score", "bk", "Score-CAM: the target on x * M_k, M_k = minmax(Up(A_k))", "K forwards"),
-    Terminal("score_ss", "bk", "SS-CAM: Score-CAM averaged over N noisy masks (or inputs)", "N K forwards"),
-    Terminal("score_is", "bk", "IS-CAM: Score-CAM averaged over N scaled masks (before its softmax)",
-             "N K forwards"),
-    Terminal("ablation", "bk", "Ablation-CAM: (y - y with channel k zeroed) / y", "K passes of the layers after"),
-    Terminal("mi", "bk", "MI-CAM: mutual information of Up(A_k) and the grey image", "K histograms"),
-    # evidence over input scales (CAMERAS) and noise samples (Smooth Grad-CAM++)
-    Terminal("As", "bskhw", "activations at each input scale, resized to a common size", "R forwards + R backwards"),
-    Terminal("Gs", "bskhw", "gradients at each input scale, resized to a common size", "R forwards + R backwards"),
-    Terminal("keep", "bs", "1 where the scale's top-1 equals the top-1 on the original images", "R forwards"),
-    Terminal("Av", "bvkhw", "activations of noisy copies x + N(0, sigma^2)", "N forwards + N backwards"),
-    Terminal("Gv", "bvkhw", "gradients of noisy copies", "N forwards + N backwards"),
-    Terminal("G2v", "bvkhw", "Gv^2 (Grad-CAM++ closed form per noise sample)", "N forwards + N backwards"),
-    Terminal("G3v", "bvkhw", "Gv^3", "N forwards + N backwards"),
-]}
+#: the terminals an expression may read: name -> axes, as a string or a record with ``.axes``
+#: (the evidence's registry, ``sycam.evidence.terminals.TERMINALS``, is the usual one)
+TerminalAxes = Mapping[str, HasAxes | str]
 
 
-def _terminal_axes(terminals: Mapping[str, Terminal | str]) -> dict[str, Axes]:
-    return {k: frozenset(v.axes if isinstance(v, Terminal) else v) for k, v in terminals.items()}
+def _terminal_axes(terminals: TerminalAxes) -> dict[str, Axes]:
+    return {k: frozenset(v if isinstance(v, str) else v.axes) for k, v in terminals.items()}
 
 
-def infer(expr: Expr, terminals: Mapping[str, Terminal | str] = DEFAULT_TERMINALS) -> dict[Expr, Axes]:
+def infer(expr: Expr, terminals: TerminalAxes) -> dict[Expr, Axes]:
     """The axes of every sub-expression. Raises ExpressionTypeError / UnknownNameError."""
     env = _terminal_axes(terminals)
     types: dict[Expr, Axes] = {}
@@ -94,12 +61,12 @@ def _call_type(node: Call, arg_types: list[Axes]) -> Axes:
                                   subexpression=to_text(node)) from None
 
 
-def check(expr: Expr, terminals: Mapping[str, Terminal | str] = DEFAULT_TERMINALS) -> Axes:
+def check(expr: Expr, terminals: TerminalAxes) -> Axes:
     """The axes of the whole expression."""
     return infer(expr, terminals)[expr]
 
 
-def result_kind(expr: Expr, terminals: Mapping[str, Terminal | str] = DEFAULT_TERMINALS) -> str:
+def result_kind(expr: Expr, terminals: TerminalAxes) -> str:
     """'heatmap' (axes b h w) or 'weights' (axes b k); anything else is a type error."""
     axes = check(expr, terminals)
     if axes == HEATMAP:
@@ -117,7 +84,7 @@ def result_kind(expr: Expr, terminals: Mapping[str, Terminal | str] = DEFAULT_TE
 
 
 
-def as_heatmap(expr: Expr, terminals: Mapping[str, Terminal | str] = DEFAULT_TERMINALS) -> Expr:
+def as_heatmap(expr: Expr, terminals: TerminalAxes) -> Expr:
     """A heatmap expression for ``expr``: itself, or relu(sum(w * A, k)) for channel weights w."""
     if result_kind(expr, terminals) == "heatmap":
         return expr

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..grammar.ast import Call, Expr, Num, Var, walk
-from ..grammar.checker import Terminal, fold_constants, infer
+from ..grammar.checker import TerminalAxes, fold_constants, infer
 from ..grammar.ops import OPS
 from .layout import ORDER, dims, from_layout
 
@@ -71,7 +71,7 @@ class Program:
     tensor per root, reshaped to the root's axes (e.g. (b, h, w) for a heatmap).
     """
 
-    def __init__(self, roots: Sequence[Expr], terminals: Mapping[str, Terminal | str]):
+    def __init__(self, roots: Sequence[Expr], terminals: TerminalAxes):
         self.roots = list(roots)
         self.types = {}
         const: dict[Expr, float] = {}
@@ -128,11 +128,11 @@ class Program:
         return results
 
 
-def compile_expression(expr: Expr | Sequence[Expr], terminals: Mapping[str, Terminal | str]) -> Program:
+def compile_expression(expr: Expr | Sequence[Expr], terminals: TerminalAxes) -> Program:
     roots = [expr] if isinstance(expr, (Var, Num, Call)) else list(expr)
     return Program(roots, terminals)
 
 
-def evaluate(expr: Expr, values: Mapping[str, Tensor], terminals: Mapping[str, Terminal | str]) -> Tensor:
+def evaluate(expr: Expr, values: Mapping[str, Tensor], terminals: TerminalAxes) -> Tensor:
     """Compile and run one expression once."""
     return compile_expression(expr, terminals)(values)[0]

@@ -33,8 +33,9 @@ from ..api import CAM, explain_many
 from ..batching import model_rows
 from ..data.batch import Batch
 from ..errors import ExpressionTypeError, SycamError, UnknownNameError
+from ..evidence.terminals import TERMINALS
 from ..grammar.ast import Call, Expr, Num, Var
-from ..grammar.checker import DEFAULT_TERMINALS, HEATMAP, as_heatmap, check
+from ..grammar.checker import HEATMAP, as_heatmap, check
 from ..grammar.ops import OPS
 from ..grammar.printer import number_text, to_text
 from ..methods.seeds import Seed, resolve_method
@@ -126,7 +127,7 @@ def _is_heatmap(expr: Expr, terminals) -> bool:
         return False
 
 
-def variants(expr: Expr, terminals: Mapping = DEFAULT_TERMINALS,
+def variants(expr: Expr, terminals: Mapping = TERMINALS,
              siblings: Sequence[str] = SIBLING_TERMINALS) -> list[Variant]:
     """The original heatmap expression first, then every well-typed, distinct ablation variant."""
     heat = as_heatmap(expr, terminals)

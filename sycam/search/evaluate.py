@@ -32,7 +32,8 @@ from torch import Tensor
 from ..batching import model_rows
 from ..data.batch import Batch
 from ..errors import EvidenceError, SycamError
-from ..evidence.capture import capture, needed_terms
+from ..evidence.capture import capture
+from ..evidence.terminals import needed_terms
 from ..grammar.ast import Call, Expr, Num, Var
 from ..grammar.checker import infer
 from ..grammar.ops import OPS

@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExpressionTypeError, SycamError, UnknownNameError
+from ..evidence.terminals import TERMINALS, Terminal
 from ..grammar.ast import Call, Expr, Num, Var, walk
-from ..grammar.checker import DEFAULT_TERMINALS, HEATMAP, WEIGHTS, Terminal, fmt_axes, infer
+from ..grammar.checker import HEATMAP, WEIGHTS, fmt_axes, infer
 from ..grammar.ops import AXES, BINARY_SYMBOLS, OPS, AxesError, Op
 from ..grammar.parser import MAX_DEPTH, MAX_SIZE
 from ..grammar.printer import to_text
@@ -153,7 +154,7 @@ def _split_list(value: Any) -> list:
 
 
 def _parse_terminals(value: Any) -> tuple[tuple[str, str], ...]:
-    """Names of DEFAULT_TERMINALS, ``"name:axes"`` for custom evidence, or a mapping name -> axes."""
+    """Names of TERMINALS, ``"name:axes"`` for custom evidence, or a mapping name -> axes."""
     out: dict[str, str] = {}
     for item in _split_list(value):
         if isinstance(item, Terminal):
@@ -164,10 +165,10 @@ def _parse_terminals(value: Any) -> tuple[tuple[str, str], ...]:
             name, _, axes = str(item).partition(":")
             name, axes = name.strip(), axes.strip()
         if not axes:
-            if name not in DEFAULT_TERMINALS:
-                raise UnknownNameError("terminal", name, DEFAULT_TERMINALS,
+            if name not in TERMINALS:
+                raise UnknownNameError("terminal", name, TERMINALS,
                                        hint="a custom terminal is written name:axes, e.g. score:bk")
-            axes = DEFAULT_TERMINALS[name].axes
+            axes = TERMINALS[name].axes
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
             raise SearchSpaceError(f"terminal names are identifiers, not {name!r}")
         if "b" not in axes or set(axes) - set("b" + AXES) or len(set(axes)) != len(axes):
@@ -293,7 +294,7 @@ class SearchSpace:
     def to_dict(self) -> dict[str, Any]:
         """Plain options (round-trips through :meth:`from_dict`, JSON and TOML)."""
         return {"result": self.result,
-                "terminals": [n if n in DEFAULT_TERMINALS and DEFAULT_TERMINALS[n].axes == a else f"{n}:{a}"
+                "terminals": [n if n in TERMINALS and TERMINALS[n].axes == a else f"{n}:{a}"
                               for n, a in self.terminals],
                 "operators": [str(o) for o in self.operators],
                 "constants": list(self.constants),
