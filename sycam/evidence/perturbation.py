@@ -67,6 +67,7 @@ from torch import Tensor, nn
 
 from ..batching import SUFFIX_ROWS, model_rows
 from ..errors import SycamError
+from ..grammar.semantics import minmax
 from .targets import PerSample, _classes, as_target, select_output
 
 __all__ = ["ablation_scores", "ablation_values", "bind_target", "channel_masks", "is_cam", "mi_scores",
@@ -119,10 +120,11 @@ def channel_masks(A: Tensor, size: tuple[int, int], variant: Variant = "official
     if variant not in ("official", "gradcam"):
         raise SycamError(f"unknown Score-CAM variant {variant!r}: {', '.join(SCORE_VARIANTS)}")
     up = F.interpolate(a, size=size, mode="bilinear", align_corners=variant == "gradcam")
-    lo = up.amin(dim=(2, 3), keepdim=True)
+    if variant == "official":
+        return minmax(up, (2, 3))                       # constant -> 0
+    lo = up.amin(dim=(2, 3), keepdim=True)              # grad-cam's recipe: its epsilon in the span
     span = up.amax(dim=(2, 3), keepdim=True) - lo
-    eps = _EPS if variant == "gradcam" else 0.0
-    return (up - lo) / torch.where(span > 0, span + eps, torch.ones_like(span))  # constant -> 0
+    return (up - lo) / torch.where(span > 0, span + _EPS, torch.ones_like(span))
 
 
 def _kept_channels(A: Tensor, skip_constant: bool, top_k: int | None) -> Tensor:
@@ -389,9 +391,7 @@ def grayscale(image: Tensor) -> Tensor:
 
 def _quantise(v: Tensor, bins: int) -> Tensor:
     """Min-max each row of v (m,n) to [0,1] and cut into ``bins`` equal bins (constant row -> bin 0)."""
-    lo, hi = v.amin(dim=1, keepdim=True), v.amax(dim=1, keepdim=True)
-    span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-    return ((v - lo) / span * bins).long().clamp_(0, bins - 1)
+    return (minmax(v, (1,)) * bins).long().clamp_(0, bins - 1)
 
 
 def _entropy(p: Tensor) -> Tensor:
