@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..errors import SycamError
+from .text import label_font, wrap_px
 
 #: (top, left, height, width) in image pixels: where a model-input map lies on the image
 Box = tuple[float, float, float, float]
@@ -238,9 +239,7 @@ LINE_SPACING = 1.25
 def grid_label_lines(text: str, points: float, inches: float, dpi: int = 100) -> list[str]:
     """``text`` wrapped, in full, to lines of ``points``-pt DejaVu Sans (matplotlib's font) no
     longer than ``inches``: broken at spaces, else after ``/ _ - , .``, else anywhere."""
-    from .figures import _font, wrap_px
-
-    return wrap_px(text, _font(max(1, round(points * dpi / 72))), max(1, int(inches * dpi)))
+    return wrap_px(text, label_font(max(1, round(points * dpi / 72))), max(1, int(inches * dpi)))
 
 
 def save_grid(path: str | Path, images: Tensor | Sequence[Tensor], maps: Mapping[str, Tensor | Sequence[Tensor]], *,
