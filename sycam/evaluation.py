@@ -13,7 +13,7 @@ measures class discrimination next to ``pointing_game``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -92,7 +92,7 @@ class Evaluation:
         return out
 
 
-def evaluate(cams: dict[str, Explainer], metrics: dict[str, Metric], batch: Batch, model: nn.Module, *,
+def evaluate(cams: Mapping[str, Explainer], metrics: dict[str, Metric], batch: Batch, model: nn.Module, *,
              baselines: Sequence[str] = (), chunk: int | None = None, batch_size: int | None = None,
              progress: Callable[[int], None] | None = None) -> Evaluation:
     """Score every method (and baseline) with every metric on every image of ``batch``."""
@@ -104,7 +104,7 @@ def evaluate(cams: dict[str, Explainer], metrics: dict[str, Metric], batch: Batc
     fractions: dict[str, Tensor] = {}
     valid: dict[str, list[Tensor]] = {k: [] for k in methods}
 
-    def explainer_for(pool: dict[str, Explainer]):
+    def explainer_for(pool: Mapping[str, Explainer]):
         names = list(pool)
 
         def explain(x: Tensor, labels: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -161,8 +161,8 @@ class CAM(Explainer):
         else:
             tree, self.seed = method, None
         self.kind = result_kind(tree, DEFAULT_TERMINALS)   # type errors surface here, before any work
+        self.tree = tree                                     # the method as given
         self.expression: Expr = as_heatmap(tree, DEFAULT_TERMINALS)
-        self.text = to_text(tree)
         self.model = model
         self.layers = None if layers is None else resolve_layers(model, layers)
         self.target = target
@@ -177,6 +177,10 @@ class CAM(Explainer):
         if compile:
             self.program.compile()
         self.last: Explanation | None = None
+
+    @property
+    def text(self) -> str:
+        return to_text(self.tree)
 
     def __repr__(self) -> str:
         name = self.seed.title if self.seed else self.text
@@ -231,7 +235,7 @@ def explain(method: str, model, x, layers=None, targets=None, **kwargs) -> Tenso
         return cam(x, targets)
 
 
-def explain_many(cams: dict[str, Explainer], x: Tensor, targets=None) -> dict[str, Explanation]:
+def explain_many(cams: Mapping[str, Explainer], x: Tensor, targets=None) -> dict[str, Explanation]:
     """Several methods on the same images, paying for the model once per distinct target.
 
     CAMs that explain the same target (every gradient seed but Finer-CAM, say) share one
@@ -239,25 +243,24 @@ def explain_many(cams: dict[str, Explainer], x: Tensor, targets=None) -> dict[st
     meta-method) runs its own passes.
     """
     out: dict[str, Explanation] = {}
-    groups: dict[tuple, list[str]] = {}
-    first = next(iter(cams.values()), None)
-    x = as_batch(x, getattr(first, "preprocess", None), getattr(first, "model", None))
+    groups: dict[tuple, dict[str, CAM]] = {}
+    some = next(iter(cams.values()), None)
+    x = as_batch(x, getattr(some, "preprocess", None), getattr(some, "model", None))
     for name, cam in cams.items():
         if not isinstance(cam, CAM):
             out[name] = cam.explain(x, targets)
             continue
         key = (id(cam.model), tuple(r.name for r in cam.layers or ()), cam.seed.target if cam.seed else None,
                id(cam.target), id(cam.output), cam.options)
-        groups.setdefault(key, []).append(name)
-    for names in groups.values():
-        first = cams[names[0]]
+        groups.setdefault(key, {})[name] = cam
+    for group in groups.values():
+        first = next(iter(group.values()))
         if first.layers is None:
             first.layers = resolve_layers(first.model, last_spatial_layer(first.model, x[:1]))
-        needs = set().union(*(cams[n].needs for n in names))
+        needs = set().union(*(c.needs for c in group.values()))
         ev = capture(first.model, x, first.layers, first.target_for(targets), needs=needs, output=first.output,
                      options=first.options)
-        for n in names:
-            cam = cams[n]
+        for n, cam in group.items():
             raw = {layer: cam.program(lev.layout())[0] for layer, lev in ev.layers.items()}
             maps, valid = _postprocess(ev, raw, cam.fusion)
             out[n] = Explanation(maps.to(x.device), valid.to(x.device), raw, ev)

@@ -13,7 +13,6 @@ from typing import Protocol, runtime_checkable
 from torch import Tensor, nn
 
 from ..evidence.capture import Evidence
-from ..evidence.layers import LayerRef
 
 
 @dataclass
@@ -24,7 +23,8 @@ class Explanation:
     evidence: Evidence
 
     @property
-    def logits(self) -> Tensor:
+    def logits(self) -> Tensor | None:
+        """The model's logits (None for a detector, whose target reads its raw output)."""
         return self.evidence.logits
 
     @property
@@ -36,17 +36,18 @@ class Explanation:
 class Explainer(Protocol):
     """A method bound to a model: explains a batch of images, and rebinds to another model.
 
-    ``text`` names the method (its expression, or the meta-method and its parameters), ``model``
-    and ``layers`` are what it explains (``layers`` None until the first call picks the last
-    spatial layer), ``last`` is its last :class:`Explanation`. Subclassing gives ``__call__``,
-    a ``repr`` and the context manager: hooks live only inside each call, so leaving a ``with``
-    block releases nothing and ``last`` stays readable.
+    ``model`` is what it explains, ``last`` its last :class:`Explanation`. Subclassing gives
+    ``__call__``, a ``repr`` and the context manager: hooks live only inside each call, so leaving
+    a ``with`` block releases nothing and ``last`` stays readable.
     """
 
-    text: str
     model: nn.Module
-    layers: list[LayerRef] | None
     last: Explanation | None
+
+    @property
+    def text(self) -> str:
+        """The method: its expression, or the meta-method with its parameters."""
+        ...
 
     def explain(self, x: Tensor, targets=None) -> Explanation:
         """The maps of images ``x`` and everything behind them, also kept as ``last``.
