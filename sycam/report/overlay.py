@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.images import pil_to_tensor
 from ..errors import SycamError
 from .text import label_font, wrap_px
 
@@ -46,9 +47,7 @@ def as_rgb(image) -> Tensor:
     or a PIL image. Alpha channels are dropped, grey is repeated to RGB.
     """
     if hasattr(image, "mode") and hasattr(image, "size") and not isinstance(image, (Tensor, np.ndarray)):
-        from ..data.images import pil_to_tensor   # a PIL image, any mode
-
-        return pil_to_tensor(image)
+        return pil_to_tensor(image)             # a PIL image, any mode
     if isinstance(image, np.ndarray):
         if image.dtype == object or not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
             raise SycamError(f"an image array must hold numbers, not {image.dtype}")
