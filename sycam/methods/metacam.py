@@ -135,7 +135,7 @@ def _adaptive(maps: Tensor, x, labels, model_fn, grid, min_votes, metric, metric
     for k in grid:
         _check_fraction(k)
     cands, votes = zip(*(consensus(maps, k, min_votes, valid) for k in grid))
-    stack = minmax(torch.stack(cands))                              # (G, b, H, W)
+    stack = minmax(torch.stack(cands))                               # (G, b, H, W)
     score, _ = _scorer(metric, metric_params, model_fn, x, labels, batch_size)
     scores = score(stack)                                             # (G, b), higher is better
     best = torch.nan_to_num(scores, nan=-torch.inf).argmax(0)         # first best k on ties
