@@ -1,7 +1,7 @@
 """Evaluate methods x metrics on a batch of images with ground truth.
 
 Per chunk of images, every method's maps come from one evidence capture per target
-(:func:`sycam.api.explain_many`); every metric then scores all methods at once as an
+(:func:`sycam.methods.cam.explain_many`); every metric then scores all methods at once as an
 ``(n_methods, b, H, W)`` stack. Scores are kept per image, so any summary (mean and 95 %
 interval, class mean for the pointing game) can be taken afterwards.
 
@@ -13,16 +13,17 @@ measures class discrimination next to ``pointing_game``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from .api import CAM, explain_many
 from .batching import model_rows
 from .data.batch import Batch
 from .errors import SycamError
+from .methods.cam import explain_many
+from .methods.explainer import Explainer
 from .metrics import Metric, get_metric, summarise
 from .metrics.base import Direction
 from .metrics.aggregate import Summary, class_mean
@@ -91,7 +92,7 @@ class Evaluation:
         return out
 
 
-def evaluate(cams: dict[str, CAM], metrics: dict[str, Metric], batch: Batch, model: nn.Module, *,
+def evaluate(cams: Mapping[str, Explainer], metrics: dict[str, Metric], batch: Batch, model: nn.Module, *,
              baselines: Sequence[str] = (), chunk: int | None = None, batch_size: int | None = None,
              progress: Callable[[int], None] | None = None) -> Evaluation:
     """Score every method (and baseline) with every metric on every image of ``batch``."""
@@ -103,7 +104,7 @@ def evaluate(cams: dict[str, CAM], metrics: dict[str, Metric], batch: Batch, mod
     fractions: dict[str, Tensor] = {}
     valid: dict[str, list[Tensor]] = {k: [] for k in methods}
 
-    def explainer_for(pool: dict[str, CAM]):
+    def explainer_for(pool: Mapping[str, Explainer]):
         names = list(pool)
 
         def explain(x: Tensor, labels: Tensor) -> Tensor:

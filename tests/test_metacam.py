@@ -191,11 +191,11 @@ class _ConvNet(nn.Module):
 
 
 def test_metacam_maps_are_the_consensus_of_its_components_sharing_one_capture(monkeypatch):
-    import sycam.api as api
+    import sycam.methods.cam as cam_module
 
     calls = []
-    real = api.capture
-    monkeypatch.setattr(api, "capture", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = cam_module.capture
+    monkeypatch.setattr(cam_module, "capture", lambda *a, **k: calls.append(1) or real(*a, **k))
     model = spatial_model()
     mc = MetaCAM(["gradcam", "hirescam", "layercam"], model, "feat", k=0.5)
     exp = mc.explain(example_input(), [0])

@@ -166,7 +166,7 @@ def test_eval_grid_labels_are_full(monkeypatch, tmp_path):
     """Image and class names are never cut (they were: 'darknet/giraffe.jp: zebra')."""
     from sycam.api import CAM
     from sycam.commands import eval as eval_cmd
-    from sycam.report import figures
+    from sycam.report import figures, text
 
     model, batch, layer = toy_problem(2)
     batch.names = [LONG_NAME, "b.png"]
@@ -184,8 +184,8 @@ def test_eval_grid_labels_are_full(monkeypatch, tmp_path):
     assert seen["row_titles"][0] == f"{LONG_NAME}\ntarget: {LONG_CLASS}"
     assert seen["cell_labels"]["gradcam"] == [f"target {LONG_CLASS}: pointing_game 1.000",
                                               "target horse: pointing_game n/a"]
-    font = figures._font(12)
-    lines = figures.wrap_px(LONG_NAME, font, 120)
+    font = text.label_font(12)
+    lines = text.wrap_px(LONG_NAME, font, 120)
     assert "".join(lines) == LONG_NAME and all(font.getlength(line) <= 120 for line in lines)
     assert all(line[-1] in "/_-." for line in lines[:-1])           # broken after separators
 

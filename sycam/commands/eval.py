@@ -9,10 +9,14 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from rich.progress import Progress
 from rich.table import Table
 
+from ..errors import DataError
+from ..report import header
+from ..report.html import Page
 from .common import add_model_args, check_out, console, load_bundle
 from .problem import check_data_arg, read_data
 
@@ -57,10 +61,10 @@ def expand_methods(names: list[str]) -> list[str]:
 
 def load_data(args, bundle, images=None):
     """The benchmark as a batch; ``images``: the folder already read by :func:`read_data`."""
-    from ..data import default_benchmark, fallback_benchmark, to_batch
+    from ..data import default_benchmark, fallback_benchmark, to_batch  # deferred: keeps start-up torch-free
 
     if args.data == "toy":
-        from ..search.toy import toy_problem
+        from ..search.toy import toy_problem  # deferred: keeps start-up torch-free
 
         return toy_problem(args.size)[1]
     if args.data == "default":
@@ -76,10 +80,7 @@ def load_data(args, bundle, images=None):
 
 def _toy_bundle(args):
     """The toy CNN as a bundle (``--model toy --data toy``: smoke tests and examples)."""
-    from types import SimpleNamespace
-
-    from ..errors import DataError
-    from ..search.toy import toy_problem
+    from ..search.toy import toy_problem  # deferred: keeps start-up torch-free
 
     if args.data != "toy" or args.model != "toy":
         raise DataError("the toy model only explains toy data: use --model toy --data toy")
@@ -89,8 +90,8 @@ def _toy_bundle(args):
 
 def run(args) -> int:
     # torch, the metrics and the CAM engine load here, not at the top: `sycam eval --help` starts without them
-    from ..api import make_cam
     from ..evaluation import evaluate, resolve_metrics
+    from ..methods.build import make_cam
 
     check_data_arg(args)
     images = read_data(args)                  # user images before the model
@@ -199,7 +200,7 @@ def _p(p: float) -> str:
 
 def _judge(c) -> str:
     """Is ``c.method`` worse than the best one (Holm-corrected), in words."""
-    from ..search.heldout import TOO_FEW
+    from ..search.heldout import TOO_FEW  # deferred: keeps start-up torch-free
 
     if c.diff.images == 0:
         return "no common image"
@@ -212,7 +213,7 @@ def _judge(c) -> str:
 
 def _paired(result, metrics) -> dict:
     """metric -> (best method, {method: Paired}) from the per-image scores (NaN images left out)."""
-    from ..search.heldout import against_best
+    from ..search.heldout import against_best  # deferred: keeps start-up torch-free
 
     out = {}
     for name, metric in metrics.items():
@@ -227,7 +228,7 @@ def _verdict(name: str, metric, rows, paired) -> str:
     if best is None:
         return f"no method has a defined {name} on these images"
     row = next(r for r in rows if r["method"] == best)
-    from ..search.heldout import TOO_FEW
+    from ..search.heldout import TOO_FEW  # deferred: keeps start-up torch-free
 
     worse = [m for m, c in comps.items() if c.significant()]
     same = [m for m, c in comps.items() if c.conclusive and not c.significant()]
@@ -252,9 +253,6 @@ def _verdict(name: str, metric, rows, paired) -> str:
 def _report(out: Path, args, layers, metrics, rows, paired, verdict: str, files, images: int, seconds: float,
             command: str) -> Path:
     """report.html: header, verdict, summary, paired differences, pictures (one self-contained file)."""
-    from ..report import header
-    from ..report.html import Page
-
     page = Page(f"sycam eval: {len(rows)} methods x {len(metrics)} metrics")
     kind = args.data if args.data in ("default", "fallback", "toy") else "folder"
     page.header([("model", args.model), ("weights", header.weights_text(args.model, args.weights)),
@@ -333,8 +331,8 @@ def _grid(cams, batch, out: Path, bundle, result, metric: str, n: int = 6) -> Pa
     """grid.png: the first ``n`` images x every method (methods as columns, or as rows where there are
     more methods than images), ground-truth boxes drawn, full image and class names, the target
     class and the image's ``metric`` score under every overlay."""
-    from ..api import explain_many
-    from ..report.figures import overlay_grid
+    from ..methods.cam import explain_many  # deferred: keeps start-up torch-free
+    from ..report.figures import overlay_grid  # deferred: keeps start-up torch-free
 
     n = min(n, len(batch))
     part = batch[slice(0, n)]

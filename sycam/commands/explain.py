@@ -28,18 +28,19 @@ def add(sub) -> None:
 
 
 def default_images():
-    from ..data.real import real_photos
+    from ..data.real import real_photos  # deferred: keeps start-up torch-free
 
     samples = real_photos("fallback").samples
     return [s.image for s in samples], [s.name.split("/")[-1].rsplit(".", 1)[0] for s in samples]
 
 
 def run(args) -> int:
+    # torch, the seed library and the CAM engine load here, not at the top: `sycam explain --help` starts without them
     import torch
 
-    from ..api import make_cam
     from ..methods import SEEDS
-    from ..models import RandomWeightsWarning
+    from ..methods.build import make_cam
+    from ..models import RANDOM_WEIGHTS_SEED, RandomWeightsWarning
     from ..report.overlay import overlay, save_grid
 
     images, names = read_images(args.images) if args.images else default_images()   # before the model
@@ -49,8 +50,6 @@ def run(args) -> int:
         bundle = load_bundle(args)
     random_weights = bool(getattr(bundle, "random_weights", False))
     if random_weights:
-        from ..models import RANDOM_WEIGHTS_SEED
-
         console.print(f"[bold yellow]warning:[/] {args.model} has [bold]random weights[/] (no --weights file "
                       f"given): its predictions and maps mean nothing. They are the same on every run (torch seed "
                       f"{RANDOM_WEIGHTS_SEED}). Pass --weights FILE for a trained model.")
@@ -153,7 +152,7 @@ def probe(model, x1, layers, timed: bool = False) -> tuple[dict[str, int], float
     the seconds of one forward (timed on a second pass)."""
     import torch
 
-    from ..evidence.layers import resolve_layers
+    from ..evidence.layers import resolve_layers  # deferred: keeps start-up torch-free
 
     refs = resolve_layers(model, layers)
     seen: dict[str, list] = {r.name: [] for r in refs}
@@ -254,11 +253,11 @@ def explain_images(cams: dict, x, target: int | None, batch_size: int, costs: di
     from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
-    from ..api import explain_many
+    from ..methods.cam import explain_many  # deferred: keeps start-up torch-free
 
     n = x.shape[0]
     batch_size = max(1, int(batch_size))
-    single = [m for m in cams if costs[m].per_image or getattr(cams[m], "meta", False)]
+    single = [m for m in cams if costs[m].per_image]
     shared = [m for m in cams if m not in single]
     shared_units = max((costs[m].forwards for m in shared), default=0)
     maps = {m: [None] * n for m in cams}

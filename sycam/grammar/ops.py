@@ -94,8 +94,9 @@ class Op:
 
     syntax: ``call`` name(args), ``infix`` x symbol y (``precedence``: higher binds tighter),
     ``prefix`` -x, ``comparison`` x > y (only as the condition of a ``choice``), ``choice``
-    where(condition, x, y). ``sympy``: builder of the sympy form from the arguments' forms and
-    the axes; None makes an uninterpreted function (sound, knows no identity). ``latex``: a
+    where(condition, x, y). ``sympy``: one of the sympy bridge's forms (:class:`SympyForm`), or a
+    builder ``(argument forms, axes) -> sympy expression``; None makes an uninterpreted function
+    (sound: it knows no identity). ``latex``: a
     %-template of the arguments (and ``axes``) for call-syntax operators without a sympy
     printer of their own. ``divides_by_zero``: given the folded constants of the arguments
     (None where not constant), whether this application divides by a constant zero (refused
@@ -113,7 +114,7 @@ class Op:
     symbol: str = ""
     precedence: int = 0
     right_associative: bool = False
-    sympy: Callable[..., Any] | None = None
+    sympy: SympyForm | Callable[..., Any] | None = None
     latex: str = ""
     neutral: float | None = None
     commutative: bool = False
@@ -138,14 +139,15 @@ class Op:
         return self.rule.elementwise and self.syntax not in ("comparison", "choice")
 
 
-def _sympy(name: str, **fixed) -> Callable[..., Any]:
-    """The builder ``name`` of :mod:`sycam.grammar.symbolic`, looked up on first use: sympy costs
-    half a second of start-up that parsing, typing and printing do not need."""
-    def build(args, axes):
-        from . import symbolic  # deferred: keeps sympy out of the parser's start-up
-        return getattr(symbolic, name)(args, axes, **fixed)
-    build.__qualname__ = f"sympy:{name}"
-    return build
+@dataclass(frozen=True)
+class SympyForm:
+    """A sympy form of :mod:`sycam.grammar.symbolic`, by name (``FORMS`` there): ``arithmetic``,
+    ``power``, ``function``, ``along``, ``comparison`` or ``choice``, for the operator ``op``.
+    Named, not imported: sympy costs half a second of start-up that parsing, typing and printing
+    do not need."""
+
+    form: str
+    op: str = ""
 
 
 def _elementwise(fn: Callable[..., Any]) -> Lowering:
@@ -158,11 +160,11 @@ def _along(fn: Callable[..., Any]) -> Lowering:
 
 def _compare(name: str, symbol: str, fn: Callable[[Any, Any], Any]) -> Op:
     return Op(name, 2, f"x {symbol} y", ELEMENTWISE, _elementwise(fn), syntax="comparison", symbol=symbol,
-              enumerable=False, sympy=_sympy("comparison", op=name))
+              enumerable=False, sympy=SympyForm("comparison", name))
 
 
 def _reduce(name: str, doc: str, fn: Callable[..., Any], latex: str) -> Op:
-    return Op(name, 1, doc, REDUCE, _along(fn), sympy=_sympy("along", op=name), latex=latex)
+    return Op(name, 1, doc, REDUCE, _along(fn), sympy=SympyForm("along", name), latex=latex)
 
 
 OPS: dict[str, Op] = {}
@@ -210,31 +212,31 @@ def _zero_to_negative_power(args: Sequence[float | None]) -> bool:
 
 for _op in [
     Op("add", 2, "x + y", ELEMENTWISE, _elementwise(lambda x, y: x + y), syntax="infix", symbol="+",
-       precedence=1, sympy=_sympy("arithmetic", op="add"), neutral=0.0, commutative=True),
+       precedence=1, sympy=SympyForm("arithmetic", "add"), neutral=0.0, commutative=True),
     Op("sub", 2, "x - y", ELEMENTWISE, _elementwise(lambda x, y: x - y), syntax="infix", symbol="-",
-       precedence=1, sympy=_sympy("arithmetic", op="sub"), neutral=0.0),
+       precedence=1, sympy=SympyForm("arithmetic", "sub"), neutral=0.0),
     Op("mul", 2, "x * y", ELEMENTWISE, _elementwise(lambda x, y: x * y), syntax="infix", symbol="*",
-       precedence=2, sympy=_sympy("arithmetic", op="mul"), neutral=1.0, commutative=True),
+       precedence=2, sympy=SympyForm("arithmetic", "mul"), neutral=1.0, commutative=True),
     Op("div", 2, "x / y, and 0 where y is exactly 0", ELEMENTWISE, _elementwise(lambda x, y: x / y),
        prepare=((1, sem.safe_denominator),), syntax="infix", symbol="/", precedence=2,
-       sympy=_sympy("arithmetic", op="div"), neutral=1.0, divides_by_zero=_zero_divisor),
+       sympy=SympyForm("arithmetic", "div"), neutral=1.0, divides_by_zero=_zero_divisor),
     Op("pow", 2, "x ^ y, sign-preserving for non-integer y; 0 ^ -y = 0", ELEMENTWISE, _elementwise(sem.safe_pow),
-       syntax="infix", symbol="^", precedence=4, right_associative=True, sympy=_sympy("power"), neutral=1.0,
+       syntax="infix", symbol="^", precedence=4, right_associative=True, sympy=SympyForm("power"), neutral=1.0,
        constant_operand=True, divides_by_zero=_zero_to_negative_power),
     Op("neg", 1, "-x", ELEMENTWISE, _elementwise(lambda x: -x), syntax="prefix", symbol="-", precedence=3,
-       sympy=_sympy("arithmetic", op="neg")),
-    Op("relu", 1, "max(x, 0)", ELEMENTWISE, _elementwise(sem.relu), sympy=_sympy("function", op="relu"),
+       sympy=SympyForm("arithmetic", "neg")),
+    Op("relu", 1, "max(x, 0)", ELEMENTWISE, _elementwise(sem.relu), sympy=SympyForm("function", "relu"),
        latex=r"\operatorname{ReLU}\left(%(0)s\right)"),
-    Op("abs", 1, "|x|", ELEMENTWISE, _elementwise(abs), sympy=_sympy("function", op="abs")),
-    Op("sign", 1, "-1, 0 or 1", ELEMENTWISE, _elementwise(sem.sign), sympy=_sympy("function", op="sign")),
+    Op("abs", 1, "|x|", ELEMENTWISE, _elementwise(abs), sympy=SympyForm("function", "abs")),
+    Op("sign", 1, "-1, 0 or 1", ELEMENTWISE, _elementwise(sem.sign), sympy=SympyForm("function", "sign")),
     Op("exp", 1, "e^x, argument clipped at 80", ELEMENTWISE, _elementwise(sem.safe_exp),
-       sympy=_sympy("function", op="exp")),
+       sympy=SympyForm("function", "exp")),
     Op("log", 1, "log(x) for x > 0, log(2^-126) (about -87.3) for x <= 0", ELEMENTWISE, _elementwise(sem.safe_log),
-       sympy=_sympy("function", op="log"), latex=r"\log\left(%(0)s\right)"),
-    Op("sqrt", 1, "sqrt(max(x, 0))", ELEMENTWISE, _elementwise(sem.safe_sqrt), sympy=_sympy("function", op="sqrt"),
+       sympy=SympyForm("function", "log"), latex=r"\log\left(%(0)s\right)"),
+    Op("sqrt", 1, "sqrt(max(x, 0))", ELEMENTWISE, _elementwise(sem.safe_sqrt), sympy=SympyForm("function", "sqrt"),
        latex=r"\sqrt{%(0)s}"),
-    Op("tanh", 1, "tanh(x)", ELEMENTWISE, _elementwise(sem.tanh), sympy=_sympy("function", op="tanh")),
-    Op("sigmoid", 1, "1 / (1 + e^-x)", ELEMENTWISE, _elementwise(sem.sigmoid), sympy=_sympy("function", op="sigmoid"),
+    Op("tanh", 1, "tanh(x)", ELEMENTWISE, _elementwise(sem.tanh), sympy=SympyForm("function", "tanh")),
+    Op("sigmoid", 1, "1 / (1 + e^-x)", ELEMENTWISE, _elementwise(sem.sigmoid), sympy=SympyForm("function", "sigmoid"),
        latex=r"\sigma\left(%(0)s\right)"),
     _reduce("sum", "sum over the named axes", sem.reduce_sum,
             r"\sum_{%(axes)s} %(0)s"),
@@ -247,9 +249,9 @@ for _op in [
     _reduce("std", "standard deviation (population) over the named axes", sem.reduce_std,
             r"\operatorname{std}_{%(axes)s}\left(%(0)s\right)"),
     Op("softmax", 1, "softmax along the named axes", NORMALISE, _along(sem.softmax),
-       sympy=_sympy("along", op="softmax"), latex=r"\operatorname{softmax}_{%(axes)s}\left(%(0)s\right)"),
+       sympy=SympyForm("along", "softmax"), latex=r"\operatorname{softmax}_{%(axes)s}\left(%(0)s\right)"),
     Op("norm", 1, "min-max normalisation to [0,1] along the named axes", NORMALISE, _along(sem.minmax),
-       sympy=_sympy("along", op="norm"), latex=r"\operatorname{norm}_{%(axes)s}\left(%(0)s\right)"),
+       sympy=SympyForm("along", "norm"), latex=r"\operatorname{norm}_{%(axes)s}\left(%(0)s\right)"),
     _compare("gt", ">", lambda x, y: x > y),
     _compare("ge", ">=", lambda x, y: x >= y),
     _compare("lt", "<", lambda x, y: x < y),
@@ -257,9 +259,9 @@ for _op in [
     _compare("eq", "==", lambda x, y: x == y),
     _compare("ne", "!=", lambda x, y: x != y),
     Op("where", 3, "where(condition, x, y): x where the condition holds, else y", ELEMENTWISE,
-       _elementwise(sem.where), syntax="choice", enumerable=False, sympy=_sympy("choice")),
+       _elementwise(sem.where), syntax="choice", enumerable=False, sympy=SympyForm("choice")),
     Op("pc1", 1, "projection on the first principal component over k (positions as samples)", PROJECT,
-       lambda args, dims: sem.first_component(args[0], *dims), sympy=_sympy("function", op="pc1"),
+       lambda args, dims: sem.first_component(args[0], *dims), sympy=SympyForm("function", "pc1"),
        latex=r"\operatorname{PC}_1\left(%(0)s\right)"),
 ]:
     _add(_op)

@@ -27,7 +27,7 @@ from functools import lru_cache
 import sympy
 
 from .ast import CONSTANT_MAX, Call, Expr, Num, Var, call, terminals, walk
-from .ops import OPS
+from .ops import OPS, SympyForm
 from .printer import to_text
 
 #: Integer exponents up to this magnitude are exact sympy powers; larger ones stay uninterpreted.
@@ -202,7 +202,7 @@ _FUNCTIONS = {"abs": sympy.Abs, "sign": sympy.sign, "exp": sympy.exp, "tanh": sy
 _FUNCTION_OPS = {fn: name for name, fn in _FUNCTIONS.items()}
 
 
-def arithmetic(args, axes, *, op: str) -> sympy.Expr:
+def arithmetic(args, axes, op: str) -> sympy.Expr:
     """sympy's own arithmetic: commutative, associative, constants folded."""
     if op == "neg":
         return -args[0]
@@ -210,30 +210,35 @@ def arithmetic(args, axes, *, op: str) -> sympy.Expr:
     return {"add": x + y, "sub": x - y, "mul": x * y}[op] if op != "div" else x / y
 
 
-def power(args, axes) -> sympy.Expr:
+def power(args, axes, op: str) -> sympy.Expr:
     """An exact power for integer exponents up to MAX_EXACT_POWER, else uninterpreted (spow)."""
     base, exponent = args
     exact = isinstance(exponent, sympy.Integer) and abs(exponent) <= MAX_EXACT_POWER
     return base ** exponent if exact else spow(base, exponent)
 
 
-def function(args, axes, *, op: str) -> sympy.Expr:
+def function(args, axes, op: str) -> sympy.Expr:
     return _FUNCTIONS[op](args[0])
 
 
-def along(args, axes, *, op: str) -> sympy.Expr:
+def along(args, axes, op: str) -> sympy.Expr:
     return _along_class(op, axes)(args[0])
 
 
-def comparison(args, axes, *, op: str) -> _Condition:
+def comparison(args, axes, op: str) -> _Condition:
     condition = _Condition(args)
     condition.op = op
     return condition
 
 
-def choice(args, axes) -> sympy.Expr:
+def choice(args, axes, op: str) -> sympy.Expr:
     condition, x, y = args
     return where_fn(condition.op)(*condition, x, y)
+
+
+#: the forms an operator record names (``sycam.grammar.ops.SympyForm``)
+FORMS = {"arithmetic": arithmetic, "power": power, "function": function, "along": along,
+         "comparison": comparison, "choice": choice}
 
 
 def _constant(value: float) -> sympy.Expr:
@@ -242,10 +247,12 @@ def _constant(value: float) -> sympy.Expr:
 
 def sympy_apply(node: Call, args: list) -> sympy.Expr:
     """The sympy form of ``node`` from its arguments' forms, as its operator's record says."""
-    op = OPS[node.op]
-    if op.sympy is None:
+    form = OPS[node.op].sympy
+    if form is None:
         return _uninterpreted(node.op, node.axes)(*args)
-    return op.sympy(args, node.axes)
+    if isinstance(form, SympyForm):
+        return FORMS[form.form](args, node.axes, form.op)
+    return form(args, node.axes)
 
 
 def sympy_leaf(expr: Var | Num) -> sympy.Expr:

@@ -75,11 +75,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..api import Explanation
 from ..errors import SycamError
+from ..evidence.capture import capture
 from ..evidence.gpnn import Correspondence, GPNNParams, coverage, gpnn_variations, save_variation_grid, unpermute
+from ..evidence.layers import last_spatial_layer, resolve_layers
+from ..evidence.targets import _classes
 from ..kernels.postprocess import fuse, minmax, upsample
-from .seeds import MetaCAMObject
+from ..models import IMAGENET_MEAN, IMAGENET_STD
+from .cam import CAM, resolve_targets
+from .explainer import Explainer, Explanation
 
 __all__ = ["GPNNCAM", "GPNNExplanation", "ridge", "standardise", "unpermuted_mean", "running_update",
            "phase2_map", "combine_layers", "DEFAULT_GPNN", "COMBINATIONS"]
@@ -227,7 +231,7 @@ def combine_layers(maps: Sequence[Tensor], size: tuple[int, int], how: str = "me
 
 @dataclass
 class GPNNExplanation(Explanation):
-    """What :meth:`GPNNCAM.explain` returns: an :class:`~sycam.api.Explanation` (``maps``, ``valid``,
+    """What :meth:`GPNNCAM.explain` returns: an :class:`~sycam.methods.explainer.Explanation` (``maps``, ``valid``,
     ``layer_maps`` = raw phase-2 maps by regression layer, ``evidence`` of the source images) plus
     GPNN-CAM's intermediate results."""
 
@@ -251,7 +255,7 @@ class GPNNExplanation(Explanation):
         return save_variation_grid(src, self.variations[index], path, ncols=ncols)
 
 
-class GPNNCAM(MetaCAMObject):
+class GPNNCAM(Explainer):
     """GPNN-CAM bound to a model (see the module docstring for the formulas).
 
     ``layers``: the base CAM's layer(s) (default: the last spatial layer); ``base``: a seed name or
@@ -260,19 +264,16 @@ class GPNNCAM(MetaCAMObject):
     ``n`` variations per super-iteration, ``super_iters`` super-iterations; ``gpnn`` their settings;
     ``preprocess`` (an object with ``mean``/``std``, e.g. :class:`~sycam.models.Preprocess`) maps the
     [0, 1] variations to model input and inverts ``x`` when ``images01`` is not given (default:
-    ImageNet mean/std); ``chunk`` views per evidence capture.
+    ImageNet mean/std); ``chunk`` views per evidence capture; ``classes``: class names, so that
+    targets can name classes.
     """
-
-    meta = True
 
     def __init__(self, model: nn.Module, layers=None, *, base: str = "gradcam", regression_layers=None,
                  n: int = 10, super_iters: int = 2, gpnn: GPNNParams | None = None, seed: int = 0,
                  alpha: float = 1e-4, combine: str = "mean", include_source: bool = True,
                  source_weight: float = 1.0, prob_weight: bool = False, median: int = 0,
                  preprocess=None, chunk: int = 16, keep_variations: bool = False, fuse: str | None = None,
-                 options=None):
-        from ..api import CAM
-
+                 options=None, classes=None):
         if n < 1 or super_iters < 1:
             raise SycamError(f"GPNN-CAM needs n >= 1 and super_iters >= 1, got n={n}, super_iters={super_iters}")
         if combine not in COMBINATIONS:
@@ -281,7 +282,7 @@ class GPNNCAM(MetaCAMObject):
             raise SycamError("alpha, median and source_weight must be >= 0 and chunk >= 1")
         if median and median % 2 == 0:
             raise SycamError(f"median filter size must be odd, got {median}")
-        self.base = CAM(base, model, layers, fuse=fuse, options=options)
+        self.base = CAM(base, model, layers, fuse=fuse, options=options, classes=classes)
         self.model = model
         self.base_name = base
         self.regression_spec = regression_layers
@@ -293,9 +294,9 @@ class GPNNCAM(MetaCAMObject):
         self.preprocess = preprocess
         self.chunk, self.keep_variations = chunk, keep_variations
         self.options = options
+        self.classes = self.base.classes
         self.last: GPNNExplanation | None = None
 
-    # what explain_many / evaluate / the CLI read
     @property
     def layers(self):
         return self.base.layers
@@ -315,7 +316,7 @@ class GPNNCAM(MetaCAMObject):
                        include_source=self.include_source, source_weight=self.source_weight,
                        prob_weight=self.prob_weight, median=self.median, preprocess=self.preprocess,
                        chunk=self.chunk, keep_variations=self.keep_variations, fuse=self.base.fusion,
-                       options=self.options)
+                       options=self.options, classes=self.classes)
 
     def __call__(self, x: Tensor, targets=None, images01: Tensor | None = None) -> Tensor:
         return self.explain(x, targets, images01=images01).maps
@@ -339,8 +340,6 @@ class GPNNCAM(MetaCAMObject):
         return (images01 - mean) / std
 
     def _stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        from ..models import IMAGENET_MEAN, IMAGENET_STD
-
         mean = getattr(self.preprocess, "mean", IMAGENET_MEAN)
         std = getattr(self.preprocess, "std", IMAGENET_STD)
         shape = (1, -1, 1, 1) if like.ndim == 4 else (-1, 1, 1)
@@ -350,15 +349,13 @@ class GPNNCAM(MetaCAMObject):
     def _views(self, x: Tensor, classes: Tensor, refs) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
         """Base CAM maps (r, H, W), validity (r,), regression-layer activations and p(c) for views x,
         in captures of at most ``chunk`` views."""
-        from ..evidence.capture import capture
-
         cam = self.base
         base_names = [r.name for r in cam.layers]
         maps, valid, probs = [], [], []
         feats: dict[str, list[Tensor]] = {}
         for i in range(0, len(x), self.chunk):
             xi, ci = x[i:i + self.chunk], classes[i:i + self.chunk]
-            ev = capture(self.model, xi, refs, cam._target(ci.tolist()), needs=cam.needs, output=cam.output,
+            ev = capture(self.model, xi, refs, cam.target_for(ci.tolist()), needs=cam.needs, output=cam.output,
                          options=cam.options)
             m, v = self._base_maps(ev, base_names)
             maps.append(m)
@@ -376,13 +373,10 @@ class GPNNCAM(MetaCAMObject):
     def explain(self, x: Tensor, targets=None, images01: Tensor | None = None) -> GPNNExplanation:
         """GPNN-CAM maps of images ``x`` (b, 3, H, W), normalised model input.
 
-        ``targets``: None (each image's top-1 class), a class index, or one per image (GPNN-CAM
-        explains a class). ``images01``: the [0, 1] pictures (default: ``x`` un-normalised).
+        ``targets``: None (each image's top-1 class), a class index or name, or one per image
+        (GPNN-CAM explains a class). ``images01``: the [0, 1] pictures (default: ``x`` un-normalised).
         """
-        from ..evidence.capture import capture
-        from ..evidence.layers import last_spatial_layer, resolve_layers
-        from ..evidence.targets import _classes
-
+        targets = resolve_targets(targets, self.classes)
         t_all = time.perf_counter()
         if x.ndim != 4 or x.shape[1] != 3:
             raise SycamError(f"GPNN-CAM explains (b, 3, H, W) images, got {tuple(x.shape)}")
@@ -405,7 +399,7 @@ class GPNNCAM(MetaCAMObject):
         with torch.no_grad():
             logits = self.model(x)
         classes = _classes(targets, logits.detach()).to(x.device)
-        src_ev = capture(self.model, x, refs, cam._target(classes.tolist()), needs=cam.needs, output=cam.output,
+        src_ev = capture(self.model, x, refs, cam.target_for(classes.tolist()), needs=cam.needs, output=cam.output,
                          options=cam.options)
         src_maps, src_valid = self._base_maps(src_ev, [r.name for r in cam.layers])
         src_probs = src_ev.logits.detach().float().softmax(1).gather(1, classes[:, None])[:, 0]
@@ -486,7 +480,7 @@ class GPNNCAM(MetaCAMObject):
 
 
 def gpnncam(model: nn.Module, layers=None, **kwargs) -> GPNNCAM:
-    """Factory used by the method registry (:data:`sycam.methods.seeds.META_METHODS`)."""
+    """GPNN-CAM as :func:`sycam.methods.build.make_cam` builds it: ``gpnn`` may be a dict of settings."""
     gp = kwargs.pop("gpnn", None)
     if isinstance(gp, dict):
         gp = replace(DEFAULT_GPNN, **gp)

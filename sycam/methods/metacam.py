@@ -40,7 +40,7 @@ size, min-max normalised to [0, 1]) and a fraction k in (0, 1]:
   Banzhaf-style value without the empty ensemble), the share of additions that helped and each
   component's score alone.
 
-The components share their evidence: one :func:`~sycam.api.explain_many` call captures A, G, ...
+The components share their evidence: one :func:`~sycam.methods.cam.explain_many` call captures A, G, ...
 once for all of them (one forward + one backward for the gradient seeds, one LRP pass for
 Relevance-CAM).
 """
@@ -54,9 +54,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..api import Explanation
+from ..data.batch import Batch
 from ..errors import SycamError
-from .seeds import MetaCAMObject
+from ..evidence.targets import select_output
+from ..kernels.postprocess import minmax
+from ..metrics.base import top_fraction_mask
+from ..metrics.registry import get_metric
+from .cam import CAM, explain_many, resolve_targets
+from .explainer import Explainer, Explanation
 
 DEFAULT_COMPONENTS = ("gradcam", "gradcampp", "xgradcam", "layercam", "eigencam", "relevancecam")
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -66,8 +71,6 @@ MAX_EXHAUSTIVE = 10
 # ---------------------------------------------------------------------- maps
 def top_k_sets(maps: Tensor, k: float) -> Tensor:
     """T(k): bool ``(..., H, W)``, the ceil(k H W) highest pixels of each map that are > 0."""
-    from ..metrics.base import top_fraction_mask
-
     _check_fraction(k)
     return top_fraction_mask(maps, k) & (maps > 0)
 
@@ -100,18 +103,9 @@ def _check_fraction(k: float) -> None:
         raise SycamError(f"k is the kept fraction of pixels, in (0, 1] (0.2 = the top 20 %), got {k}")
 
 
-def _minmax(maps: Tensor) -> Tensor:
-    from ..kernels.postprocess import minmax
-
-    return minmax(maps)
-
-
 # ---------------------------------------------------------------------- adaptive thresholding
 def _scorer(metric, metric_params, model_fn, x: Tensor, labels: Tensor, batch_size: int | None):
     """``candidates (m, b, H, W) -> scores (m, b)`` signed so that higher is better."""
-    from ..data.batch import Batch
-    from ..metrics import get_metric
-
     m = get_metric(metric, **(metric_params or {})) if isinstance(metric, str) else metric
     batch = Batch(x=x.detach(), images=x.detach(), labels=labels.to(x.device))   # images: unused by ROAD
     sign = m.direction.sign
@@ -141,7 +135,7 @@ def _adaptive(maps: Tensor, x, labels, model_fn, grid, min_votes, metric, metric
     for k in grid:
         _check_fraction(k)
     cands, votes = zip(*(consensus(maps, k, min_votes, valid) for k in grid))
-    stack = _minmax(torch.stack(cands))                              # (G, b, H, W)
+    stack = minmax(torch.stack(cands))                               # (G, b, H, W)
     score, _ = _scorer(metric, metric_params, model_fn, x, labels, batch_size)
     scores = score(stack)                                             # (G, b), higher is better
     best = torch.nan_to_num(scores, nan=-torch.inf).argmax(0)         # first best k on ties
@@ -153,7 +147,7 @@ def _adaptive(maps: Tensor, x, labels, model_fn, grid, min_votes, metric, metric
 # ---------------------------------------------------------------------- explanation
 @dataclass
 class MetaExplanation(Explanation):
-    """What :meth:`MetaCAM.explain` returns: an :class:`~sycam.api.Explanation` (``maps``, ``valid``,
+    """What :meth:`MetaCAM.explain` returns: an :class:`~sycam.methods.explainer.Explanation` (``maps``, ``valid``,
     ``layer_maps`` (empty), ``evidence`` of the components' capture) plus MetaCAM's diagnostics."""
 
     components: dict[str, Tensor]          # name -> (b, H, W) component map in [0, 1]
@@ -242,25 +236,22 @@ def cumulative_residual_effect(components: Sequence[str], score: Callable[[list[
 
 
 # ---------------------------------------------------------------------- the method
-class MetaCAM(MetaCAMObject):
-    """MetaCAM of ``components`` (seed names, expressions or :class:`~sycam.api.CAM` objects) bound to
+class MetaCAM(Explainer):
+    """MetaCAM of ``components`` (seed names, expressions or :class:`~sycam.methods.cam.CAM` objects) bound to
     ``model`` and ``layers``.
 
     ``k``: kept fraction when not adaptive; ``adaptive``: choose k per image from ``grid`` by
     ``metric`` (default ROAD combined, ``metric_params`` passed to it); ``min_votes``: see the
-    module docstring. ``target``/``options``/``fuse``/``output`` go to every component.
+    module docstring. ``target``/``options``/``fuse``/``output``/``classes`` (class names, so that
+    targets can name classes) go to every component.
     ``MetaCAM(["gradcam"], model, adaptive=True)`` is adaptive thresholding of Grad-CAM.
     """
-
-    meta = True
 
     def __init__(self, components: Sequence[Any] = DEFAULT_COMPONENTS, model: nn.Module | None = None,
                  layers=None, *, k: float = 0.2, adaptive: bool = False, grid: Sequence[float] = DEFAULT_GRID,
                  min_votes: int = 1, metric="road_combined", metric_params: dict | None = None,
                  batch_size: int | None = None, target=None, output=None, fuse: str | None = None, options=None,
-                 preprocess=None):
-        from ..api import CAM
-
+                 preprocess=None, classes=None):
         if model is None:
             raise SycamError("MetaCAM needs a model")
         if not components:
@@ -271,7 +262,7 @@ class MetaCAM(MetaCAMObject):
         self.cams: dict[str, CAM] = {}
         for c in components:
             cam = c if isinstance(c, CAM) else CAM(c, model, layers, target=target, output=output, fuse=fuse,
-                                                   options=options)
+                                                   options=options, classes=classes)
             name = c if isinstance(c, str) else cam.text
             if name in self.cams:
                 raise SycamError(f"component {name!r} is given twice")
@@ -283,9 +274,9 @@ class MetaCAM(MetaCAMObject):
         self.k, self.adaptive, self.grid, self.min_votes = float(k), bool(adaptive), tuple(grid), int(min_votes)
         self.metric, self.metric_params, self.batch_size = metric, dict(metric_params or {}), batch_size
         self.fuse, self.options = fuse, options
+        self.classes = None if classes is None else list(classes)
         self.last: MetaExplanation | None = None
 
-    # what explain_many / evaluate / the CLI read
     @property
     def layers(self):
         return next(iter(self.cams.values())).layers
@@ -304,15 +295,10 @@ class MetaCAM(MetaCAMObject):
         return MetaCAM(specs, model, layers, k=self.k, adaptive=self.adaptive, grid=self.grid,
                        min_votes=self.min_votes, metric=self.metric, metric_params=self.metric_params,
                        batch_size=self.batch_size, target=self.target, output=self.output, fuse=self.fuse,
-                       options=self.options)
-
-    def __call__(self, x: Tensor, targets=None) -> Tensor:
-        return self.explain(x, targets).maps
+                       options=self.options, classes=self.classes)
 
     # ------------------------------------------------------------------------------------------
     def model_fn(self, x: Tensor) -> Tensor:
-        from ..evidence.targets import select_output
-
         return select_output(self.model(x), self.output)
 
     def labels(self, targets, evidence) -> Tensor:
@@ -330,15 +316,14 @@ class MetaCAM(MetaCAMObject):
 
     def components(self, x: Tensor, targets=None) -> tuple[Tensor, Tensor, Any]:
         """Component maps ``(n, b, H, W)``, their validity ``(n, b)`` and the evidence, from one
-        :func:`~sycam.api.explain_many` call (shared captures)."""
-        from ..api import explain_many
-
+        :func:`~sycam.methods.cam.explain_many` call (shared captures)."""
         res = explain_many(self.cams, x, targets)
         maps = torch.stack([res[n].maps for n in self.cams])
         valid = torch.stack([res[n].valid for n in self.cams])
         return maps, valid, res[next(iter(self.cams))].evidence
 
     def explain(self, x: Tensor, targets=None) -> MetaExplanation:
+        targets = resolve_targets(targets, self.classes)
         maps, valid, ev = self.components(x, targets)
         names = list(self.cams)
         labels = None
@@ -348,7 +333,7 @@ class MetaCAM(MetaCAMObject):
                                                  self.metric, self.metric_params, self.batch_size, valid)
         else:
             raw, votes = consensus(maps, self.k, self.min_votes, valid)
-            final, scores = _minmax(raw), None
+            final, scores = minmax(raw), None
             ks = torch.full((maps.shape[1],), self.k, device=maps.device)
         self.last = MetaExplanation(final.to(x.device), valid.any(0).to(x.device), {}, ev,
                                     dict(zip(names, maps.unbind(0))), ks, votes, labels,
@@ -364,6 +349,7 @@ class MetaCAM(MetaCAMObject):
         metric call. Cost: one capture for the components, then (2^n - 1) x len(grid) metric
         evaluations when exhaustive (ROAD: 18 forwards and imputations each, per image).
         """
+        targets = resolve_targets(targets, self.classes)
         maps, valid, ev = self.components(x, targets)
         labels = self.labels(targets, ev)
         score, m = _scorer(self.metric, self.metric_params, self.model_fn, x, labels, self.batch_size)
@@ -379,7 +365,7 @@ class MetaCAM(MetaCAMObject):
                     sub, ok = maps[idx], valid[idx]
                     mv = min(self.min_votes, len(e))
                     cands += [consensus(sub, k, mv, ok)[0] for k in grid]
-                s = score(_minmax(torch.stack(cands))).view(len(part), len(grid), -1)
+                s = score(minmax(torch.stack(cands))).view(len(part), len(grid), -1)
                 best = torch.nan_to_num(s, nan=-torch.inf).amax(1)           # best k per image
                 out.append(torch.nanmean(torch.where(torch.isinf(best), torch.nan, best), dim=1))
             return torch.cat(out)
@@ -390,6 +376,6 @@ class MetaCAM(MetaCAMObject):
 
 
 def metacam(model: nn.Module, layers=None, **kwargs) -> MetaCAM:
-    """Factory used by the method registry (:data:`sycam.methods.seeds.META_METHODS`)."""
+    """MetaCAM as :func:`sycam.methods.build.make_cam` builds it: ``components`` a keyword."""
     components = kwargs.pop("components", DEFAULT_COMPONENTS)
     return MetaCAM(components, model, layers, **kwargs)

@@ -166,45 +166,21 @@ SEEDS: dict[str, Seed] = {s.name: s for s in _SEEDS}
 _ALIASES = {re.sub(r"[^a-z0-9+]", "", a.lower()): s.name for s in _SEEDS for a in (s.name, s.title, *s.aliases)}
 
 
-class MetaCAMObject:
-    """What a meta-method's object shares (GPNN-CAM, MetaCAM): ``repr`` from its ``text``, and a
-    context manager, like :class:`sycam.CAM`: hooks live only inside each call, so leaving the
-    block releases nothing and the last explanation (``last``) stays readable."""
-
-    last = None
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.text})"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
 @dataclass(frozen=True)
 class MetaMethod:
     """A method that is not one expression: it runs a CAM many times (on variations of the image,
-    several seeds, ...) and combines the results. ``factory`` ("module:function") builds it bound to a
-    model: ``factory(model, layers, **params, **overrides)``; the object has ``explain(x, targets)``
-    (maps, valid, logits), ``layers``, ``text`` and ``with_model(model)``."""
+    several seeds, ...) and combines the results. :func:`sycam.methods.build.make_cam` builds it bound
+    to a model, an :class:`~sycam.methods.explainer.Explainer`, with ``params`` and the caller's
+    overrides."""
 
     name: str
     title: str
     formula: str
     reference: str
     cost: str
-    factory: str
     notes: str = ""
     aliases: tuple[str, ...] = ()
     params: dict = field(default_factory=dict)
-
-    def build(self, model, layers=None, **overrides):
-        import importlib
-
-        module, _, func = self.factory.partition(":")
-        return getattr(importlib.import_module(module), func)(model, layers, **{**self.params, **overrides})
 
 
 _META = [
@@ -216,7 +192,6 @@ _META = [
                "GPNN: Granot et al., Drop the GAN, CVPR 2022, arXiv:2103.15545",
                "n x super_iters GPNN variations (~0.5-0.9 s CPU each at 224 px) + as many forwards and "
                "backwards + 1 ridge solve per regression layer",
-               "sycam.methods.gpnn_cam:gpnncam",
                "parameters: base=gradcam, n=10, super_iters=2, sigma=3, regression_layers (default model: "
                "blocks.10; else the base layers), alpha=1e-4, combine=mean, include_source=True; "
                "see sycam/methods/gpnn_cam.py",
@@ -229,7 +204,6 @@ _META += [
                "Kaczmarek et al., MetaCAM: Ensemble-Based Class Activation Map, arXiv:2307.16863",
                "the components' capture (shared: 2 forwards + 1 backward + 1 LRP backward for the defaults) + "
                "len(grid) x (18 + 1) forwards and 18 imputations per image for ROAD",
-               "sycam.methods.metacam:metacam",
                "parameters: components = gradcam, gradcampp, xgradcam, layercam, eigencam, relevancecam; "
                "adaptive = True, grid = 0.1..0.9, metric = road_combined (else k = 0.2), min_votes = 1; "
                "MetaCAM.cre() gives the Cumulative Residual Effect table; see sycam/methods/metacam.py",
@@ -239,7 +213,7 @@ _META += [
                "of one CAM)",
                "Kaczmarek et al., MetaCAM, arXiv:2307.16863 (adaptive thresholding); Selvaraju et al., Grad-CAM",
                "1 forward + 1 backward + len(grid) x (18 + 1) forwards and 18 imputations per image",
-               "sycam.methods.metacam:metacam", "parameters: grid = 0.1..0.9, metric = road_combined",
+               "parameters: grid = 0.1..0.9, metric = road_combined",
                aliases=("adaptive-gradcam",), params={"components": ("gradcam",), "adaptive": True}),
 ]
 META_METHODS: dict[str, MetaMethod] = {m.name: m for m in _META}

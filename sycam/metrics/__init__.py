@@ -15,19 +15,21 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "aggregate": ("Summary", "class_mean", "per_class", "summarise", "t_quantile"),
     "catalogue": ("describe", "describe_all", "params_text"),         # torch-free
     "axioms": ("AxiomInput", "ConservationError", "SensitivityError"),
-    "base": ("Cost", "Direction", "FunctionMetric", "Metric", "MetricError", "Resources", "define_metric",
-             "input_affine", "target_score"),
+    "base": ("Cost", "Direction", "FunctionMetric", "Metric", "MetricError", "Resources", "input_affine",
+             "target_score"),
     "complexity": ("Complexity", "Gini"),
     "faithfulness": ("ADCC", "AverageDrop", "AverageIncrease", "Deletion", "FinerConfidenceDrop", "Insertion",
                      "rise_blur", "rise_kernel"),
     "localisation": ("BestIoU", "EnergyPointingGame", "GroundTruthAUC", "GroundTruthPearson", "IoU", "PointingGame",
                      "dilate_disk"),
     "maps": ("LowResMaps",),
-    "registry": ("available_metrics", "describe_metric", "get_metric", "metric_table", "register_metric"),
+    "registry": ("available_metrics", "define_metric", "describe_metric", "get_metric", "metric_table",
+                 "register_metric"),
     "road": ("ROAD", "linear_impute", "noisy_linear_impute", "removal_masks", "spsolve_impute"),
     "robustness": ("NOISES", "Equivariance", "NoiseRobustness"),
     "sanity": ("CascadingRandomisation", "parameter_layers"),
     "similarity": ("SIMILARITIES", "cosine", "get_similarity", "pearson", "spearman", "ssim", "top_iou"),
+    "target": ("TargetPearson", "lowres_pearson"),
 }
 _LAZY = {name: module for module, names in _MODULES.items() for name in names}
 

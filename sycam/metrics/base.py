@@ -22,7 +22,8 @@ the explained CAM method(s) on a modified input; it returns ``(m,H,W)`` or, for 
 at once, ``(n,m,H,W)`` (see :func:`call_explainer`).
 
 A new metric is a subclass of :class:`Metric` implementing ``compute`` on the canonical shapes
-(``(n,b,H,W)`` in, ``(n,b)`` out), or a plain function wrapped by :func:`define_metric`.
+(``(n,b,H,W)`` in, ``(n,b)`` out), or a plain function wrapped by
+:func:`~sycam.metrics.registry.define_metric`.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 from ..batching import model_rows
 from ..data.batch import Batch
 from ..errors import SycamError
+from .maps import LowResMaps
 
 ModelFn = Callable[[Tensor], Tensor]
 Explainer = Callable[[Tensor, Tensor], Tensor]
@@ -140,8 +142,6 @@ class Metric(ABC):
                  explainer: Explainer | None = None, explainer_factory: ExplainerFactory | None = None,
                  model: nn.Module | None = None, axioms: Any = None, batch_size: int | None = None) -> Tensor:
         """Score ``maps`` on ``batch``: ``(b,H,W) -> (b,)`` or ``(n,b,H,W) -> (n,b)``."""
-        from .maps import LowResMaps
-
         if batch_size is not None and int(batch_size) < 1:
             raise MetricError(f"batch_size must be >= 1, got {batch_size}")
         res = Resources(model_fn, explainer, explainer_factory, model, axioms, model_rows(batch.x.device, batch_size))
@@ -218,24 +218,6 @@ class FunctionMetric(Metric):
             raise MetricError(f"metric {self.name!r} returned {got}; expected a tensor of shape "
                               f"{tuple(maps.shape[:2])} (candidates, images)")
         return out
-
-
-def define_metric(name: str, direction: Direction | str = "higher", needs: Iterable[str] = (),
-                  cost: Cost = Cost(), register: bool = False) -> Callable[[Callable[..., Tensor]], FunctionMetric]:
-    """Decorator turning ``fn(maps, batch, **callables) -> (n,b)`` into a :class:`Metric`.
-
-    With ``register=True`` the metric is also added to the registry under ``name``.
-    """
-
-    def wrap(fn: Callable[..., Tensor]) -> FunctionMetric:
-        m = FunctionMetric(fn, name, direction, needs, cost)
-        if register:
-            from .registry import register_metric
-
-            register_metric(name, lambda: FunctionMetric(fn, name, direction, needs, cost))
-        return m
-
-    return wrap
 
 
 # ---------------------------------------------------------------------- shared helpers

@@ -402,6 +402,18 @@ METRICS = {
         'note': '',
         'needs': ['explainer_factory', 'model'],
     },
+    'target_pearson': {
+        'name': 'target_pearson',
+        'definition': 'Pearson correlation of the map with the reference map of its image (given as reference=, images=, labels=)',
+        'direction': 'higher',
+        'params': {'reference': None, 'images': None, 'labels': None},
+        'fixed': {},
+        'forwards': 0.0,
+        'shared_forwards': 0.0,
+        'explainer_calls': 0.0,
+        'note': '',
+        'needs': [],
+    },
     'xgrad_conservation': {
         'name': 'xgrad_conservation',
         'definition': "XGrad-CAM's conservation error |S - sum_k sum_hw W_k A_k| / |S| of the channel weights W",

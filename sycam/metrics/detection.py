@@ -30,7 +30,6 @@ from ..evidence.detection import MATCH_RULES, match_detections, parse_detections
 from .base import MetricError, Resources
 from .faithfulness import Deletion, Insertion
 from .localisation import EnergyPointingGame, PointingGame
-from .registry import available_metrics, register_metric
 
 DETECTION_SCORES = ("score", "iou_score")
 
@@ -132,7 +131,8 @@ class DetectionInsertion(_DetectionCurve, Insertion):
     name = "det_insertion"
 
 
-_DETECTION_METRICS = {
+#: name -> factory, registered by :mod:`sycam.metrics.registry`
+DETECTION_METRICS = {
     "det_pointing_box": lambda **p: DetectionPointingGame(**{"region": "box", **p}),
     "det_pointing_mask": lambda **p: DetectionPointingGame(**{"region": "mask", **p}),
     "det_energy_box": lambda **p: DetectionEnergyPointingGame(**{"region": "box", **p}),
@@ -140,14 +140,3 @@ _DETECTION_METRICS = {
     "det_deletion": DetectionDeletion,
     "det_insertion": DetectionInsertion,
 }
-
-
-def register_detection_metrics() -> None:
-    """Add the detector metrics to the registry (idempotent; done on import of this module)."""
-    have = set(available_metrics())
-    for name, factory in _DETECTION_METRICS.items():
-        if name not in have:
-            register_metric(name, factory)
-
-
-register_detection_metrics()

@@ -1,8 +1,8 @@
 """Metrics by name: ``get_metric("pointing_game", tolerance=15)``.
 
 A registry entry is a factory ``(**params) -> Metric``; :func:`register_metric` adds one
-(a user's :class:`~sycam.metrics.base.Metric` subclass, or a :func:`~sycam.metrics.base.define_metric`
-function). Unknown names raise :class:`~sycam.errors.UnknownNameError` with close matches.
+(a user's :class:`~sycam.metrics.base.Metric` subclass, or a :func:`define_metric` function).
+Unknown names raise :class:`~sycam.errors.UnknownNameError` with close matches.
 
 :func:`describe_metric` is the one source of a metric's definition, direction, parameters and
 cost: the built-in ones are also written, by ``python -m sycam.metrics.catalogue``, to the
@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
+from torch import Tensor
+
 from ..errors import SycamError, UnknownNameError
 from .axioms import ConservationError, SensitivityError
-from .base import Metric
+from .base import Cost, Direction, FunctionMetric, Metric
 from .complexity import Complexity, Gini
+from .detection import DETECTION_METRICS
 from .faithfulness import ADCC, AverageDrop, AverageIncrease, Deletion, FinerConfidenceDrop, Insertion
 from .localisation import (BestIoU, EnergyPointingGame, GroundTruthAUC, GroundTruthPearson, IoU,
                            PointingGame)
 from .road import ROAD
 from .robustness import Equivariance, NoiseRobustness
 from .sanity import CascadingRandomisation
+from .target import TargetPearson
 
 Factory = Callable[..., Metric]
 _REGISTRY: dict[str, Factory] = {}
@@ -59,6 +63,21 @@ def register_metric(name: str, factory: Factory | type[Metric], overwrite: bool 
     _DEFINITIONS.pop(name, None)
     if definition:
         _DEFINITIONS[name] = " ".join(definition.split())
+
+
+def define_metric(name: str, direction: Direction | str = "higher", needs: Iterable[str] = (),
+                  cost: Cost = Cost(), register: bool = False) -> Callable[[Callable[..., Tensor]], FunctionMetric]:
+    """Decorator turning ``fn(maps, batch, **callables) -> (n,b)`` into a :class:`~sycam.metrics.base.Metric`.
+
+    With ``register=True`` the metric is also added to the registry under ``name``.
+    """
+
+    def wrap(fn: Callable[..., Tensor]) -> FunctionMetric:
+        if register:
+            register_metric(name, lambda: FunctionMetric(fn, name, direction, needs, cost))
+        return FunctionMetric(fn, name, direction, needs, cost)
+
+    return wrap
 
 
 def get_metric(name: str, **params: Any) -> Metric:
@@ -205,11 +224,14 @@ _BUILTIN: dict[str, tuple[Factory, str]] = {
                                               "of the channel weights W"),
     "xgrad_sensitivity": (SensitivityError, "XGrad-CAM's sensitivity error sum_k |S - S(A without channel k) - "
                                             "sum_hw W_k A_k| / |S|"),
+    # rediscovery (reference maps of a known method, sycam.search.target.reference_maps)
+    "target_pearson": (TargetPearson, "Pearson correlation of the map with the reference map of its image "
+                                      "(given as reference=, images=, labels=)"),
 }
 for _name, (_factory, _definition) in _BUILTIN.items():
     register_metric(_name, _factory, definition=_definition)
-
-from . import detection  # noqa: E402,F401  (registers the det_* metrics, also where only this module is imported)
+for _name, _factory in DETECTION_METRICS.items():
+    register_metric(_name, _factory)
 
 #: the metrics sycam itself registers (described, torch-free, in :mod:`sycam.metrics.catalogue_data`)
 BUILTIN: frozenset[str] = frozenset(_REGISTRY)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import UnknownNameError
+from .base import top_fraction_mask
 
 Similarity = Callable[[Tensor, Tensor], Tensor]
 
@@ -80,8 +81,6 @@ def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, sigma: float = 1.5, wind
 
 def top_iou(a: Tensor, b: Tensor, fraction: float = 0.1) -> Tensor:
     """IoU of the top-``fraction`` pixels of ``a`` and of ``b``."""
-    from .base import top_fraction_mask
-
     a, b = torch.broadcast_tensors(a, b)
     ta, tb = top_fraction_mask(a, fraction), top_fraction_mask(b, fraction)
     inter = (ta & tb).flatten(-2).sum(-1).float()

@@ -11,9 +11,11 @@ Plain overlay grids are :func:`sycam.report.overlay.save_grid`.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from .overlay import overlay, to_uint8
+from .text import label_font, wrap_px
 
 
 def _plt():
@@ -100,50 +102,6 @@ def latex_png(path: str | Path, latex: str, fontsize: int = 14) -> Path | None:
     return path
 
 
-def _font(size: int):
-    """DejaVu Sans (shipped with matplotlib) at ``size`` px, or PIL's default font."""
-    import os
-
-    from PIL import ImageFont
-
-    try:
-        import matplotlib
-
-        return ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf"), size)
-    except Exception:            # no FreeType: PIL's bitmap font still draws every character we use
-        return ImageFont.load_default()
-
-
-def wrap_px(text: str, font, width: int) -> list[str]:
-    """``text`` on lines no wider than ``width`` px: broken at spaces, else after ``/ _ - , .``,
-    else anywhere; nothing is left out."""
-    out = []
-    for part in str(text).split("\n"):
-        line = ""
-        for word in part.split(" "):
-            trial = f"{line} {word}" if line else word
-            if font.getlength(trial) <= width:
-                line = trial
-                continue
-            if line:
-                out.append(line)
-                line = ""
-            for piece in re.split(r"(?<=[/_\-,.])", word):       # a token longer than the line
-                if font.getlength(line + piece) <= width:
-                    line += piece
-                    continue
-                if line:
-                    out.append(line)
-                    line = ""
-                for ch in piece:
-                    if line and font.getlength(line + ch) > width:
-                        out.append(line)
-                        line = ""
-                    line += ch
-        out.append(line)
-    return out
-
-
 def overlay_grid(path: str | Path, images, maps: Mapping[str, object], *, boxes: Sequence | None = None,
                  row_titles: Sequence[str] = (), cell_labels: Mapping[str, Sequence[str]] | None = None,
                  title: str | None = None, tile: int | None = None, alpha: float = 0.5, cmap: str = "jet",
@@ -159,11 +117,9 @@ def overlay_grid(path: str | Path, images, maps: Mapping[str, object], *, boxes:
     """
     from PIL import Image, ImageDraw
 
-    from .overlay import overlay, to_uint8
-
     if by not in ("image", "map"):
         raise ValueError(f"by must be 'image' or 'map', not {by!r}")
-    font, big = _font(font_size), _font(font_size + 3)
+    font, big = label_font(font_size), label_font(font_size + 3)
     lh = int(font_size * 1.25)
     pad = 8
     names = list(maps)

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.images import pil_to_tensor
 from ..errors import SycamError
+from .text import label_font, wrap_px
 
 #: (top, left, height, width) in image pixels: where a model-input map lies on the image
 Box = tuple[float, float, float, float]
@@ -45,9 +47,7 @@ def as_rgb(image) -> Tensor:
     or a PIL image. Alpha channels are dropped, grey is repeated to RGB.
     """
     if hasattr(image, "mode") and hasattr(image, "size") and not isinstance(image, (Tensor, np.ndarray)):
-        from ..data.images import pil_to_tensor   # a PIL image, any mode
-
-        return pil_to_tensor(image)
+        return pil_to_tensor(image)             # a PIL image, any mode
     if isinstance(image, np.ndarray):
         if image.dtype == object or not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
             raise SycamError(f"an image array must hold numbers, not {image.dtype}")
@@ -238,9 +238,7 @@ LINE_SPACING = 1.25
 def grid_label_lines(text: str, points: float, inches: float, dpi: int = 100) -> list[str]:
     """``text`` wrapped, in full, to lines of ``points``-pt DejaVu Sans (matplotlib's font) no
     longer than ``inches``: broken at spaces, else after ``/ _ - , .``, else anywhere."""
-    from .figures import _font, wrap_px
-
-    return wrap_px(text, _font(max(1, round(points * dpi / 72))), max(1, int(inches * dpi)))
+    return wrap_px(text, label_font(max(1, round(points * dpi / 72))), max(1, int(inches * dpi)))
 
 
 def save_grid(path: str | Path, images: Tensor | Sequence[Tensor], maps: Mapping[str, Tensor | Sequence[Tensor]], *,

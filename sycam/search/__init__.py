@@ -9,9 +9,8 @@
 * :mod:`~sycam.search.correctness` - :class:`CorrectnessOracle`: metric threshold or incumbent,
   counterexamples join the working set (CEGIS).
 * :mod:`~sycam.search.synth` - :func:`synthesise`: the loop, with a :class:`Budget`.
-* :mod:`~sycam.search.target` - the ``target_pearson`` metric (similarity to target maps).
-
-Importing the package registers ``target_pearson`` with :func:`sycam.metrics.get_metric`.
+* :mod:`~sycam.search.target` - reference maps of a known method, for rediscovery with the
+  ``target_pearson`` metric (:mod:`sycam.metrics.target`), and the held-out check.
 """
 from .correctness import Accepted, CorrectnessOracle, Verdict
 from .enumerate import Enumerator, LevelCounts, candidate_classes
@@ -19,13 +18,11 @@ from .evaluate import CandidateMaps, EvidenceSet, Evaluator, Memo, Scores, Value
 from .space import (DEFAULT_OPERATORS, GRADIENT_SEEDS, RESULTS, OpSpec, SearchSpace, SearchSpaceError, load_space,
                     parse_operator)
 from .synth import Budget, Found, SearchEvent, SearchResult, synthesise
-from .target import TargetPearson, pearson_to, reference_maps, register as _register_target
-
-_register_target()
+from .target import pearson_to, reference_maps
 
 __all__ = [
     "Accepted", "Budget", "CandidateMaps", "CorrectnessOracle", "DEFAULT_OPERATORS", "Enumerator", "EvidenceSet",
     "Evaluator", "Found", "GRADIENT_SEEDS", "LevelCounts", "Memo", "OpSpec", "RESULTS", "Scores", "SearchEvent",
-    "SearchResult", "SearchSpace", "SearchSpaceError", "TargetPearson", "ValueCache", "Verdict", "candidate_classes",
+    "SearchResult", "SearchSpace", "SearchSpaceError", "ValueCache", "Verdict", "candidate_classes",
     "load_space", "parse_operator", "pearson_to", "reference_maps", "synthesise",
 ]

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..api import CAM, explain_many
 from ..batching import model_rows
 from ..data.batch import Batch
 from ..errors import ExpressionTypeError, SycamError, UnknownNameError
@@ -38,6 +37,7 @@ from ..grammar.ast import Call, Expr, Num, Var
 from ..grammar.checker import HEATMAP, as_heatmap, check
 from ..grammar.ops import OPS
 from ..grammar.printer import number_text, to_text
+from ..methods.cam import CAM, explain_many
 from ..methods.seeds import Seed, resolve_method
 from ..metrics.base import Metric
 from .heldout import Interval, interval
