@@ -90,9 +90,9 @@ def main() -> None:
         floor = floor_fn(model, module, x, c)
         for method in args.methods:
             cam = sycam.CAM(method, model, layer)
-            ours = lambda cam=cam: cam(x, c)  # noqa: E731
+            ours = lambda cam=cam, x=x, c=c: cam(x, c)  # noqa: E731
             peer = gradcam_peer(method, model, module)
-            theirs = lambda peer=peer: peer(x, c)  # noqa: E731
+            theirs = lambda peer=peer, x=x, c=c: peer(x, c)  # noqa: E731
             vs_floor = paired(ours, floor, args.repeats)
             vs_peer = paired(theirs, ours, args.repeats)
             row = {"model": name, "layer": layer, "method": method, "floor_ms": vs_floor["baseline_ms"],

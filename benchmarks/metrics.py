@@ -37,8 +37,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sycam.batching import model_rows  # noqa: E402
 from sycam.data.batch import Batch  # noqa: E402
-from sycam.metrics import (ROAD, Deletion, EnergyPointingGame, Insertion, IoU, LowResMaps, PointingGame,  # noqa: E402
-                           linear_impute, removal_masks, spsolve_impute)
+from sycam.metrics import (  # noqa: E402
+    ROAD,
+    Deletion,
+    EnergyPointingGame,
+    Insertion,
+    IoU,
+    LowResMaps,
+    PointingGame,
+    linear_impute,
+    removal_masks,
+    spsolve_impute,
+)
 
 S = 224
 
@@ -242,7 +252,8 @@ def main() -> None:
         model = torchvision.models.resnet18(weights=None).eval()
     batch = make_batch(b)
     maps = cam_like(1, b)
-    print(f"sycam metrics benchmark: {'resnet18 (random weights)' if args.model == 'resnet18' else 'EfficientNet-Lite0'}, {S}x{S}, {b} image(s), threads={args.threads}, "
+    model_name = "resnet18 (random weights)" if args.model == "resnet18" else "EfficientNet-Lite0"
+    print(f"sycam metrics benchmark: {model_name}, {S}x{S}, {b} image(s), threads={args.threads}, "
           f"repeats={repeats}, torch {torch.__version__}", flush=True)
     with torch.inference_mode(False):
         if args.only in (None, "curves"):

@@ -43,7 +43,7 @@ from sycam.errors import DataError  # noqa: E402
 from sycam.evidence.layers import resolve_layer  # noqa: E402
 from sycam.metrics import get_metric  # noqa: E402
 from sycam.models import load_model  # noqa: E402
-from sycam.search import Enumerator, EvidenceSet, Evaluator, SearchSpace  # noqa: E402
+from sycam.search import Enumerator, Evaluator, EvidenceSet, SearchSpace  # noqa: E402
 
 METRICS = ("pointing_game", "energy_pointing_game")
 
@@ -84,7 +84,7 @@ def sycam_explainers(model, layer, batch, cands, space):
     """A ``sycam.CAM`` of each candidate's heatmap expression (forward + backward per image)."""
     for c in cands:
         cam = CAM(space.heatmap(c), model, layers=layer)
-        yield lambda i: cam(batch.x[i:i + 1], targets=batch.labels[i:i + 1])
+        yield lambda i, cam=cam: cam(batch.x[i:i + 1], targets=batch.labels[i:i + 1])
 
 
 def gradcam_explainers(model, layer_module, batch, cands, space):
@@ -109,7 +109,8 @@ def gradcam_explainers(model, layer_module, batch, cands, space):
 
     for c in cands:
         cam = ExpressionCAM(compile_expression(space.heatmap(c), TERMINALS))
-        yield lambda i: torch.from_numpy(cam(batch.x[i:i + 1], targets=[ClassifierOutputTarget(int(batch.labels[i]))]))
+        yield lambda i, cam=cam: torch.from_numpy(cam(batch.x[i:i + 1],
+                                                      targets=[ClassifierOutputTarget(int(batch.labels[i]))]))
         cam.activations_and_grads.release()
 
 
@@ -152,8 +153,10 @@ def main() -> None:
             metric = get_metric(name)
             cached_s, naive_s, gc_s = [], [], []
             for _ in range(rounds):
-                naive_s.append(naive(sycam_explainers(bundle.model, layer, batch, sample, space), batch, metric, images))
-                gc_s.append(naive(gradcam_explainers(bundle.model, module, batch, sample, space), batch, metric, images))
+                ours = sycam_explainers(bundle.model, layer, batch, sample, space)
+                naive_s.append(naive(ours, batch, metric, images))
+                peers = gradcam_explainers(bundle.model, module, batch, sample, space)
+                gc_s.append(naive(peers, batch, metric, images))
                 evaluator = Evaluator(ev, space, metric)          # a cold memo every round
                 t1 = time.perf_counter()
                 evaluator.score(cands)

@@ -25,8 +25,8 @@ from .errors import SycamError
 from .methods.cam import explain_many
 from .methods.explainer import Explainer
 from .metrics import Metric, get_metric, summarise
-from .metrics.base import Direction
 from .metrics.aggregate import Summary, class_mean
+from .metrics.base import Direction
 from .metrics.localisation import PointingGame
 
 BASELINES = ("center", "random")

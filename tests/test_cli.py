@@ -115,7 +115,7 @@ def test_images_are_read_before_the_model_is_loaded(tmp_path, monkeypatch, capsy
 
 def test_overlay_files_are_unique_per_input_path_and_method(tmp_path, capsys):
     paths = []
-    for i, folder in enumerate(("a", "b")):
+    for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         arr = (torch.rand(40, 48, 3) * 255).byte().numpy()
         Image.fromarray(arr).save(tmp_path / folder / "photo.png")

@@ -13,17 +13,27 @@ import sycam
 from sycam.data.batch import Batch
 from sycam.errors import EvidenceError, SycamError
 from sycam.evidence.capture import capture
-from sycam.evidence.detection import (DetectionTarget, DetectorFrame, default_layers, detect, detector_frame,
-                                      explain_detections)
+from sycam.evidence.detection import (
+    DetectionTarget,
+    DetectorFrame,
+    default_layers,
+    detect,
+    detector_frame,
+    explain_detections,
+)
 from sycam.kernels.postprocess import upsample
 from sycam.metrics import get_metric
-from sycam.metrics.detection import (DetectionDeletion, DetectionEnergyPointingGame, DetectionInsertion,
-                                     DetectionPointingGame)
+from sycam.metrics.detection import (
+    DetectionDeletion,
+    DetectionEnergyPointingGame,
+    DetectionInsertion,
+    DetectionPointingGame,
+)
 
 tv_det = pytest.importorskip("torchvision.models.detection")
+from tiny import G0, G1, example_input  # noqa: E402
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone  # noqa: E402
 from torchvision.models.detection.transform import GeneralizedRCNNTransform  # noqa: E402
-from tiny import G0, G1, example_input  # noqa: E402
 
 
 def hook_count(model):

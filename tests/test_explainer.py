@@ -1,13 +1,13 @@
 """The Explainer protocol: CAM and every meta-method implement it, and the callers (explain_many,
 evaluate, make_cam) need nothing else, so a new explainer works there as it is."""
 import torch
+from tiny import example_input, spatial_model
 
 from sycam.api import CAM, Explainer, Explanation, explain_many, make_cam
 from sycam.data.batch import Batch
 from sycam.evaluation import evaluate, resolve_metrics
 from sycam.methods import META_METHODS
 from sycam.methods.build import BUILDERS
-from tiny import example_input, spatial_model
 
 CLASSES = ["zero", "one"]
 

@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from tiny import G0, G1, example_input, spatial_model
 
 import sycam
-
 from sycam.cli import main
 from sycam.evidence.terminals import TERMINALS, Terminal, register_terminal, unregister_terminal
 from sycam.grammar import check, parse, to_text
@@ -16,7 +16,6 @@ from sycam.grammar.symbolic import canonical_key, latex, simplify
 from sycam.kernels import compile_expression, to_layout
 from sycam.search import Enumerator, EvidenceSet, SearchSpace
 from sycam.search.toy import toy_problem
-from tiny import G0, G1, example_input, spatial_model
 
 
 def softplus(x):

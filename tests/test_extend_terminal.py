@@ -4,6 +4,7 @@ hand-computed value, and reaches ``sycam check`` and the search; unregistered af
 other tests see the built-in set."""
 import pytest
 import torch
+from tiny import G0, G1, example_input, spatial_model
 
 import sycam
 from sycam.cli import main
@@ -15,7 +16,6 @@ from sycam.grammar import check, parse, result_kind
 from sycam.kernels import compile_expression
 from sycam.search import Enumerator, EvidenceSet, SearchSpace
 from sycam.search.toy import toy_problem
-from tiny import G0, G1, example_input, spatial_model
 
 # Grad-CAM with the gradient's magnitude: w_k = mean_hw |G_k|
 EXPR = "relu(sum(mean(Gabs, hw) * A, k))"

@@ -8,8 +8,16 @@ import torch
 import torch.nn.functional as F
 
 from sycam.evidence.gpnn import (
-    Correspondence, GPNNParams, coverage, gaussian_pyramid, gpnn_variations, local_normalised_nn,
-    normalised_nn, permute, save_variation_grid, unpermute,
+    Correspondence,
+    GPNNParams,
+    coverage,
+    gaussian_pyramid,
+    gpnn_variations,
+    local_normalised_nn,
+    normalised_nn,
+    permute,
+    save_variation_grid,
+    unpermute,
 )
 
 torch.set_num_threads(1)

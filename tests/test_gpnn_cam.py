@@ -13,7 +13,13 @@ from sycam.evidence.gpnn import Correspondence, GPNNParams, GPNNResult, coverage
 from sycam.kernels.postprocess import minmax, upsample
 from sycam.methods import get_meta
 from sycam.methods.gpnn_cam import (
-    GPNNCAM, combine_layers, phase2_map, ridge, running_update, standardise, unpermuted_mean,
+    GPNNCAM,
+    combine_layers,
+    phase2_map,
+    ridge,
+    running_update,
+    standardise,
+    unpermuted_mean,
 )
 
 torch.set_num_threads(1)

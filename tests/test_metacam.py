@@ -1,19 +1,25 @@
 """MetaCAM: consensus of top-k % pixels, ROAD-adaptive thresholding, Cumulative Residual Effect."""
 import pytest
 import torch
+from tiny import example_input, spatial_model
 from torch import nn
 
-import sycam
 from sycam.api import CAM, explain_many, make_cam
 from sycam.data.batch import Batch
 from sycam.errors import SycamError
 from sycam.evaluation import evaluate, resolve_metrics
 from sycam.kernels.postprocess import minmax
 from sycam.methods import get_meta
-from sycam.methods.metacam import (MetaCAM, _adaptive, adaptive_threshold, consensus, cumulative_residual_effect,
-                                   ensemble_pairs, threshold)
+from sycam.methods.metacam import (
+    MetaCAM,
+    _adaptive,
+    adaptive_threshold,
+    consensus,
+    cumulative_residual_effect,
+    ensemble_pairs,
+    threshold,
+)
 from sycam.metrics import define_metric, get_metric
-from tiny import example_input, spatial_model
 
 # three components, one image, 2x2 pixels
 L1 = [[1.0, 0.8], [0.2, 0.0]]

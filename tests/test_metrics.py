@@ -13,9 +13,26 @@ import torch
 
 from sycam.data.batch import Batch
 from sycam.errors import UnknownNameError
-from sycam.metrics import (AxiomInput, BestIoU, Direction, EnergyPointingGame, IoU, LowResMaps, Metric,
-                           MetricError, PointingGame, class_mean, define_metric, dilate_disk, get_metric,
-                           pearson, per_class, register_metric, summarise, t_quantile)
+from sycam.metrics import (
+    AxiomInput,
+    BestIoU,
+    Direction,
+    EnergyPointingGame,
+    IoU,
+    LowResMaps,
+    Metric,
+    MetricError,
+    PointingGame,
+    class_mean,
+    define_metric,
+    dilate_disk,
+    get_metric,
+    pearson,
+    per_class,
+    register_metric,
+    summarise,
+    t_quantile,
+)
 from sycam.metrics.similarity import midranks, spearman, ssim
 
 S = 32

@@ -23,8 +23,17 @@ import torch
 from torch import nn
 
 from sycam.data.batch import Batch
-from sycam.metrics import (ADCC, AverageDrop, AverageIncrease, Deletion, FinerConfidenceDrop, Insertion,
-                           get_metric, rise_blur, rise_kernel)
+from sycam.metrics import (
+    ADCC,
+    AverageDrop,
+    AverageIncrease,
+    Deletion,
+    FinerConfidenceDrop,
+    Insertion,
+    get_metric,
+    rise_blur,
+    rise_kernel,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -137,9 +137,11 @@ def road_batch(b: int = 3, s: int = 20) -> tuple[Batch, torch.Tensor, list[int]]
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # grad-cam's np.float32(list of tensors)
 def test_road_matches_grad_cam_morf_lerf_and_combined():
-    from pytorch_grad_cam.metrics.perturbation_confidence import (PerturbationConfidenceMetric,
-                                                                 RemoveLeastRelevantFirst,
-                                                                 RemoveMostRelevantFirst)
+    from pytorch_grad_cam.metrics.perturbation_confidence import (
+        PerturbationConfidenceMetric,
+        RemoveLeastRelevantFirst,
+        RemoveMostRelevantFirst,
+    )
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 

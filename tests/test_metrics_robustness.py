@@ -13,8 +13,14 @@ import torch
 from torch import nn
 
 from sycam.data.batch import Batch
-from sycam.metrics import (CascadingRandomisation, Equivariance, NoiseRobustness, get_metric, input_affine,
-                           parameter_layers)
+from sycam.metrics import (
+    CascadingRandomisation,
+    Equivariance,
+    NoiseRobustness,
+    get_metric,
+    input_affine,
+    parameter_layers,
+)
 from sycam.metrics.robustness import NOISES
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)

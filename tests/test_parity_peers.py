@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import agree, pearson
 
 import sycam
-from conftest import agree, pearson
 from sycam.evidence.layers import resolve_layer
 
 pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam import (EigenCAM, FinerCAM, GradCAM, GradCAMPlusPlus, HiResCAM,  # noqa: E402
-                              LayerCAM, XGradCAM)
+from pytorch_grad_cam import EigenCAM, FinerCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection  # noqa: E402
 

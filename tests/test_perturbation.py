@@ -12,8 +12,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from sycam.errors import SycamError
-from sycam.evidence.perturbation import (ablation_scores, ablation_values, is_cam, is_coefficients,
-                                         mi_scores, score_cam, ss_cam)
+from sycam.evidence.perturbation import (
+    ablation_scores,
+    ablation_values,
+    is_cam,
+    is_coefficients,
+    mi_scores,
+    score_cam,
+    ss_cam,
+)
 from sycam.evidence.split import split_model
 from sycam.evidence.targets import ClassLogit, ClassProbability, PerSample
 

@@ -51,7 +51,8 @@ def _free_port():
 def postgres():
     bindir = _pg_bin()
     if bindir is None:
-        _unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found; install them: apt-get install -y postgresql")
+        _unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found; "
+                     "install them: apt-get install -y postgresql")
     try:
         import psycopg2
     except ImportError:

@@ -6,6 +6,7 @@ V = [[0.5, 1], [1, -1]] (no bias) -> y = (2, -2); class 0 is explained, S = y_0 
 """
 import pytest
 import torch
+from tiny import example_input, spatial_model
 from torch import nn
 
 import sycam
@@ -14,7 +15,6 @@ from sycam.evidence.capture import capture
 from sycam.evidence.layers import resolve_layers
 from sycam.evidence.relevance import lrp_mode, relevance
 from sycam.evidence.targets import ClassLogit
-from tiny import example_input, spatial_model
 
 
 class _TwoLayer(nn.Module):

@@ -34,7 +34,8 @@ LONG_NAME = "darknet/a-rather-long-folder-name/giraffe_and_zebra_at_the_waterhol
 LONG_CLASS = "zebra (Equus quagga, plains zebra)"
 #: long unbreakable text the pages must wrap: a folder name (no spaces) and an expression
 LONG_DIR = "a_rather_long_folder_name_without_any_spaces_for_the_overflow_check_of_the_reports"
-LONG_EXPR = "relu(sum(mean(G, hw) * A + (G - G) + 0.5 * mean(G2, hw) * A + 0.25 * mean(G3, hw) * A + 0.125 * relu(G) * A, k))"
+LONG_EXPR = ("relu(sum(mean(G, hw) * A + (G - G) + 0.5 * mean(G2, hw) * A + 0.25 * mean(G3, hw) * A "
+             "+ 0.125 * relu(G) * A, k))")
 
 
 def long_named_toy_problem(*args, **kwargs):

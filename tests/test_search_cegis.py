@@ -8,9 +8,8 @@ from sycam.api import CAM
 from sycam.errors import SycamError
 from sycam.grammar import parse
 from sycam.metrics import get_metric
-from sycam.search import Budget, CorrectnessOracle, EvidenceSet, Evaluator, SearchSpace, synthesise
+from sycam.search import Budget, CorrectnessOracle, Evaluator, EvidenceSet, SearchSpace, synthesise
 from sycam.search.toy import toy_problem
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -159,7 +159,8 @@ def test_ablate_calls_dead_only_terms_that_leave_the_maps_unchanged(tmp_path, ca
     original = normalised(data["rows"][0]["expression"])
     gap = (normalised(live["expression"]) - original).abs().amax()
     assert gap > 1e-2
-    assert (normalised(rows["2 -> 1", "sum(mean(G, hw) * A + 0 * G, k) * [2]"]["expression"]) - original).abs().amax() < 1e-4
+    swapped = normalised(rows["2 -> 1", "sum(mean(G, hw) * A + 0 * G, k) * [2]"]["expression"])
+    assert (swapped - original).abs().amax() < 1e-4
     pg = [metric(CAM(parse(r["expression"]), model, [layer])(held.x, held.labels).detach(), held)
           for r in (data["rows"][0], live)]
     assert torch.equal(pg[0], pg[1])

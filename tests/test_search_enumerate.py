@@ -3,6 +3,7 @@ import random
 
 import pytest
 import torch
+from tiny import GapHead
 
 from sycam.data.batch import Batch
 from sycam.grammar import check, parse
@@ -11,8 +12,6 @@ from sycam.methods.seeds import SEEDS
 from sycam.search import Enumerator, EvidenceSet, SearchSpace, candidate_classes
 from sycam.search.equivalence import sympy_apply
 from sycam.search.toy import toy_problem
-from tiny import GapHead
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,9 +12,8 @@ from sycam.kernels.compiler import Program
 from sycam.metrics import LowResMaps, MetricError, get_metric
 from sycam.metrics.similarity import pearson
 from sycam.metrics.target import TargetPearson, lowres_pearson
-from sycam.search import EvidenceSet, Evaluator, Memo, SearchSpace, ValueCache
+from sycam.search import Evaluator, EvidenceSet, Memo, SearchSpace, ValueCache
 from sycam.search.toy import toy_problem
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,7 +12,6 @@ import pytest
 from sycam.search import Budget, EvidenceSet, SearchSpace, pearson_to, reference_maps, synthesise
 from sycam.search.toy import toy_problem
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -41,8 +40,9 @@ def test_rediscovery_on_a_tiny_model(problem, name):
     target = TARGETS[name]
     ref = reference_maps(target, model, train.x, layer, train.labels)
     t0 = time.perf_counter()
-    r = synthesise(space, ev, "target_pearson", metric_params={"reference": ref, "images": train.x, "labels": train.labels},
-                   threshold=0.995, mode="each", seeds=False, sympy="off", budget=Budget(seconds=30))
+    params = {"reference": ref, "images": train.x, "labels": train.labels}
+    r = synthesise(space, ev, "target_pearson", metric_params=params, threshold=0.995, mode="each", seeds=False,
+                   sympy="off", budget=Budget(seconds=30))
     seconds = time.perf_counter() - t0
     assert r.stop_reason == "found", r.summary()
     found = r.accepted[0].expr

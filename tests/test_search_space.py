@@ -6,8 +6,15 @@ import pytest
 from sycam.errors import UnknownNameError
 from sycam.grammar import parse
 from sycam.methods.seeds import SEEDS
-from sycam.search.space import (DEFAULT_OPERATORS, GRADIENT_SEEDS, OpSpec, SearchSpace, SearchSpaceError,
-                                load_space, parse_operator)
+from sycam.search.space import (
+    DEFAULT_OPERATORS,
+    GRADIENT_SEEDS,
+    OpSpec,
+    SearchSpace,
+    SearchSpaceError,
+    load_space,
+    parse_operator,
+)
 
 
 @pytest.mark.parametrize("name", GRADIENT_SEEDS)

@@ -6,11 +6,11 @@ paper from the formulas in the docstrings; the test compares the layer-resolutio
 """
 import pytest
 import torch
+from tiny import GapHead, example_input, spatial_model
 
 import sycam
-from sycam.kernels import upsample
 from sycam.evidence.targets import FinerContrast
-from tiny import GapHead, example_input, spatial_model
+from sycam.kernels import upsample
 
 
 def raw_map(method, model=None, target=0):

@@ -5,11 +5,11 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import agree, pearson
+from tiny import GapHead, example_input, spatial_model
 from torch import nn
 
 import sycam
-from conftest import agree, pearson
-from tiny import GapHead, example_input, spatial_model
 
 
 def gap_model():
@@ -18,7 +18,8 @@ def gap_model():
 
 
 def raw(method, model, target=0, **options):
-    return sycam.CAM(method, model, "feat", options=options or None).explain(example_input(), target).layer_maps["feat"][0]
+    cam = sycam.CAM(method, model, "feat", options=options or None)
+    return cam.explain(example_input(), target).layer_maps["feat"][0]
 
 
 def test_scorecam_uses_probabilities_of_masked_inputs():

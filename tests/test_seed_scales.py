@@ -13,12 +13,12 @@ import dataclasses
 import pytest
 import torch
 import torchvision
+from tiny import SpatialHead
 
 import sycam
 from sycam.evidence.terminals import TERMINALS
 from sycam.grammar.ops import OPS
 from sycam.kernels import compile_expression, to_layout
-from tiny import SpatialHead
 
 SCALES = [1e-12, 1e-6, 1.0, 1e3]
 HW = (2, 3)

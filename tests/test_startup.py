@@ -18,8 +18,8 @@ HEAVY = ("torch", "torchvision", "sympy", "optuna", "matplotlib", "scipy", "skim
 
 def modules_after(code: str) -> dict:
     """Run ``code`` in a fresh interpreter; which heavy modules did it import, and what did it print?"""
-    script = (f"import sys, json, contextlib, io\nout = io.StringIO()\n"
-              f"with contextlib.redirect_stdout(out):\n" + "".join(f"    {line}\n" for line in code.splitlines()) +
+    script = ("import sys, json, contextlib, io\nout = io.StringIO()\n"
+              "with contextlib.redirect_stdout(out):\n" + "".join(f"    {line}\n" for line in code.splitlines()) +
               f"print(json.dumps({{'heavy': [m for m in {HEAVY!r} if m in sys.modules], 'out': out.getvalue()}}))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -75,7 +75,7 @@ def test_public_names_resolve_lazily():
     assert all(hasattr(sycam, name) for name in sycam.__all__)
     assert set(sycam.__all__) <= set(dir(sycam))
     with pytest.raises(AttributeError):
-        sycam.no_such_name
+        sycam.no_such_name  # noqa: B018 - the attribute read itself is what must raise
 
 
 def test_version(capsys):

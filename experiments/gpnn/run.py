@@ -30,8 +30,8 @@ def load(name: str, side: int) -> torch.Tensor:
     x = F.interpolate(x[None], size=(round(h * s), round(w * s)), mode="bilinear", antialias=True,
                       align_corners=False)[0]
     h, w = x.shape[1:]
-    t, l = (h - side) // 2, (w - side) // 2
-    return x[:, t:t + side, l:l + side].clamp(0, 1).contiguous()
+    top, left = (h - side) // 2, (w - side) // 2
+    return x[:, top:top + side, left:left + side].clamp(0, 1).contiguous()
 
 
 def scores(source: torch.Tensor, result, p: int = 7, samples: int = 2000, seed: int = 0) -> dict:

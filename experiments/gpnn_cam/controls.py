@@ -55,17 +55,20 @@ def main() -> None:
         for name, metric in metrics.items():
             for k, v in zip(maps, metric(stack, part)):
                 scores[name].setdefault(k, []).extend(v.tolist())
-    lines = ["| map | pointing game [95% CI] | energy PG [95% CI] | gpnncam EPG minus this [95% CI] (gpnncam better/worse) |",
+    lines = ["| map | pointing game [95% CI] | energy PG [95% CI] "
+             "| gpnncam EPG minus this [95% CI] (gpnncam better/worse) |",
              "|---|---|---|---|"]
     summary = {}
     for k in scores["pointing_game"]:
         pg = summarise(torch.tensor(scores["pointing_game"][k]), method="bootstrap")
         epg = summarise(torch.tensor(scores["energy_pointing_game"][k]))
-        d = torch.tensor(ref["per_image"]["energy_pointing_game"]["gpnncam"]) - torch.tensor(scores["energy_pointing_game"][k])
+        gpnncam_epg = torch.tensor(ref["per_image"]["energy_pointing_game"]["gpnncam"])
+        d = gpnncam_epg - torch.tensor(scores["energy_pointing_game"][k])
         ds = summarise(d, method="bootstrap")
         summary[k] = {"pg": float(pg.mean), "epg": float(epg.mean), "gpnncam_minus_epg": float(ds.mean),
                       "low": float(ds.low), "high": float(ds.high)}
-        lines.append(f"| {k} | {pg.mean:.3f} [{pg.low:.3f}, {pg.high:.3f}] | {epg.mean:.3f} [{epg.low:.3f}, {epg.high:.3f}] | "
+        lines.append(f"| {k} | {pg.mean:.3f} [{pg.low:.3f}, {pg.high:.3f}] "
+                     f"| {epg.mean:.3f} [{epg.low:.3f}, {epg.high:.3f}] | "
                      f"{ds.mean:+.3f} [{ds.low:+.3f}, {ds.high:+.3f}] ({int((d > 0).sum())}/{int((d < 0).sum())}) |")
     (out / "controls.json").write_text(json.dumps({"summary": summary, "per_image": scores}, indent=1))
     (out / "controls.md").write_text("\n".join(lines) + "\n")

@@ -98,9 +98,10 @@ def main() -> None:
                         "r2": {k: round(v.r2, 3) for k, v in e.fits[0].items()},
                         "p_source": round(float(e.probs[0][0]), 4),
                         "p_variations_mean": round(float(e.probs[0][1:].mean()), 4)})
+        pgs, epgs = scores["pointing_game"], scores["energy_pointing_game"]
         print(f"[{i + 1}/{len(batch)}] {part.names[0]} {wall:.1f}s wall {cpu:.1f}s cpu "
-              f"PG gradcam {scores['pointing_game']['gradcam'][-1]:.0f} gpnncam {scores['pointing_game']['gpnncam'][-1]:.0f}"
-              f" | EPG {scores['energy_pointing_game']['gradcam'][-1]:.3f} -> {scores['energy_pointing_game']['gpnncam'][-1]:.3f}",
+              f"PG gradcam {pgs['gradcam'][-1]:.0f} gpnncam {pgs['gpnncam'][-1]:.0f}"
+              f" | EPG {epgs['gradcam'][-1]:.3f} -> {epgs['gpnncam'][-1]:.3f}",
               flush=True)
         if keep:
             fig_rows.append((part, e, maps))
@@ -128,12 +129,14 @@ def main() -> None:
                                                "better": int((d > 0).sum()), "worse": int((d < 0).sum())}
     result = {"settings": vars(args), "gpnn": g.gpnn.__dict__ if hasattr(g.gpnn, "__dict__") else str(g.gpnn),
               "method": g.text, "images": len(batch), "names": list(batch.names), "labels": labels.tolist(),
-              "seconds_total": round(total, 1), "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+              "seconds_total": round(total, 1), "torch": torch.__version__,
+              "machine": platform.processor() or platform.machine(),
               "summary": summary, "paired_vs_gradcam": paired, "per_image": scores, "timings": timings}
     (out / f"results{tag}.json").write_text(json.dumps(result, indent=1))
 
     lines = [f"{len(batch)} images of the default benchmark, {g.text}", "",
-             "| method | pointing game [95% CI] | class mean | energy PG [95% CI] | dPG vs Grad-CAM (+/-) | dEPG vs Grad-CAM [95% CI] (+/-) |",
+             "| method | pointing game [95% CI] | class mean | energy PG [95% CI] | dPG vs Grad-CAM (+/-) "
+             "| dEPG vs Grad-CAM [95% CI] (+/-) |",
              "|---|---|---|---|---|---|"]
     for k in scores["pointing_game"]:
         pg, epg = summary["pointing_game"][k], summary["energy_pointing_game"][k]
@@ -148,7 +151,8 @@ def main() -> None:
     c = [t["cpu_s"] for t in timings]
     lines += ["", f"per image: wall {sum(w) / len(w):.1f} s (min {min(w):.1f}, max {max(w):.1f}), "
               f"CPU {sum(c) / len(c):.1f} s, {args.n * args.super_iters} variations; total {total:.0f} s; "
-              f"gpnn {sum(t['gpnn'] for t in timings) / len(w):.1f} s, capture {sum(t['capture'] for t in timings) / len(w):.1f} s, "
+              f"gpnn {sum(t['gpnn'] for t in timings) / len(w):.1f} s, "
+              f"capture {sum(t['capture'] for t in timings) / len(w):.1f} s, "
               f"phase 2 {sum(t['phase2'] for t in timings) / len(w):.2f} s per image (wall)"]
     (out / f"table{tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -170,7 +174,8 @@ def sheet(path, part, e, maps, classes) -> None:
     img = part.images[0]
     var, cams = e.variations[0], e.variation_cams[0]
     nv = min(6, len(var))
-    keys = ["gradcam", "gpnn_phase1"] + [k for k in maps if k.startswith("gpnn_p2_") and k != "gpnn_p2_mean_all"] + ["gpnncam"]
+    phase2 = [k for k in maps if k.startswith("gpnn_p2_") and k != "gpnn_p2_mean_all"]
+    keys = ["gradcam", "gpnn_phase1", *phase2, "gpnncam"]
     cols = max(nv + 1, len(keys) + 1)
     fig, ax = plt.subplots(3, cols, figsize=(2.0 * cols, 6.6))
     for a in ax.flat:

@@ -124,8 +124,8 @@ def run(args) -> int:
         r = res.rows[j]
         col = _title(r, j)
         columns[col] = res.maps[j]
-        labels[col] = [f"target {t}: {spec.text} {_fmt(float(r.per_image[i]) if r.per_image is not None else float('nan'))}"
-                       for i, t in enumerate(targets)]
+        scores = [float(r.per_image[i]) if r.per_image is not None else float("nan") for i in range(len(targets))]
+        labels[col] = [f"target {t}: {spec.text} {_fmt(s)}" for t, s in zip(targets, scores)]
     files["grid"] = figures.overlay_grid(
         out / "heatmaps.png", batch.images[:n].cpu(), columns, boxes=batch.boxes[:n] or None,
         row_titles=[f"{name}\ntarget: {t}" for name, t in zip(batch.names[:n], targets)], cell_labels=labels,
@@ -142,8 +142,9 @@ def run(args) -> int:
         if not r.scored and r.variant.kind != "original":
             table.add_row(escape(r.variant.change), escape(r.variant.at), "-", f"{r.constant} map: not scored", "")
             continue
-        table.add_row(escape(r.variant.change or "original"), escape(r.variant.at), f"{r.score.mean:.4f}",
-                      "" if r.variant.kind == "original" else f"{r.delta.mean:+.4f} [{r.delta.low:+.3f}, {r.delta.high:+.3f}]",
+        d = r.delta
+        change = "" if r.variant.kind == "original" else f"{d.mean:+.4f} [{d.low:+.3f}, {d.high:+.3f}]"
+        table.add_row(escape(r.variant.change or "original"), escape(r.variant.at), f"{r.score.mean:.4f}", change,
                       escape(_effect(r, j, base)))
     console.print(table)
     console.print(escape(dead))

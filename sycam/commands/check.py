@@ -34,8 +34,8 @@ def run(args) -> int:
     console.print(f"[bold]simplified[/]  {to_text(simple)}")
     console.print(f"[bold]latex[/]       {latex(tree)}")
     console.print(f"[bold]size[/]        {tree.size} nodes, depth {tree.depth}")
-    console.print(f"[bold]reads[/]       " + ", ".join(f"{n} ({TERMINALS[n].doc})" for n in names
+    console.print("[bold]reads[/]       " + ", ".join(f"{n} ({TERMINALS[n].doc})" for n in names
                                                        if n in TERMINALS))
     costs = sorted({TERMINALS[n].cost for n in names if n in TERMINALS} - {"none"})
-    console.print(f"[bold]cost[/]        1 forward" + "".join(f" + {c}" for c in costs))
+    console.print("[bold]cost[/]        1 forward" + "".join(f" + {c}" for c in costs))
     return 0

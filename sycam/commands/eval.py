@@ -46,7 +46,7 @@ def add(sub) -> None:
 
 
 def expand_methods(names: list[str]) -> list[str]:
-    from ..methods import SEEDS      # here: parsing the seed library costs every command's start-up
+    from ..methods import SEEDS  # here: parsing the seed library costs every command's start-up
 
     out: list[str] = []
     for name in names:

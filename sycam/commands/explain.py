@@ -250,8 +250,14 @@ def explain_images(cams: dict, x, target: int | None, batch_size: int, costs: di
     progress bar (weighted by each method's forwards, with the time left) moves for each image.
     """
     import torch
-    from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from ..methods.cam import explain_many  # deferred: keeps start-up torch-free
 

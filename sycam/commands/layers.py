@@ -14,7 +14,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    import torch                     # here, not at the top: `sycam layers --help` starts without torch
+    import torch  # here, not at the top: `sycam layers --help` starts without torch
     from rich.table import Table
 
     from ..evidence.layers import list_layers

@@ -129,8 +129,9 @@ def run(args) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = WilcoxonPruner(p_threshold=0.1) if fidelity else None
-    study, created = open_study(store, args.study, settings, directions, make_sampler(args.sampler, args.seed, len(specs)),
-                                pruner, seeds=seed_enqueuer(space, grammar, seeds))
+    sampler = make_sampler(args.sampler, args.seed, len(specs))
+    study, created = open_study(store, args.study, settings, directions, sampler, pruner,
+                                seeds=seed_enqueuer(space, grammar, seeds))
     console.print(("new study" if created else "resuming study") + f": {len(train)} working images, "
                   f"{len(held)} held out; seeds {', '.join(seeds) or 'none'} in the space")
 
@@ -160,7 +161,8 @@ def run(args) -> int:
                 signal.signal(s, h)
     console.print(f"this run: {summary.evaluated} candidates scored ({summary.pruned} pruned on few images, "
                   f"{summary.invalid} invalid), {summary.duplicates} duplicate proposals, "
-                  f"{summary.retried} trials of stopped workers retried, {summary.seconds:.1f} s; ended by {summary.reason}")
+                  f"{summary.retried} trials of stopped workers retried, {summary.seconds:.1f} s; "
+                  f"ended by {summary.reason}")
     if summary.reason in ("stopped", "interrupted"):
         console.print("[yellow]interrupted: resume with the same command[/]")
         return 130

@@ -8,7 +8,6 @@ the default is the last. An unknown name lists the closest module names.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch

@@ -52,7 +52,8 @@ zennit 0.5.1 (last release 2023) installs and runs under torch 2.14 here and is 
 reference these rules were checked against: with the same rules the relevance at
 intermediate layers agrees to <= 1e-4 of the largest value for z+ / epsilon_plus (<= 2e-3 for
 the epsilon rule, whose small denominators amplify rounding) on torchvision VGG-11, VGG-11-BN,
-ResNet-18 and EfficientNet-Lite0 (float64); a ResNet test runs when zennit is installed. It is not a dependency because: (1) zennit carries relevance
+ResNet-18 and EfficientNet-Lite0 (float64); a ResNet test runs when zennit is installed. It is
+not a dependency because: (1) zennit carries relevance
 itself through the backward, so every operation without a rule that is not the identity on
 relevance must be rewritten by a canonizer: a residual addition (``x + inputs`` inside
 EfficientNet's ``MBConvBlock.forward``) would *copy* relevance into both branches (ResNet-18

@@ -120,7 +120,8 @@ def reads_raw_output(target: Any) -> bool:
 
 
 def as_target(spec: Any) -> Target:
-    """None / int / ints / tensor -> :class:`ClassLogit`; a callable stays; a list of callables -> :class:`PerSample`."""
+    """None / int / ints / tensor -> :class:`ClassLogit`; a callable stays; a list of callables ->
+    :class:`PerSample`."""
     if spec is None or isinstance(spec, (int, Tensor)):
         return ClassLogit(spec)
     if isinstance(spec, Sequence) and not isinstance(spec, str):

@@ -244,7 +244,8 @@ for _t in [
     Terminal("G", "bkhw", "gradient dS/dA of the target score", _first_pass("G"), "1 backward", needs_logits=False),
     Terminal("G2", "bkhw", "Grad-CAM++ closed form G^2 (= d2 e^S/dA2 / e^S for piecewise-linear heads)",
              _power("G", 2), "1 backward", needs=("G",), needs_logits=False),
-    Terminal("G3", "bkhw", "Grad-CAM++ closed form G^3", _power("G", 3), "1 backward", needs=("G",), needs_logits=False),
+    Terminal("G3", "bkhw", "Grad-CAM++ closed form G^3", _power("G", 3), "1 backward", needs=("G",),
+             needs_logits=False),
     # true diagonal derivatives, from autograd over the model's suffix (sycam.evidence.derivatives)
     Terminal("H2", "bkhw", "true diagonal second derivative d2S/dA2 (autograd, opt-in)", _from(_derivatives, "H2"),
              "one Hessian-vector product per layer element, or N for an estimate", needs=("A",), options=_HESSIAN),

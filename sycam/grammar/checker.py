@@ -2,9 +2,9 @@
 
 Terminals carry the axes of the evidence they read (``A``: b k h w; the caller passes them:
 the grammar knows no terminal), constants carry none, element-wise operators broadcast (union
-of axes), reductions remove the axes they name and may only name axes their operand has. A finished CAM is either a **heatmap**
-(axes exactly b h w) or **channel weights** (axes exactly b k, turned into a heatmap as
-relu(sum(w * A, k)), the generic CAM of the papers).
+of axes), reductions remove the axes they name and may only name axes their operand has. A
+finished CAM is either a **heatmap** (axes exactly b h w) or **channel weights** (axes exactly
+b k, turned into a heatmap as relu(sum(w * A, k)), the generic CAM of the papers).
 """
 from __future__ import annotations
 

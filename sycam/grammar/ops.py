@@ -102,7 +102,8 @@ class Op:
     (None where not constant), whether this application divides by a constant zero (refused
     at compile time). ``prepare``: (operand index, transform) pairs applied before ``lower``
     (see :meth:`compute`). ``constant_operand``: the search builds it only with a constant second
-    operand (x ^ c). ``cost``: its weight in an expression's complexity (``ast.complexity``, the search's "size" objective).
+    operand (x ^ c). ``cost``: its weight in an expression's complexity (``ast.complexity``, the
+    search's "size" objective).
     """
 
     name: str

@@ -126,10 +126,11 @@ def parse(text: str) -> Expr:
         return tree
     except lark.exceptions.UnexpectedCharacters as err:
         expected = _expected_words(err.allowed or ())
+        token = text[err.pos_in_stream or 0]
         raise ExpressionSyntaxError(
-            f"unexpected character {text[err.pos_in_stream or 0]!r} at line {err.line}, column {err.column}"
+            f"unexpected character {token!r} at line {err.line}, column {err.column}"
             + (f"; expected {', '.join(expected)}" if expected else "") + "\n" + _caret(text, err.line, err.column),
-            text=text, line=err.line, column=err.column, token=text[err.pos_in_stream or 0], expected=expected) from None
+            text=text, line=err.line, column=err.column, token=token, expected=expected) from None
     except lark.exceptions.UnexpectedEOF as err:
         line, column = _end_position(text)
         expected = _expected_words(err.expected)

@@ -2,12 +2,12 @@
 
 :func:`apply_op` is where every operator is computed (from its record in
 ``sycam.grammar.ops``), :func:`interpret` evaluates a tree children first through it (the
-search's memo is a cache around it), and a :class:`Program` is a schedule of operator applications over the evidence terminals:
-every distinct sub-expression of its roots appears once (structural sharing gives common
-sub-expression elimination for free), constant sub-trees are folded at compile time, and
-running it is a flat loop of torch calls on the terminals' device. Several expressions
-compiled together share their common parts. ``torch.compile`` can fuse the loop for an
-expression evaluated many times.
+search's memo is a cache around it), and a :class:`Program` is a schedule of operator
+applications over the evidence terminals: every distinct sub-expression of its roots appears
+once (structural sharing gives common sub-expression elimination for free), constant sub-trees
+are folded at compile time, and running it is a flat loop of torch calls on the terminals'
+device. Several expressions compiled together share their common parts. ``torch.compile`` can
+fuse the loop for an expression evaluated many times.
 """
 from __future__ import annotations
 

@@ -17,8 +17,20 @@ from torch import Tensor
 
 from ..batching import model_rows
 from ..data.batch import Batch
-from .base import (Cost, Direction, Metric, MetricError, Resources, ScoreFn, call_explainer_per_candidate,
-                   input_affine, logits_of, run_model, target_score, top_fraction_mask)
+from .base import (
+    Cost,
+    Direction,
+    Metric,
+    MetricError,
+    Resources,
+    ScoreFn,
+    call_explainer_per_candidate,
+    input_affine,
+    logits_of,
+    run_model,
+    target_score,
+    top_fraction_mask,
+)
 from .similarity import pearson
 
 Substrate = str | float | Tensor | Callable[[Tensor], Tensor]

@@ -25,8 +25,7 @@ from .base import Cost, Direction, FunctionMetric, Metric
 from .complexity import Complexity, Gini
 from .detection import DETECTION_METRICS
 from .faithfulness import ADCC, AverageDrop, AverageIncrease, Deletion, FinerConfidenceDrop, Insertion
-from .localisation import (BestIoU, EnergyPointingGame, GroundTruthAUC, GroundTruthPearson, IoU,
-                           PointingGame)
+from .localisation import BestIoU, EnergyPointingGame, GroundTruthAUC, GroundTruthPearson, IoU, PointingGame
 from .road import ROAD
 from .robustness import Equivariance, NoiseRobustness
 from .sanity import CascadingRandomisation
@@ -65,8 +64,12 @@ def register_metric(name: str, factory: Factory | type[Metric], overwrite: bool 
         _DEFINITIONS[name] = " ".join(definition.split())
 
 
+#: the cost of a metric defined without one: no model work beyond the maps (frozen, so one instance serves all)
+NO_COST = Cost()
+
+
 def define_metric(name: str, direction: Direction | str = "higher", needs: Iterable[str] = (),
-                  cost: Cost = Cost(), register: bool = False) -> Callable[[Callable[..., Tensor]], FunctionMetric]:
+                  cost: Cost = NO_COST, register: bool = False) -> Callable[[Callable[..., Tensor]], FunctionMetric]:
     """Decorator turning ``fn(maps, batch, **callables) -> (n,b)`` into a :class:`~sycam.metrics.base.Metric`.
 
     With ``register=True`` the metric is also added to the registry under ``name``.

@@ -105,7 +105,7 @@ def _pcg(levels: list[_Level], b: Tensor, tol: float, max_iter: int) -> tuple[Te
     p = z.clone()
     rz = (r * z).sum((-2, -1), keepdim=True)
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 - its last value is returned: the iterations done
         ap = levels[0].apply(p)
         pap = (p * ap).sum((-2, -1), keepdim=True)
         alpha = torch.where(pap > 0, rz / pap.clamp_min(1e-30), torch.zeros_like(pap))
@@ -242,7 +242,8 @@ def removal_masks(maps: Tensor, fractions: Tensor, order: str, selection: str = 
     if selection == "rank":
         k = (fractions.to(torch.float64) * npx).round().long()
         order_idx = key.argsort(dim=1, descending=True, stable=True)
-        ranks = torch.empty_like(order_idx).scatter_(1, order_idx, torch.arange(npx, device=maps.device).expand_as(order_idx))
+        positions = torch.arange(npx, device=maps.device).expand_as(order_idx)
+        ranks = torch.empty_like(order_idx).scatter_(1, order_idx, positions)
         return (ranks < k[:, None]).view(maps.shape)
     raise MetricError(f"selection must be 'threshold' or 'rank', got {selection!r}")
 

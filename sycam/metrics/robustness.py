@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.batch import Batch
-from .base import (Cost, Direction, Metric, MetricError, Resources, call_explainer, input_affine, logits_of)
+from .base import Cost, Direction, Metric, MetricError, Resources, call_explainer, input_affine, logits_of
 from .similarity import Similarity, get_similarity
 
 NoiseFn = Callable[[Tensor, float, torch.Generator], Tensor]

@@ -200,8 +200,9 @@ def _annotate(rgb: Tensor, *, box: Box | None, label: str | None, colorbar: bool
     if label and w >= 16 and h >= 12:
         font, text = _fitted(draw, label, right - 3 * margin, size)
         x, y = margin, margin
-        l, t, r, b = draw.textbbox((x, y), text, font=font)
-        draw.rectangle([l - margin // 2, t - margin // 2, r + margin // 2, b + margin // 2], fill=(0, 0, 0, 160))
+        text_left, text_top, text_right, text_bottom = draw.textbbox((x, y), text, font=font)
+        pad = margin // 2
+        draw.rectangle([text_left - pad, text_top - pad, text_right + pad, text_bottom + pad], fill=(0, 0, 0, 160))
         draw.text((x, y), text, font=font, fill=(255, 255, 255, 255))
     out = Image.alpha_composite(base, layer).convert("RGB")
     return torch.from_numpy(np.array(out)).permute(2, 0, 1).float() / 255

@@ -14,9 +14,17 @@
 """
 from .correctness import Accepted, CorrectnessOracle, Verdict
 from .enumerate import Enumerator, LevelCounts, candidate_classes
-from .evaluate import CandidateMaps, EvidenceSet, Evaluator, Memo, Scores, ValueCache
-from .space import (DEFAULT_OPERATORS, GRADIENT_SEEDS, RESULTS, OpSpec, SearchSpace, SearchSpaceError, load_space,
-                    parse_operator)
+from .evaluate import CandidateMaps, Evaluator, EvidenceSet, Memo, Scores, ValueCache
+from .space import (
+    DEFAULT_OPERATORS,
+    GRADIENT_SEEDS,
+    RESULTS,
+    OpSpec,
+    SearchSpace,
+    SearchSpaceError,
+    load_space,
+    parse_operator,
+)
 from .synth import Budget, Found, SearchEvent, SearchResult, synthesise
 from .target import pearson_to, reference_maps
 

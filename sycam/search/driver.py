@@ -51,8 +51,8 @@ from .evaluate import EvidenceSet
 from .ledger import INFO, SETTINGS, WORKER, Ledger, View, expression_key, info
 from .objectives import Objectives, Outcome
 from .optuna_space import EncodingError, GrammarSpace
-from .space import SearchSpace
 from .sampling import SnapshotSampler
+from .space import SearchSpace
 from .storage import Store
 from .workers import DEFAULT_GRACE, DEFAULT_HEARTBEAT, Worker
 
@@ -422,7 +422,7 @@ class Search:
             mutated = 0
             if phase == "optuna":
                 mutated = self._mutations(view, [expr for _, expr, i in proposals if "duplicate_of" in i])
-        for t, expr, i in proposals:
+        for t, _, i in proposals:
             if "duplicate_of" in i:
                 self.study.tell(t, state=TrialState.PRUNED)
                 self.summary.duplicates += 1
@@ -442,7 +442,7 @@ class Search:
                 prune = None if is_seed else self._pruner()
                 for j, o in zip(idx, self.objectives.evaluate([claimed[j][1] for j in idx], prune)):
                     outcomes[j] = o
-        for (t, expr, i), o in zip(claimed, outcomes):
+        for (t, _, i), o in zip(claimed, outcomes):
             for step, value in o.steps.items():
                 t.report(value, step)
             self._tell(t, i, o)

@@ -50,7 +50,7 @@ from ..grammar.ops import OPS
 from ..grammar.printer import to_text
 from ..kernels.compiler import apply_op
 from .equivalence import MapIndex, candidate_form, sympy_apply, sympy_leaf
-from .evaluate import MiB, CandidateMaps, EvidenceSet, Memo, ValueCache, candidate_axes, maps_from_values
+from .evaluate import CandidateMaps, EvidenceSet, Memo, MiB, ValueCache, candidate_axes, maps_from_values
 from .space import OpSpec, SearchSpace
 
 Axes = frozenset[str]

@@ -31,8 +31,7 @@ import torch
 from torch import Tensor
 
 from ..grammar import symbolic as sy
-from ..grammar.ast import Call, Expr, Num, Var
-
+from ..grammar.ast import Call, Num, Var
 
 
 # ---------------------------------------------------------------------------------- sympy

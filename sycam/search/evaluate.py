@@ -148,7 +148,8 @@ class EvidenceSet:
     def require(self, names: Iterable[str]) -> None:
         missing = sorted(set(names) - self.terminal_names())
         if missing:
-            raise EvidenceError(f"the evidence lacks {', '.join(missing)} (has {', '.join(sorted(self.terminal_names()))}); "
+            has = ", ".join(sorted(self.terminal_names()))
+            raise EvidenceError(f"the evidence lacks {', '.join(missing)} (has {has}); "
                                 "capture it with needs=space.evidence_terms")
 
 

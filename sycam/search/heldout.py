@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import optuna
 import torch
 from torch import Tensor
 
@@ -29,7 +30,6 @@ from .evaluate import Evaluator, EvidenceSet
 from .ledger import info
 from .objectives import ObjectiveSpec
 from .space import SearchSpace
-
 
 #: fewer paired images than this: no significance claim, whatever the test says
 MIN_IMAGES = 10
@@ -103,19 +103,17 @@ class Comparison:
         return "better" if self.better else "worse" if self.worse else "not significant"
 
 
-def _entry(trial: "optuna.trial.FrozenTrial", space: SearchSpace) -> Entry:
+def _entry(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> Entry:
     i = info(trial)
     label = i.get("seed") or f"#{trial.number}"
     return Entry(label, parse(i["expr"]), i.get("source", "?"), trial.number, i.get("seed"),
                  list(trial.values) if trial.values else None)
 
 
-def select(study: "optuna.Study", space: SearchSpace, directions: Sequence[str], top: int = 10
+def select(study: optuna.Study, space: SearchSpace, directions: Sequence[str], top: int = 10
            ) -> tuple[list[Entry], list[Entry], list[Entry]]:
     """(top synthesised candidates by the first objective on the working images, the seeds,
     the Pareto front for several objectives). Duplicates and pruned candidates are left out."""
-    import optuna
-
     sign = 1.0 if directions[0] == "maximize" else -1.0
     done = [t for t in study.get_trials(deepcopy=False)
             if "duplicate_of" not in info(t) and info(t).get("expr")]

@@ -124,7 +124,7 @@ class ClaimLock(abc.ABC):
     def hold(self, study: str) -> contextlib.AbstractContextManager[None]:
         """Hold the lock of ``study`` for the ``with`` block (not re-entrant within a thread)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook, a no-op unless a lock keeps something open
         """Release what the lock keeps open (nothing by default)."""
 
 
@@ -322,7 +322,7 @@ class _AdvisoryLock(ClaimLock):
     when the connection drops, e.g. when the worker is killed)."""
 
     def __init__(self, url: str):
-        import sqlalchemy   # deferred: start-up (only PostgreSQL stores need it)
+        import sqlalchemy  # deferred: start-up (only PostgreSQL stores need it)
 
         self.engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
         self._local = threading.Lock()
@@ -334,7 +334,7 @@ class _AdvisoryLock(ClaimLock):
 
     @contextlib.contextmanager
     def hold(self, study: str) -> Iterator[None]:
-        import sqlalchemy   # deferred: start-up (only PostgreSQL stores need it)
+        import sqlalchemy  # deferred: start-up (only PostgreSQL stores need it)
 
         key = self.key(study)
         with self._local, self.engine.connect() as conn:
@@ -353,7 +353,7 @@ def _register_lock_base() -> None:
     """Make :class:`OwnedJournalLock` an Optuna ``BaseJournalFileLock`` where Optuna exports that class
     publicly (not in Optuna 5.1). Registered rather than inherited: this module does not import
     Optuna until a store is opened (start-up time)."""
-    import optuna.storages.journal as journal   # deferred: optuna costs start-up until a store is opened
+    import optuna.storages.journal as journal  # deferred: optuna costs start-up until a store is opened
 
     base = getattr(journal, "BaseJournalFileLock", None)
     if base is not None and hasattr(base, "register") and not issubclass(OwnedJournalLock, base):
@@ -367,7 +367,7 @@ def open_store(url: str | Path, create: str | Path | None = None) -> Store:
     missing PostgreSQL driver or an unreachable server fail here. ``create``: the one folder
     that may be made for a journal / SQLite file (e.g. the report folder the user named).
     """
-    from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage   # deferred: start-up (as above)
+    from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage  # deferred: start-up (as above)
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     kind, where = parse_url(url)

@@ -33,7 +33,7 @@ from ..grammar.ast import Expr
 from ..grammar.printer import to_text
 from .correctness import Accepted, CorrectnessOracle
 from .enumerate import Enumerator, Progress
-from .evaluate import MiB, EvidenceSet, Evaluator, Scores
+from .evaluate import Evaluator, EvidenceSet, MiB, Scores
 from .space import SearchSpace
 
 
