@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.threads:
-            import torch  # only here: commands without --threads may never need torch
+            import torch  # deferred: only --threads needs torch here; commands without it may never load it
 
             torch.set_num_threads(args.threads)
         resolve_device(args)            # --device auto -> cuda or cpu, others checked (torch: model commands only)

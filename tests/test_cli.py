@@ -98,7 +98,7 @@ def test_images_are_read_before_the_model_is_loaded(tmp_path, monkeypatch, capsy
 
     monkeypatch.setattr("sycam.commands.explain.load_bundle", no_model)
     monkeypatch.setattr("sycam.commands.eval.load_bundle", no_model)
-    monkeypatch.setattr("sycam.commands.common.load_bundle", no_model)
+    monkeypatch.setattr("sycam.commands.problem.load_bundle", no_model)      # search, ablate
     bad = [_header_only_png(tmp_path / "huge.png", 8000, 8000), _header_only_png(tmp_path / "thin.png", 1, 2000)]
     assert main(["explain", "--model", "resnet18", "--out", str(tmp_path / "x"), *bad]) == 2
     captured = _no_traceback(capsys.readouterr())

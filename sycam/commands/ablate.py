@@ -10,8 +10,11 @@ import re
 import time
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
+from ..report import header
+from ..report.html import Page
 from .common import add_model_args, check_out, console
 from .problem import add_data_args, check_data_arg, load_problem, read_data
 
@@ -59,7 +62,7 @@ def _fmt(value: float) -> str:
 
 
 def run(args) -> int:
-    # torch, matplotlib and the search engine load here, not at the top: `sycam ablate --help` starts without them
+    # deferred: torch, matplotlib and the search engine load here: `sycam ablate --help` starts without them
     from ..data import split
     from ..methods.seeds import resolve_method
     from ..report import figures
@@ -133,8 +136,6 @@ def run(args) -> int:
     seconds = time.perf_counter() - started
     _html(out, args, problem, spec, res, rows, f"{dead}. {unchanged}", used, files, seconds)
 
-    from rich.markup import escape
-
     table = Table(title=escape(f"ablation of {res.expression} ({spec.text}, {res.images} {args.images} images)"))
     for col in ("change", "at", "score", "change [95% CI]", "effect"):
         table.add_column(col, justify="right" if col in ("score", "change [95% CI]") else "left", overflow="fold")
@@ -155,9 +156,6 @@ def run(args) -> int:
 
 
 def _html(out: Path, args, problem, spec, res, rows, dead: str, used: str, files, seconds: float) -> Path:
-    from ..report import header
-    from ..report.html import Page
-
     page = Page(f"sycam ablate: {res.expression}")
     page.header([("expression", res.expression), ("model", problem.model_name),
                  ("weights", header.weights_text(problem.model_name, getattr(args, "weights", None))),

@@ -15,7 +15,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    # sympy and the grammar only here, so that building the parser (every command's --help) stays light
+    # deferred: sympy and the grammar (lark) load here: building the parser (every command's --help) stays light
     from ..evidence.terminals import TERMINALS
     from ..grammar import result_kind, to_text
     from ..grammar.ast import terminals

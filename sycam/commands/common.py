@@ -9,6 +9,7 @@ import argparse
 import hashlib
 import os
 import re
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,7 +47,7 @@ def resolve_device(args) -> None:
     for a device this machine does not have (cuda without a GPU, cuda:3 with two)."""
     if getattr(args, "device", None) is None:
         return
-    import torch
+    import torch  # deferred: only commands that run a model load torch
 
     if args.device == AUTO_DEVICE:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -56,7 +57,7 @@ def resolve_device(args) -> None:
 
 def check_device(spec: str) -> torch.device:
     """``spec`` as a torch device that this machine has; SycamError saying why not otherwise."""
-    import torch
+    import torch  # deferred: only commands that run a model load torch
 
     try:
         device = torch.device(spec)
@@ -84,8 +85,6 @@ def check_out(folder: str | os.PathLike) -> Path:
     """Check, before any model work, that the output ``folder`` can be created and written to:
     SycamError naming it otherwise. Leaves nothing behind (folders it made to check are removed;
     the command makes them again when it writes)."""
-    import tempfile
-
     path = Path(folder)
     made: list[Path] = []
     try:
@@ -113,7 +112,7 @@ def check_out(folder: str | os.PathLike) -> Path:
 
 
 def load_bundle(args):
-    from ..models import load_model
+    from ..models import load_model  # deferred: keeps start-up torch-free
 
     resolve_device(args)
     bundle = load_model(args.model, args.weights)
@@ -126,7 +125,7 @@ def resolve_class(spec: str | None, classes: list[str]) -> int | None:
     (:func:`sycam.data.labels.resolve_label`: an ambiguous name is an error listing the candidates)."""
     if spec is None:
         return None
-    from ..data.labels import resolve_label
+    from ..data.labels import resolve_label  # deferred: keeps start-up torch-free (sycam.data loads torch)
 
     return resolve_label(spec, classes)
 
@@ -136,7 +135,7 @@ def read_images(paths: list[str]) -> tuple[list[torch.Tensor], list[str]]:
 
     Called before the model is loaded, so bad inputs fail fast. A file given twice is read once.
     """
-    from ..data.images import read_image
+    from ..data.images import read_image  # deferred: keeps start-up torch-free (sycam.data loads torch)
 
     paths = list({os.path.abspath(p): p for p in paths}.values())
     images, read, skipped = [], [], []

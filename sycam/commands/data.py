@@ -18,7 +18,7 @@ def add(sub) -> None:
 
 
 def run_fetch(args) -> int:
-    from ..data.fetch import fetch
+    from ..data.fetch import fetch  # deferred: keeps start-up torch-free (sycam.data loads torch)
 
     report = fetch(args.dest, args.groups, log=lambda line: console.print(line, markup=False))
     console.print(str(report), markup=False)

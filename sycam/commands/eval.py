@@ -46,7 +46,7 @@ def add(sub) -> None:
 
 
 def expand_methods(names: list[str]) -> list[str]:
-    from ..methods import SEEDS  # here: parsing the seed library costs every command's start-up
+    from ..methods import SEEDS  # deferred: parsing the seed library (lark) would cost every command's start-up
 
     out: list[str] = []
     for name in names:
@@ -89,7 +89,7 @@ def _toy_bundle(args):
 
 
 def run(args) -> int:
-    # torch, the metrics and the CAM engine load here, not at the top: `sycam eval --help` starts without them
+    # deferred: torch, the metrics and the CAM engine load here: `sycam eval --help` starts without them
     from ..evaluation import evaluate, resolve_metrics
     from ..methods.build import make_cam
 
@@ -302,11 +302,12 @@ def _report(out: Path, args, layers, metrics, rows, paired, verdict: str, files,
 def _curves(result, out: Path) -> Path | None:
     if not result.curves:
         return None
+    # deferred: keeps start-up torch-free; matplotlib costs 0.1 s, only the curves need it
     import matplotlib
     import torch
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: after use("Agg"), which must come first
 
     fig, axes = plt.subplots(1, len(result.curves), figsize=(5 * len(result.curves), 4), squeeze=False)
     for ax, (name, by_method) in zip(axes[0], result.curves.items()):

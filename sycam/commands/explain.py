@@ -8,6 +8,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
 from ..errors import SycamError
 from .common import add_model_args, check_out, console, load_bundle, read_images, resolve_class, slug
 
@@ -35,7 +38,7 @@ def default_images():
 
 
 def run(args) -> int:
-    # torch, the seed library and the CAM engine load here, not at the top: `sycam explain --help` starts without them
+    # deferred: torch, the seed library and the CAM engine load here: `sycam explain --help` starts without them
     import torch
 
     from ..methods import SEEDS
@@ -106,8 +109,6 @@ def run(args) -> int:
                      "model_crop": [round(v, 2) for v in crop]} for n, im, crop in zip(names, images, crops)],
          "rows": rows}, indent=1))
 
-    from rich.table import Table
-
     table = Table(title=f"{len(images)} images x {len(methods)} methods in {seconds:.2f} s")
     for col in ("image", "explained class", "p", "top-1 class", "p(top-1)"):
         table.add_column(col, justify="right" if col.startswith("p") else "left")
@@ -150,9 +151,10 @@ class Cost:
 def probe(model, x1, layers, timed: bool = False) -> tuple[dict[str, int], float]:
     """The channel count of each layer on one forward of ``x1`` (one image) and, with ``timed``,
     the seconds of one forward (timed on a second pass)."""
+    # deferred: keeps start-up torch-free
     import torch
 
-    from ..evidence.layers import resolve_layers  # deferred: keeps start-up torch-free
+    from ..evidence.layers import resolve_layers
 
     refs = resolve_layers(model, layers)
     seen: dict[str, list] = {r.name: [] for r in refs}
@@ -249,17 +251,10 @@ def explain_images(cams: dict, x, target: int | None, batch_size: int, costs: di
     images; costly ones (perturbation families, meta-methods) run image by image, so the
     progress bar (weighted by each method's forwards, with the time left) moves for each image.
     """
+    # deferred: keeps start-up torch-free
     import torch
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
-    from ..methods.cam import explain_many  # deferred: keeps start-up torch-free
+    from ..methods.cam import explain_many
 
     n = x.shape[0]
     batch_size = max(1, int(batch_size))

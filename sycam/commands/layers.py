@@ -1,6 +1,8 @@
 """``sycam layers``: every module of a model with its output shape, to choose a layer."""
 from __future__ import annotations
 
+from rich.table import Table
+
 from .common import add_model_args, console, load_bundle
 
 
@@ -14,8 +16,8 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    import torch  # here, not at the top: `sycam layers --help` starts without torch
-    from rich.table import Table
+    # deferred: keeps start-up torch-free (`sycam layers --help` starts without torch)
+    import torch
 
     from ..evidence.layers import list_layers
 

@@ -4,6 +4,8 @@ Reads :func:`sycam.metrics.describe`, which needs no torch for the built-in metr
 """
 from __future__ import annotations
 
+from rich.markup import escape
+
 from .common import console
 
 
@@ -18,8 +20,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.markup import escape
-
+    # deferred: the catalogue (7 ms) would cost every command's start-up; only `sycam metrics` reads it
     from ..metrics.catalogue import describe, names, params_text
 
     rows = [describe(name) for name in (args.names or names())]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DataError
+from .common import load_bundle
 
 if TYPE_CHECKING:        # torch only for annotations: the parsers that use this module start without it
     from torch import nn
@@ -68,7 +69,7 @@ def read_data(args):
     are read before any model work, so a bad folder fails fast."""
     if args.data in DATA:
         return None
-    from ..data import load_folder
+    from ..data import load_folder  # deferred: keeps start-up torch-free (sycam.data loads torch)
 
     return load_folder(args.data)
 
@@ -77,7 +78,7 @@ def load_problem(args, log=print, images=None) -> Problem:
     """Model, layers and images from the parsed arguments (see :func:`add_data_args`);
     ``images``: the folder already read by :func:`read_data`."""
     if args.data == "toy" or args.model == "toy":
-        from ..search.toy import toy_problem
+        from ..search.toy import toy_problem  # deferred: keeps start-up torch-free
 
         if args.data != "toy" or args.model != "toy":
             raise DataError("the toy model only explains toy data: use --model toy --data toy")
@@ -87,23 +88,21 @@ def load_problem(args, log=print, images=None) -> Problem:
                 "names": names_digest(batch)}
         return Problem(model, "toy", args.layers or [layer], batch.to(args.device), data,
                        [str(i) for i in range(5)], batch.size[0])
-    from .common import load_bundle
-
     if images is None:
         images = read_data(args)
     bundle = load_bundle(args)
     if args.data == "default":
-        from ..data import default_benchmark
+        from ..data import default_benchmark  # deferred: keeps start-up torch-free
 
         batch = default_benchmark(args.size, bundle=bundle, seed=args.data_seed, log=log)
         data = {"kind": "default", "size": args.size, "seed": args.data_seed}
     elif args.data == "fallback":
-        from ..data import fallback_benchmark
+        from ..data import fallback_benchmark  # deferred: keeps start-up torch-free
 
         batch = fallback_benchmark(bundle)
         data = {"kind": "fallback"}
     else:
-        from ..data import to_batch
+        from ..data import to_batch  # deferred: keeps start-up torch-free
 
         batch = to_batch(images.items(), bundle.preprocess)
         data = {"kind": "folder", "path": str(Path(args.data).resolve())}

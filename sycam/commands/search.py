@@ -84,7 +84,7 @@ def _stop_on_signals(stop: threading.Event):
 
 
 def run(args) -> int:
-    # torch, optuna and the search engine load here, not at the top: `sycam search --help` starts without them
+    # deferred: torch, optuna and the search engine load here: `sycam search --help` starts without them
     from ..data import split
     from ..search.driver import Options, Search, make_sampler, open_study, seed_enqueuer
     from ..search.evaluate import EvidenceSet, check_metric_inputs
@@ -125,7 +125,7 @@ def run(args) -> int:
     grammar = GrammarSpace(space)
     seeds = space.seeds()
     directions = [s.direction for s in specs]
-    import optuna
+    import optuna  # deferred: keeps start-up optuna-free (search.driver has loaded it by now)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = WilcoxonPruner(p_threshold=0.1) if fidelity else None
@@ -168,6 +168,7 @@ def run(args) -> int:
         return 130
     if args.no_report:
         return 0
+    # deferred: the report (sympy, matplotlib) loads only when the search writes one
     from ..report.leaderboard import rich_table
     from ..report.search_report import write_search_report
 
@@ -188,6 +189,6 @@ def run(args) -> int:
 
 
 def _threads() -> int:
-    import torch
+    import torch  # deferred: keeps start-up torch-free
 
     return torch.get_num_threads()

@@ -1,6 +1,8 @@
 """``sycam seeds``: the seed library with formulas, references and costs."""
 from __future__ import annotations
 
+from rich.table import Table
+
 from .common import console
 
 
@@ -13,13 +15,11 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    # the seed catalogue is data (grammar + lark, no torch); sympy only for --latex
-    from rich.table import Table
-
+    # deferred: parsing the seed library (lark) would cost every command's start-up (it needs no torch)
     from ..methods import META_METHODS, SEEDS
 
     if args.latex:
-        from ..grammar.symbolic import latex
+        from ..grammar.symbolic import latex  # deferred: sympy (0.4 s) only for --latex
 
     table = Table(title=f"{len(SEEDS)} seed methods", show_lines=True)
     for col in ("name", "method", "expression", "cost", "reference"):

@@ -15,6 +15,7 @@ import torch
 
 from ..batching import model_rows
 from ..errors import DataError
+from ..models import load_model
 from .batch import Batch
 from .cache import FETCH_HINT
 from .composite import composite_set
@@ -27,8 +28,6 @@ DEFAULT_SIZE = 64
 
 def _bundle(bundle):
     if bundle is None:
-        from ..models import load_model
-
         return load_model()
     return bundle
 

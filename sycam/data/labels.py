@@ -15,6 +15,7 @@ import re
 from functools import lru_cache
 
 from ..errors import DataError, SycamError, UnknownNameError
+from ..models import imagenet_classes
 
 
 class AmbiguousNameError(SycamError, KeyError):
@@ -49,8 +50,6 @@ def resolve_label(label: int | str, classes: list[str] | tuple[str, ...] | None 
     and :class:`DataError` for an index out of range.
     """
     if classes is None:
-        from ..models import imagenet_classes
-
         classes = imagenet_classes()
     classes = tuple(str(c) for c in classes)
     if isinstance(label, bool):

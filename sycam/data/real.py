@@ -40,11 +40,11 @@ def accepted(obj: dict) -> list[int]:
 
 def _package_dir(name: str) -> Path:
     if name == "skimage":
-        import skimage
+        import skimage  # deferred: only to find its bundled photos; its modules load on use, slowly
 
         return Path(skimage.__file__).parent
     if name == "matplotlib":
-        import matplotlib
+        import matplotlib  # deferred: matplotlib costs 0.1 s; only to find its bundled photos
 
         return Path(matplotlib.get_data_path())
     raise DataError(f"unknown photo origin {name!r}")

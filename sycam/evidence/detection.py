@@ -44,7 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.batch import Batch
 from ..errors import SycamError
+from .layers import resolve_layers
 
 MATCH_RULES = ("iou", "score")
 
@@ -336,8 +338,6 @@ class DetectionExplanation:
         detection's box (the reference where unmatched) or the ``"reference"`` box. Labels are the
         matched labels (the reference's where unmatched).
         """
-        from ..data.batch import Batch
-
         if boxes not in ("matched", "reference"):
             raise SycamError(f"boxes must be 'matched' or 'reference', got {boxes!r}")
         x = images[self.image_index.to(images.device)]
@@ -388,8 +388,6 @@ def explain_detections(cam, images: Tensor | Sequence[Tensor], boxes=None, label
     or a list of ``(3, H, W)`` (one explanation per image is returned for a list: sizes may
     differ). A camera without layers gets :func:`default_layers`.
     """
-    from .layers import resolve_layers
-
     batches, is_list = _as_batches(images)
     if is_list:
         per = [None] * len(batches) if boxes is None else list(boxes)

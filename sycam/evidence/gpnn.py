@@ -53,6 +53,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 from ..errors import SycamError
@@ -543,8 +544,6 @@ def gpnn_variations(image: Tensor, n: int, *, seed: int, params: GPNNParams | No
 def save_variation_grid(source: Tensor, variations: Tensor, path: str | Path, *, ncols: int = 4,
                         gap: int = 4, title: str | None = None) -> Path:
     """PNG grid: the source (framed in red) first, then the variations; pixels are not resampled."""
-    from PIL import Image, ImageDraw
-
     imgs = torch.cat([source[None], variations]).clamp(0, 1)
     imgs = (imgs * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
     k, h, w = imgs.shape[:3]

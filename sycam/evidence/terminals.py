@@ -158,7 +158,8 @@ def _power(name: str, n: int) -> Callable[[Context], Tensor]:
 
 def _derivatives(c: Context) -> dict[str, dict[str, Tensor]]:
     """H2 and/or H3 of every layer, by autograd over the model's suffix after the layer."""
-    from .derivatives import true_derivatives  # deferred: keeps start-up torch-free
+    # deferred: keeps start-up torch-free
+    from .derivatives import true_derivatives
     from .split import split_model
 
     wanted = c.wanted & {"H2", "H3"}
@@ -182,7 +183,8 @@ def _score(c: Context) -> Tensor:
 
 
 def _score_ss(c: Context) -> Tensor:
-    import torch  # deferred: keeps start-up torch-free
+    # deferred: keeps start-up torch-free
+    import torch
 
     from .perturbation import ss_cam
 
@@ -201,7 +203,8 @@ def _score_is(c: Context) -> Tensor:
 
 
 def _ablation(c: Context) -> Tensor:
-    from .perturbation import ablation_scores  # deferred: keeps start-up torch-free
+    # deferred: keeps start-up torch-free
+    from .perturbation import ablation_scores
     from .split import split_model
 
     suffix = split_model(c.model, c.layer.name, c.x, check=False)

@@ -68,7 +68,7 @@ def params_text(params: dict[str, Any]) -> str:
 
 def generate() -> str:
     """The text of ``catalogue_data.py`` from the registry (imports torch)."""
-    from .registry import BUILTIN, describe_metric
+    from .registry import BUILTIN, describe_metric  # deferred: the registry loads torch; describe() must not
 
     lines = ['"""The built-in metrics described for torch-free readers (``sycam metrics``,',
              ':func:`sycam.metrics.describe`).', '',

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.batch import Batch
+from ..errors import UnknownNameError
 from .base import Cost, Direction, Metric, MetricError, Resources, call_explainer, input_affine, logits_of
 from .similarity import Similarity, get_similarity
 
@@ -73,8 +74,6 @@ class NoiseRobustness(Metric):
         if kind not in ("consistency", "responsiveness", "combined"):
             raise MetricError(f"kind must be 'consistency', 'responsiveness' or 'combined', got {kind!r}")
         if isinstance(noise, str) and noise not in NOISES:
-            from ..errors import UnknownNameError
-
             raise UnknownNameError("noise", noise, NOISES)
         self.kind, self.noise, self.level, self.samples = kind, noise, float(level), int(samples)
         self.similarity, self.seed = get_similarity(similarity), seed
@@ -137,8 +136,6 @@ class Equivariance(Metric):
                  similarity: str | Similarity = "pearson"):
         defaults = {"hflip": 0.0, "shift": 16.0, "scale": 1.25}
         if transform not in defaults:
-            from ..errors import UnknownNameError
-
             raise UnknownNameError("transform", transform, defaults)
         self.transform = transform
         self.amount = defaults[transform] if amount is None else float(amount)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.batch import Batch
+from ..errors import UnknownNameError
 from .base import Cost, Direction, Metric, MetricError, Resources, call_explainer
 from .similarity import spearman, ssim
 
@@ -75,8 +76,6 @@ class CascadingRandomisation(Metric):
         plan, done = [], []
         for name in self.stages:
             if name not in known:
-                from ..errors import UnknownNameError
-
                 raise UnknownNameError("module", name, known)
             done = done + [n for n, _ in known[name].named_modules(prefix=name)
                            if any(True for _ in known[n].parameters(recurse=False))]

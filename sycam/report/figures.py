@@ -14,15 +14,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from PIL import Image, ImageDraw
+
 from .overlay import overlay, to_uint8
 from .text import label_font, wrap_px
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # deferred: matplotlib (pyplot: 0.5 s) loads only when a figure is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: after use("Agg"), which must come first
 
     return plt
 
@@ -115,8 +117,6 @@ def overlay_grid(path: str | Path, images, maps: Mapping[str, object], *, boxes:
     Pictures are ``tile`` px squares (aspect kept; default: what fits a report's ``page`` width,
     150 to 220 px); every text is wrapped, never cut.
     """
-    from PIL import Image, ImageDraw
-
     if by not in ("image", "map"):
         raise ValueError(f"by must be 'image' or 'map', not {by!r}")
     font, big = label_font(font_size), label_font(font_size + 3)

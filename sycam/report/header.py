@@ -27,7 +27,7 @@ def metric_info(text: str) -> dict[str, str]:
     """``{"name", "definition", "direction"}`` of a metric written ``name[:param=value,...]``, from
     :func:`sycam.metrics.describe` (torch-free). ``direction`` is ``"higher"`` or ``"lower"`` (which
     is better); both are empty for a name that is not a metric."""
-    from ..metrics import describe
+    from ..metrics import describe  # deferred: the catalogue (7 ms) would cost every command's start-up
 
     name = str(text).partition(":")[0].strip()
     if name == "size":

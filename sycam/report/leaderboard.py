@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
 from ..grammar.printer import to_text
 from ..grammar.symbolic import latex, simplify
 from ..search.heldout import Entry, compare
@@ -93,8 +95,6 @@ def _jsonable(value: Any) -> Any:
 
 def rich_table(table: Sequence[dict[str, Any]], objectives: Sequence[ObjectiveSpec], title: str, limit: int = 20):
     """A rich Table of the main columns (for the terminal)."""
-    from rich.table import Table
-
     t = Table(title=title, show_lines=False)
     t.add_column("#", justify="right")
     t.add_column("candidate")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from ..data.images import pil_to_tensor
@@ -27,7 +28,7 @@ GRID_SIDE = 400
 
 @lru_cache(maxsize=8)
 def _lut(cmap: str) -> Tensor:
-    import matplotlib
+    import matplotlib  # deferred: matplotlib costs 0.1 s; only for its colour maps, on first use
 
     colors = matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3]
     return torch.tensor(colors, dtype=torch.float32)
@@ -142,8 +143,6 @@ def overlay(image, heatmap, alpha: float = 0.5, cmap: str = "jet", *, box: Box |
 
 
 def _font(size: int):
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, ValueError, OSError):    # a Pillow without FreeType
@@ -163,8 +162,6 @@ def _fitted(draw, text: str, width: float, size: int):
 
 def _annotate(rgb: Tensor, *, box: Box | None, label: str | None, colorbar: bool, cmap: str) -> Tensor:
     """The crop outline, a colour bar and a label, drawn on the picture (PIL)."""
-    from PIL import Image, ImageDraw
-
     h, w = int(rgb.shape[1]), int(rgb.shape[2])
     base = Image.fromarray(to_uint8(rgb)).convert("RGBA")
     layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
@@ -213,8 +210,6 @@ def to_uint8(rgb: Tensor) -> np.ndarray:
 
 
 def save_png(path: str | Path, rgb: Tensor) -> Path:
-    from PIL import Image
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(to_uint8(rgb)).save(path)
@@ -254,10 +249,10 @@ def save_grid(path: str | Path, images: Tensor | Sequence[Tensor], maps: Mapping
     height, column titles to the column's width, the title to the figure's, and the figure grows
     by the room the wrapped lines take; a colour bar is added.
     """
-    import matplotlib
+    import matplotlib  # deferred: matplotlib (pyplot: 0.5 s) loads only when a grid is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: after use("Agg"), which must come first
 
     dpi = 100
     names = list(maps)
@@ -285,6 +280,7 @@ def save_grid(path: str | Path, images: Tensor | Sequence[Tensor], maps: Mapping
     for j, lines in enumerate(cols_text):
         axes[0, j].set_title("\n".join(lines), fontsize=8)
     if colorbar:
+        # deferred: with pyplot, above
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import re
 
+from PIL import ImageFont
+
 
 def label_font(size: int):
     """DejaVu Sans (shipped with matplotlib) at ``size`` px, or PIL's default font."""
-    from PIL import ImageFont
-
     try:
-        import matplotlib
+        import matplotlib  # deferred: matplotlib costs 0.1 s; only to find its font file
 
         return ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf"), size)
     except Exception:            # no FreeType: PIL's bitmap font still draws every character we use

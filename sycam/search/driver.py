@@ -47,6 +47,7 @@ from optuna.trial import TrialState, create_trial
 from ..errors import SycamError
 from ..grammar.ast import Expr
 from ..grammar.printer import to_text
+from .enumerate import Enumerator
 from .evaluate import EvidenceSet
 from .ledger import INFO, SETTINGS, WORKER, Ledger, View, expression_key, info
 from .objectives import Objectives, Outcome
@@ -482,8 +483,6 @@ class Search:
     # ------------------------------------------------------------------ enumeration
     def _enumeration(self):
         """Chunks of distinct candidates from the search core's enumerator (sizes <= enumerate_size)."""
-        from .enumerate import Enumerator
-
         if self.probe is None:
             raise SearchError("enumeration needs probe evidence (a few working images)")
         size = self.options.enumerate_size

@@ -367,7 +367,8 @@ def open_store(url: str | Path, create: str | Path | None = None) -> Store:
     missing PostgreSQL driver or an unreachable server fail here. ``create``: the one folder
     that may be made for a journal / SQLite file (e.g. the report folder the user named).
     """
-    from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage  # deferred: start-up (as above)
+    # deferred: optuna costs start-up until a store is opened (as above)
+    from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     kind, where = parse_url(url)
@@ -407,7 +408,7 @@ def open_store(url: str | Path, create: str | Path | None = None) -> Store:
         return Store(kind, sa_url, storage, lock)
     # postgresql
     try:
-        import psycopg2  # noqa: F401
+        import psycopg2  # noqa: F401  # deferred: only PostgreSQL stores need the driver; imported to check it is there
     except ImportError:
         if "+" not in where.split("://", 1)[0]:
             raise StorageError("PostgreSQL storage needs a driver: pip install psycopg2-binary") from None
