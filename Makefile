@@ -28,8 +28,8 @@ demo: setup data
 test: setup data lint
 	$(BIN)/python -m pytest
 
-# ruff (pyflakes, pycodestyle, bugbear, import order) on everything; mypy on the public API,
-# grammar and kernels ([tool.ruff], [tool.mypy] in pyproject.toml)
+# ruff (pyflakes, pycodestyle, bugbear, import order) on everything; mypy on the public API
+# (sycam.api, sycam.methods), grammar and kernels ([tool.ruff], [tool.mypy] in pyproject.toml)
 lint: setup
 	$(BIN)/ruff check sycam tests benchmarks experiments
 	$(BIN)/mypy

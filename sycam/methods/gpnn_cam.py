@@ -216,12 +216,18 @@ def combine_layers(maps: Sequence[Tensor], size: tuple[int, int], how: str = "me
         raise SycamError(f"unknown combination {how!r}; choose from {', '.join(COMBINATIONS)}")
     if how in ("mean", "max"):
         return fuse(list(maps), size, how)[0]
-    big = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
-    prod = None
-    for m in maps:
+    if not maps:
+        raise SycamError("combine_layers needs at least one layer map")
+    h, w = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+    big = (int(h), int(w))
+
+    def squashed(m: Tensor) -> Tensor:
         peak = m.flatten(-2).amax(-1).clamp_min(1e-12)[..., None, None]   # group max per image
-        s = upsample(torch.sigmoid(m / peak - 0.5), tuple(big))
-        prod = s if prod is None else prod * s
+        return upsample(torch.sigmoid(m / peak - 0.5), big)
+
+    prod = squashed(maps[0])
+    for m in maps[1:]:
+        prod = prod * squashed(m)
     return minmax(upsample(prod, size))
 
 
@@ -350,6 +356,8 @@ class GPNNCAM(Explainer):
         """Base CAM maps (r, H, W), validity (r,), regression-layer activations and p(c) for views x,
         in captures of at most ``chunk`` views."""
         cam = self.base
+        if cam.layers is None:
+            raise SycamError("GPNN-CAM: the base CAM's layers are resolved by explain() before any view")
         base_names = [r.name for r in cam.layers]
         maps, valid, probs = [], [], []
         feats: dict[str, list[Tensor]] = {}
@@ -360,7 +368,7 @@ class GPNNCAM(Explainer):
             m, v = self._base_maps(ev, base_names)
             maps.append(m)
             valid.append(v)
-            probs.append(ev.logits.detach().float().softmax(1).gather(1, ci[:, None].to(ev.logits.device))[:, 0])
+            probs.append(_class_probs(ev, ci))
             for name in self._regression_names():
                 feats.setdefault(name, []).append(ev.layers[name].A.detach())
         return (torch.cat(maps), torch.cat(valid), {k: torch.cat(v) for k, v in feats.items()}, torch.cat(probs))
@@ -382,16 +390,16 @@ class GPNNCAM(Explainer):
             raise SycamError(f"GPNN-CAM explains (b, 3, H, W) images, got {tuple(x.shape)}")
         if targets is not None and callable(targets) and not isinstance(targets, Tensor):
             raise SycamError("GPNN-CAM explains a class: give a class index, one per image, or None")
-        if self.base.layers is None:
-            self.base.layers = resolve_layers(self.model, last_spatial_layer(self.model, x[:1]))
+        layers = self.base.layers
+        if layers is None:
+            layers = self.base.layers = resolve_layers(self.model, last_spatial_layer(self.model, x[:1]))
         reg_names = self._regression_names()
-        refs = list({r.name: r for r in [*self.base.layers, *resolve_layers(self.model, reg_names or
-                                                                            self.base.layers)]}.values())
+        refs = list({r.name: r for r in [*layers, *resolve_layers(self.model, reg_names or layers)]}.values())
         if images01 is None:
             images01 = self._to01(x)
         elif images01.shape != x.shape:
             raise SycamError(f"images01 {tuple(images01.shape)} must have the shape of x {tuple(x.shape)}")
-        b, size = x.shape[0], tuple(x.shape[-2:])
+        b, size = x.shape[0], (int(x.shape[-2]), int(x.shape[-1]))
         cam = self.base
 
         # the source images: logits, classes, base CAM, regression-layer activations
@@ -401,12 +409,13 @@ class GPNNCAM(Explainer):
         classes = _classes(targets, logits.detach()).to(x.device)
         src_ev = capture(self.model, x, refs, cam.target_for(classes.tolist()), needs=cam.needs, output=cam.output,
                          options=cam.options)
-        src_maps, src_valid = self._base_maps(src_ev, [r.name for r in cam.layers])
-        src_probs = src_ev.logits.detach().float().softmax(1).gather(1, classes[:, None])[:, 0]
+        src_maps, src_valid = self._base_maps(src_ev, [r.name for r in layers])
+        src_probs = _class_probs(src_ev, classes)
         sec = {"capture": time.perf_counter() - t0, "gpnn": 0.0, "phase1": 0.0, "phase2": 0.0}
 
-        phase1, mass, steps = [], [], [[] for _ in range(self.super_iters)]
-        layer_maps = {name: [] for name in reg_names}
+        phase1, mass = [], []
+        steps: list[list[Tensor]] = [[] for _ in range(self.super_iters)]
+        layer_maps: dict[str, list[Tensor]] = {name: [] for name in reg_names}
         fits, probs_all, keep_v, keep_c, keep_l = [], [], [], [], []
         for i in range(b):
             avg = torch.zeros(size, device=x.device)
@@ -447,9 +456,9 @@ class GPNNCAM(Explainer):
 
             # phase 2: the phase-1 map carried into every view, regressed from each layer
             t0 = time.perf_counter()
-            carried = [avg[None]] if self.include_source else []
-            carried += [c.apply(avg[None])[:, 0] for c in corrs]          # P_v H, (n, H, W) each
-            carried = torch.cat(carried)
+            views = [avg[None]] if self.include_source else []
+            views += [c.apply(avg[None])[:, 0] for c in corrs]          # P_v H, (n, H, W) each
+            carried = torch.cat(views)
             fit_i = {}
             for name in reg_names:
                 fv = torch.cat(feats[name] if self.include_source else feats[name][1:])
@@ -477,6 +486,15 @@ class GPNNCAM(Explainer):
             [torch.stack(s) for s in steps], fits, probs_all, keep_v, keep_c, keep_l,
             {k: round(v, 3) for k, v in sec.items()})
         return self.last
+
+
+def _class_probs(ev, classes: Tensor) -> Tensor:
+    """p(c) of each image's class ``classes`` (b,), from the evidence's logits."""
+    if ev.logits is None:
+        raise SycamError("GPNN-CAM explains a class: it needs a classifier's logits, but the target read the raw "
+                         "model output")
+    logits = ev.logits.detach()
+    return logits.float().softmax(1).gather(1, classes[:, None].to(logits.device))[:, 0]
 
 
 def gpnncam(model: nn.Module, layers=None, **kwargs) -> GPNNCAM:
