@@ -34,14 +34,22 @@ def apply_op(node: Call, args: Sequence[Value], *, prepared: bool = False) -> Va
     return op.lower(args, axes) if prepared else op.compute(args, axes)
 
 
+def _operand(node: Call, i: int, value: Callable[[Expr], Any]) -> Any:
+    return value(node.args[i])
+
+
 def interpret(expr: Expr, leaf: Callable[[Var | Num], Any], *,
               apply: Callable[[Call, list[Any]], Any] = apply_op,
               known: Callable[[Call], Any] | None = None,
-              keep: Callable[[Call, Any], None] | None = None) -> Any:
+              keep: Callable[[Call, Any], None] | None = None,
+              operand: Callable[[Call, int, Callable[[Expr], Any]], Any] = _operand) -> Any:
     """The value of ``expr``: leaves from ``leaf``, operators through ``apply`` (``apply_op``, or a
     caller's lifting of it, e.g. over several layers), children first. ``known(node)`` returns a
     value kept earlier (None if none; the node's sub-tree is then not visited) and ``keep`` is
-    told every value computed: with both, the interpreter is memoised across calls."""
+    told every value computed: with both, the interpreter is memoised across calls.
+    ``operand(node, i, value)`` gives the node's i-th argument (default: ``value(node.args[i])``);
+    a memo that keeps prepared operands (see ``Op.prepare``) answers from them without
+    evaluating the argument again."""
     def value(node: Expr) -> Any:
         if not isinstance(node, Call):
             return leaf(node)
@@ -49,7 +57,7 @@ def interpret(expr: Expr, leaf: Callable[[Var | Num], Any], *,
             hit = known(node)
             if hit is not None:
                 return hit
-        out = apply(node, [value(a) for a in node.args])
+        out = apply(node, [operand(node, i, value) for i in range(len(node.args))])
         if keep is not None:
             keep(node, out)
         return out

@@ -246,7 +246,8 @@ class Memo:
         self.ops = 0   # operators applied (work done)
 
     def __call__(self, expr: Expr) -> tuple[Value, ...]:
-        return interpret(expr, self._leaf, apply=self._apply, known=self._known, keep=self._keep)
+        return interpret(expr, self._leaf, apply=self._apply, known=self._known, keep=self._keep,
+                         operand=self._operand)
 
     def _leaf(self, expr: Var | Num) -> tuple[Value, ...]:
         if isinstance(expr, Num):
@@ -264,16 +265,20 @@ class Memo:
         self.cache.put((self.token, expr), values)
 
     def _apply(self, expr: Call, args: list[tuple[Value, ...]]) -> tuple[Value, ...]:
-        for i, transform in OPS[expr.op].prepare:
-            args[i] = self._prepared(expr.args[i], transform, args[i])
+        """The operator on every layer; its operands arrive prepared (``_operand``)."""
         self.ops += 1
         return tuple(apply_op(expr, [a[layer] for a in args], prepared=True) for layer in range(len(self._layers)))
 
-    def _prepared(self, operand: Expr, transform, values: tuple[Value, ...]) -> tuple[Value, ...]:
-        key = (self.token, transform, operand)
+    def _operand(self, node: Call, i: int, value) -> tuple[Value, ...]:
+        """The i-th argument of ``node``, prepared as its record says and memoised as such: a
+        prepared divisor is found without the divisor's own value (which may be evicted)."""
+        transform = next((t for j, t in OPS[node.op].prepare if j == i), None)
+        if transform is None:
+            return value(node.args[i])
+        key = (self.token, transform, node.args[i])
         hit = self.cache.get(key)
         if hit is None:
-            hit = tuple(transform(v) for v in values)
+            hit = tuple(transform(v) for v in value(node.args[i]))
             # counted in full even when it is the term's own tensor: this entry keeps that tensor
             # alive after the term's entry is evicted, so the budget stays a true bound
             self.cache.put(key, hit)
