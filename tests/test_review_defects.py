@@ -228,7 +228,28 @@ def test_search_comparisons_on_few_held_out_images_claim_nothing():
     assert "too few images to conclude (3, fewer than 10): no significance claimed" in v.message
     many = compare(Entry("#1", None, "synth", per_image={"m": torch.ones(12)}),
                    Entry("gradcam", None, "seed", per_image={"m": torch.zeros(12)}), spec, "maximize")
-    assert many.better and many.verdict == "better"
+    assert many.better and many.verdict == "better" and many.paired.p == pytest.approx(2 / 2 ** 12)
+
+
+def test_the_search_verdict_is_holm_corrected_over_the_seeds():
+    """On 10 images, better on 9 and worse on 1 against each of three seeds: each sign-flip p is
+    22 / 1024 = 0.021 (|sum| >= 8 for 22 of the 2^10 sign patterns), significant alone; Holm over
+    the three makes the smallest 3 x 0.021 = 0.064, so no seed is significantly beaten. Against
+    seeds beaten on 10 of 10 (p = 2 / 1024) the same correction keeps every one significant."""
+    from sycam.search.heldout import Entry, verdict
+
+    spec = SimpleNamespace(text="m")
+    best = Entry("#1", None, "synth", per_image={"m": torch.ones(10)})
+    edge = torch.tensor([0.0] * 9 + [2.0])                   # best - seed: +1 on 9 images, -1 on one
+    v = verdict(best, [Entry(f"s{i}", None, "seed", per_image={"m": edge}) for i in range(3)], spec, "maximize")
+    assert v.beats_every_seed                                # every mean difference is positive ...
+    for c in v.comparisons:
+        assert c.paired.p == pytest.approx(22 / 1024) and c.paired.p_holm == pytest.approx(3 * 22 / 1024)
+        assert not c.better and c.verdict == "not significant"
+    assert "significant against 0 of 3 seeds" in v.message and "Holm" in v.message   # ... none significantly
+    clear = verdict(best, [Entry(f"s{i}", None, "seed", per_image={"m": torch.zeros(10)}) for i in range(3)],
+                    spec, "maximize")
+    assert all(c.better for c in clear.comparisons) and "significant against 3 of 3 seeds" in clear.message
 
 
 # ----------------------------------------------------------------------------- 5. constants once

@@ -97,9 +97,7 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
     counts = study_counts(study)
     payload = {"study": study.study_name, "objectives": [s.text for s in objectives], "directions": directions,
                "verdict": v.as_dict(), "best": table[0] if best is not None else None,
-               "comparisons": [{"seed": c.other, "objective": c.objective, **c.diff.as_dict(),
-                                "significantly_better": c.better, "significantly_worse": c.worse}
-                               for c in v.comparisons],
+               "comparisons": [c.as_dict() for c in v.comparisons],
                "pareto_front": [r["label"] for r in table if any(r["label"] == e.label for e in front)],
                "leaderboard": table, "counts": counts, "settings": dict(settings or {}), "run": dict(run or {}),
                "command": shlex.join(command) if command else ""}
@@ -208,9 +206,9 @@ def _html(path: Path, study, space: SearchSpace, objectives, table, v: heldout.V
         page.image(files.get("latex"), "LaTeX (mathtext rendering)")
         page.code(r["latex"])
         page.raw('<p>Use it: <code>sycam explain --method "$(cat best.txt)"</code></p>')
-    page.heading("Against every seed (held-out, paired, 95% bootstrap CI)")
+    page.heading("Against every seed (held-out, paired: 95% bootstrap CI, sign-flip p, Holm over the seeds)")
     page.table([{"seed": c.other, "objective": c.objective, "difference": c.diff.mean, "low": c.diff.low,
-                 "high": c.diff.high, "images": c.diff.images,
+                 "high": c.diff.high, "images": c.diff.images, "p": c.paired.p, "p (Holm)": c.paired.p_holm,
                  "verdict": c.verdict}
                 for c in v.comparisons])
     page.heading("Leaderboard")

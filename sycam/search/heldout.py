@@ -82,25 +82,42 @@ class Entry:
 
 @dataclass
 class Comparison:
-    """``entry`` minus ``other`` on the held-out images (positive: entry is better)."""
+    """``entry`` minus ``other`` on the held-out images (positive: entry is better): the paired
+    difference with its sign-flip p-value, Holm-adjusted by :func:`verdict` over the seeds it
+    compares with. Better or worse only where significant on at least :data:`MIN_IMAGES` images."""
 
     entry: str
     other: str
     objective: str
-    diff: Interval
-    better: bool          # the interval lies above 0 (and there are at least MIN_IMAGES images)
-    worse: bool           # ... below 0
+    paired: Paired
+
+    @property
+    def diff(self) -> Interval:
+        return self.paired.diff
 
     @property
     def conclusive(self) -> bool:
         """Enough paired images (:data:`MIN_IMAGES`) to call the difference significant or not."""
-        return self.diff.images >= MIN_IMAGES
+        return self.paired.conclusive
+
+    @property
+    def better(self) -> bool:
+        return self.paired.significant() and self.diff.mean > 0
+
+    @property
+    def worse(self) -> bool:
+        return self.paired.significant() and self.diff.mean < 0
 
     @property
     def verdict(self) -> str:
         if not self.conclusive:
             return TOO_FEW
         return "better" if self.better else "worse" if self.worse else "not significant"
+
+    def as_dict(self) -> dict:
+        return {"seed": self.other, "objective": self.objective, **self.diff.as_dict(), "p": self.paired.p,
+                "p_holm": self.paired.p_holm, "significantly_better": self.better,
+                "significantly_worse": self.worse, "verdict": self.verdict}
 
 
 def _entry(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> Entry:
@@ -155,13 +172,13 @@ def score(entries: Sequence[Entry], objectives: Sequence[ObjectiveSpec], evidenc
 
 
 def compare(entry: Entry, other: Entry, spec: ObjectiveSpec, direction: str) -> Comparison:
-    """Paired difference on the images where both are defined (sign: positive = entry better)."""
-    a, b = entry.per_image[spec.text], other.per_image[spec.text]
+    """Paired difference on the images where both are defined (sign: positive = entry better),
+    its bootstrap interval and sign-flip p-value (:func:`paired_difference`); not yet corrected
+    for the number of comparisons (:func:`verdict` does that)."""
     sign = 1.0 if direction == "maximize" else -1.0
-    d = sign * (a - b)
-    iv = interval(d)
-    enough = iv.images >= MIN_IMAGES
-    return Comparison(entry.label, other.label, spec.text, iv, enough and iv.low > 0, enough and iv.high < 0)
+    paired = paired_difference(sign * entry.per_image[spec.text], sign * other.per_image[spec.text],
+                               method=entry.label, reference_name=other.label)
+    return Comparison(entry.label, other.label, spec.text, paired)
 
 
 @dataclass
@@ -190,6 +207,8 @@ def verdict(best: Entry | None, seeds: Sequence[Entry], spec: ObjectiveSpec, dir
     if best is None:
         return Verdict(spec.text, None, False, None, None, [], "no synthesised candidate was completed")
     comps = [compare(best, s, spec, direction) for s in seeds]
+    for c, adjusted in zip(comps, holm([c.paired.p for c in comps])):
+        c.paired.p_holm = adjusted
     called = name or best.label
     if not comps:
         return Verdict(spec.text, best.label, True, None, None, [],
@@ -201,7 +220,8 @@ def verdict(best: Entry | None, seeds: Sequence[Entry], spec: ObjectiveSpec, dir
         sig = sum(c.better for c in comps)
         msg = (f"{called} beats every seed on {spec.text} on {n} held-out images: by {weakest.diff.mean:+.4f} "
                f"over the strongest seed {weakest.other} (95% CI {weakest.diff.low:+.4f} .. {weakest.diff.high:+.4f}); "
-               + (f"the difference is significant against {sig} of {len(comps)} seeds" if weakest.conclusive
+               + (f"the difference is significant against {sig} of {len(comps)} seeds (sign-flip tests, "
+                  f"Holm-corrected over the {len(comps)} seeds)" if weakest.conclusive
                   else f"too few images to conclude ({n}, fewer than {MIN_IMAGES}): no significance claimed"))
     else:
         losers = [c.other for c in comps if c.diff.mean <= 0]
