@@ -165,7 +165,7 @@ def test_eval_results_json_is_strict_json(tmp_path, capsys):
 
 
 def test_json_text_replaces_nan_and_inf_at_any_depth():
-    from sycam.commands.eval import json_text
+    from sycam.report.jsonfile import json_text
 
     value = {"a": float("nan"), "b": [1.0, float("inf"), {"c": np.float32("nan"), "d": np.float64(2.5)}],
              "e": (np.int64(3), -float("inf")), "f": Path("x"), "g": True}

@@ -18,6 +18,10 @@ from sycam.search.toy import toy_problem
 TOY = ["--model", "toy", "--data", "toy", "--size", "24"]
 
 
+def _no_nan(token: str):
+    raise AssertionError(f"{token} is not JSON")
+
+
 def run_search(tmp_path, *extra, study="t"):
     return main(["--threads", "1", "search", *TOY, "--study", study, "--out", str(tmp_path / "out"), *extra])
 
@@ -43,7 +47,7 @@ def test_search_reports_held_out_scores_of_the_selected_expression(tmp_path, cap
     out = tmp_path / "out"
     for name in ("leaderboard.csv", "leaderboard.json", "best.txt", "command.txt", "report.html", "overlays.png"):
         assert (out / name).stat().st_size > 0, name
-    board = json.loads((out / "leaderboard.json").read_text())
+    board = json.loads((out / "leaderboard.json").read_text(), parse_constant=_no_nan)   # strict JSON
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<script" not in html and board["verdict"]["message"] in html
 
@@ -100,7 +104,7 @@ def test_ablate_writes_a_sorted_table_chart_and_heatmaps(tmp_path):
     out = tmp_path / "ab"
     rc = main(["--threads", "1", "ablate", "relu(sum(mean(G, hw) * A, k))", *TOY, "--size", "12", "--out", str(out)])
     assert rc == 0
-    data = json.loads((out / "ablation.json").read_text())
+    data = json.loads((out / "ablation.json").read_text(), parse_constant=_no_nan)
     rows = data["rows"]
     assert rows[0]["kind"] == "original"
     scored = [r for r in rows[1:] if not r["map"]]                  # flat maps (A -> G2 here) are not scored
@@ -132,7 +136,7 @@ def test_ablate_calls_dead_only_terms_that_leave_the_maps_unchanged(tmp_path, ca
     assert main(["--threads", "1", "ablate", expr, "--model", "toy", "--data", "toy", "--size", "8",
                  "--metric", "pointing_game", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    data = json.loads((out / "ablation.json").read_text())
+    data = json.loads((out / "ablation.json").read_text(), parse_constant=_no_nan)
     rows = {(r["change"], r["at"]): r for r in data["rows"]}
     dead = {k for k, r in rows.items() if r["dead"]}
     assert {("2 -> 1", "sum(mean(G, hw) * A + 0 * G, k) * [2]"),            # * 2 under relu

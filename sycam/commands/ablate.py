@@ -66,7 +66,8 @@ def run(args) -> int:
     from ..data import split
     from ..methods.seeds import resolve_method
     from ..report import figures
-    from ..report.leaderboard import write_csv, write_json
+    from ..report.jsonfile import write_json
+    from ..report.leaderboard import write_csv
     from ..search.ablate import ablate
     from ..search.evaluate import check_metric_inputs
     from ..search.objectives import ObjectiveError, parse_objective

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
-import numbers
 import shlex
 import sys
 import time
@@ -17,6 +15,7 @@ from rich.table import Table
 from ..errors import DataError
 from ..report import header
 from ..report.html import Page
+from ..report.jsonfile import json_text
 from .common import add_model_args, check_out, console, load_bundle
 from .problem import check_data_arg, read_data
 
@@ -173,25 +172,6 @@ def run(args) -> int:
     console.print(verdict)
     console.print(f"wrote {out / 'report.html'}, {out / 'results.csv'}, {out / 'results.json'}, pictures in {out}")
     return 0
-
-
-def finite(value):
-    """``value`` with every float NaN / inf (numpy's too, at any depth) replaced by None: JSON has no
-    token for them (``json.dumps`` would write ``NaN``, which strict parsers refuse)."""
-    if isinstance(value, bool) or isinstance(value, numbers.Integral):
-        return value if isinstance(value, (bool, int)) else int(value)
-    if isinstance(value, numbers.Real):          # float, numpy floats
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
-def json_text(value) -> str:
-    """Strict JSON (no NaN / Infinity tokens: they become null); objects JSON lacks are written as text."""
-    return json.dumps(finite(value), indent=1, allow_nan=False, default=str)
 
 
 def _p(p: float) -> str:

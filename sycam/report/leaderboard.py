@@ -8,7 +8,6 @@ every seed on the first objective (``vs_<seed>``, positive = better than that se
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -74,23 +73,6 @@ def write_csv(path: str | Path, table: Sequence[dict[str, Any]]) -> Path:
         for r in table:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     return path
-
-
-def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=_jsonable, allow_nan=True))
-    tmp.replace(path)
-    return path
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "as_dict"):
-        return value.as_dict()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
 
 
 def rich_table(table: Sequence[dict[str, Any]], objectives: Sequence[ObjectiveSpec], title: str, limit: int = 20):

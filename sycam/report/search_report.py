@@ -31,6 +31,7 @@ from ..search.objectives import ObjectiveSpec
 from ..search.space import SearchSpace
 from . import figures, header, leaderboard
 from .html import Page, esc
+from .jsonfile import write_json
 
 
 @dataclass
@@ -101,7 +102,7 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
                "pareto_front": [r["label"] for r in table if any(r["label"] == e.label for e in front)],
                "leaderboard": table, "counts": counts, "settings": dict(settings or {}), "run": dict(run or {}),
                "command": shlex.join(command) if command else ""}
-    files["json"] = leaderboard.write_json(out / "leaderboard.json", payload)
+    files["json"] = write_json(out / "leaderboard.json", payload)
 
     # pictures
     labels = [f"{r['label']}: {r['candidate']}" for r in table]
