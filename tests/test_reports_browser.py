@@ -245,7 +245,7 @@ def test_ablate_reports_dead_terms_flat_variants_and_sub_expressions_on_held_out
     dead = {(r["change"], r["at"]) for r in rows if r["dead"]}
     assert ("G - G -> 0", "mean(G, hw) * A + [G - G]") in dead and "G - G (G - G -> 0 at" in data["dead_terms"]
     flat = [r for r in rows if r["map"]]
-    assert flat and all(math.isnan(r["score"]) and math.isnan(r["delta"]) for r in flat)
+    assert flat and all(r["score"] is None and r["delta"] is None for r in flat)    # strict JSON: null, not NaN
     assert rows[-len(flat):] == flat                                # listed last, not among the scored ones
     assert not any(re.fullmatch(r"[\d.]+", r["at"]) for r in rows[1:])   # text, not tree paths
     swap = next(r for r in rows if r["change"] == "G -> G2" and "mean" in r["at"])

@@ -57,10 +57,6 @@ def _effect(row, j: int, base) -> str:
     return "maps differ, no score changed" if row.same_scores(base) else ""
 
 
-def _fmt(value: float) -> str:
-    return "n/a" if value != value else f"{value:.3f}"
-
-
 def run(args) -> int:
     # deferred: torch, matplotlib and the search engine load here: `sycam ablate --help` starts without them
     from ..data import split
@@ -121,15 +117,14 @@ def run(args) -> int:
             xlabel=f"change in {spec.text}", highlight=[r.delta.high < 0 for r in variants])
     n = min(args.show_images, len(batch))
     shown = [0, *[j for j, r in enumerate(res.rows) if j and r.scored][:args.show]]   # flat maps are not drawn
-    targets = [problem.classes[c] if 0 <= c < len(problem.classes) else f"class {c}"
-               for c in batch.labels[:n].tolist()]
+    targets = [figures.class_name(c, problem.classes) for c in batch.labels[:n].tolist()]
     columns, labels = {}, {}
     for j in shown:
         r = res.rows[j]
         col = _title(r, j)
         columns[col] = res.maps[j]
         scores = [float(r.per_image[i]) if r.per_image is not None else float("nan") for i in range(len(targets))]
-        labels[col] = [f"target {t}: {spec.text} {_fmt(s)}" for t, s in zip(targets, scores)]
+        labels[col] = figures.score_labels(targets, spec.text, scores)
     files["grid"] = figures.overlay_grid(
         out / "heatmaps.png", batch.images[:n].cpu(), columns, boxes=batch.boxes[:n] or None,
         row_titles=[f"{name}\ntarget: {t}" for name, t in zip(batch.names[:n], targets)], cell_labels=labels,

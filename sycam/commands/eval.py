@@ -313,18 +313,14 @@ def _grid(cams, batch, out: Path, bundle, result, metric: str, n: int = 6) -> Pa
     more methods than images), ground-truth boxes drawn, full image and class names, the target
     class and the image's ``metric`` score under every overlay."""
     from ..methods.cam import explain_many  # deferred: keeps start-up torch-free
-    from ..report.figures import overlay_grid  # deferred: keeps start-up torch-free
+    from ..report.figures import class_name, overlay_grid, score_labels  # deferred: keeps start-up torch-free
 
     n = min(n, len(batch))
     part = batch[slice(0, n)]
     results = explain_many(cams, part.x, part.labels)
     names = part.names or [f"image {i}" for i in range(n)]
-    classes = [bundle.classes[int(c)] if 0 <= int(c) < len(bundle.classes) else f"class {int(c)}"
-               for c in part.labels.tolist()]
-    labels = {}
-    for m in results:
-        scores = result.scores[metric][m][:n].tolist()
-        labels[m] = [f"target {c}: {metric} " + ("n/a" if v != v else f"{v:.3f}") for c, v in zip(classes, scores)]
+    classes = [class_name(int(c), bundle.classes) for c in part.labels.tolist()]
+    labels = {m: score_labels(classes, metric, result.scores[metric][m][:n].tolist()) for m in results}
     return overlay_grid(out / "grid.png", part.images.cpu(), {m: r.maps.cpu() for m, r in results.items()},
                         boxes=part.boxes or None, row_titles=[f"{a}\ntarget: {c}" for a, c in zip(names, classes)],
                         cell_labels=labels, by="image" if len(results) <= max(4, n) else "map")

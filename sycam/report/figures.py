@@ -104,6 +104,21 @@ def latex_png(path: str | Path, latex: str, fontsize: int = 14) -> Path | None:
     return path
 
 
+def score_text(value: float) -> str:
+    """A score as the pictures show it: three decimals, "n/a" where it is missing (NaN)."""
+    return "n/a" if value != value else f"{value:.3f}"
+
+
+def class_name(index: int, classes: Sequence[str] | None) -> str:
+    """The name of class ``index`` (``class <index>`` where the names do not cover it)."""
+    return str(classes[index]) if classes and 0 <= index < len(classes) else f"class {index}"
+
+
+def score_labels(targets: Sequence[str], metric: str, scores: Sequence[float]) -> list[str]:
+    """The label under each overlay of a grid: ``target <class>: <metric> <score>``."""
+    return [f"target {t}: {metric} {score_text(float(s))}" for t, s in zip(targets, scores)]
+
+
 def overlay_grid(path: str | Path, images, maps: Mapping[str, object], *, boxes: Sequence | None = None,
                  row_titles: Sequence[str] = (), cell_labels: Mapping[str, Sequence[str]] | None = None,
                  title: str | None = None, tile: int | None = None, alpha: float = 0.5, cmap: str = "jet",

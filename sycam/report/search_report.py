@@ -120,15 +120,15 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
         ev = Evaluator(held_out, space, first.metric(), **dict(resources or {}))
         maps = ev.maps([e.candidate for e in shown], list(range(n))).full().cpu()
         names = list(held_batch.names[:n]) or [f"image {i}" for i in range(n)]
-        targets = [_class_name(int(c), classes) for c in held_batch.labels[:n].tolist()]
+        targets = [figures.class_name(int(c), classes) for c in held_batch.labels[:n].tolist()]
         columns, labels = {}, {}
         for j, e in enumerate(shown):
             what = "strongest seed" if e.is_seed else "candidate"
-            col = f"{e.label} ({what}, mean {_fmt(e.held[first.text].mean)}): {e.text}"
+            col = f"{e.label} ({what}, mean {figures.score_text(e.held[first.text].mean)}): {e.text}"
             columns[col] = maps[j]
             scores = e.per_image.get(first.text)
-            labels[col] = [f"target {t}: {first.text} {_fmt(float(scores[i]) if scores is not None else math.nan)}"
-                           for i, t in enumerate(targets)]
+            labels[col] = figures.score_labels(targets, first.text,
+                                               scores.tolist() if scores is not None else [math.nan] * n)
         files["overlays"] = figures.overlay_grid(
             out / "overlays.png", held_batch.images[:n].cpu(), columns, boxes=held_batch.boxes[:n] or None,
             row_titles=[f"{name}\ntarget: {t}" for name, t in zip(names, targets)], cell_labels=labels,
@@ -150,16 +150,6 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
     files["html"] = _html(out / "report.html", study, space, objectives, table, v, best, files, counts, command,
                           settings, run, held_out, front, report_seconds)
     return SearchReport(out, best, v, table, files)
-
-
-def _fmt(value: float) -> str:
-    return "n/a" if value != value else f"{value:.3f}"
-
-
-def _class_name(index: int, classes: Sequence[str] | None) -> str:
-    if classes and 0 <= index < len(classes):
-        return str(classes[index])
-    return f"class {index}"
 
 
 def header_rows(study_name: str, settings: Mapping[str, Any] | None, run: Mapping[str, Any] | None,
