@@ -6,7 +6,6 @@ harmful variants, and ``report.html`` with all of it inlined.
 """
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from rich.table import Table
 
 from ..report import header
 from ..report.html import Page
-from .common import add_model_args, check_out, console
+from .common import add_model_args, check_out, console, slug
 from .problem import add_data_args, check_data_arg, load_problem, read_data
 
 
@@ -35,10 +34,6 @@ def add(sub) -> None:
     p.add_argument("--show-images", type=int, default=4, help="images in the heatmap figure")
     p.add_argument("--out", help="output folder (default results/ablate/<expression>)")
     p.set_defaults(run=run)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:60] or "expression"
 
 
 def _title(row, j: int) -> str:
@@ -74,7 +69,7 @@ def run(args) -> int:
     if spec.is_size:
         raise ObjectiveError("ablate scores a metric, not size")
     check_data_arg(args)
-    out = check_out(args.out or Path("results") / "ablate" / _slug(args.expression))     # before the model
+    out = check_out(args.out or Path("results") / "ablate" / slug(args.expression))     # before the model
     problem = load_problem(args, log=lambda m: console.print(m), images=read_data(args))
     batch = problem.batch
     if args.images == "held-out":

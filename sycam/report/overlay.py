@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 from ..data.images import pil_to_tensor
@@ -142,19 +142,12 @@ def overlay(image, heatmap, alpha: float = 0.5, cmap: str = "jet", *, box: Box |
     return out
 
 
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, ValueError, OSError):    # a Pillow without FreeType
-        return ImageFont.load_default()
-
-
 def _fitted(draw, text: str, width: float, size: int):
     """(font, text) no wider than ``width``: a smaller font, then an ellipsis where needed."""
-    font = _font(size)
+    font = label_font(size)
     while size > 8 and draw.textlength(text, font=font) > width:
         size -= 1
-        font = _font(size)
+        font = label_font(size)
     while len(text) > 1 and draw.textlength(text, font=font) > width:
         text = text[:-2] + "…"
     return font, text
@@ -179,7 +172,7 @@ def _annotate(rgb: Tensor, *, box: Box | None, label: str | None, colorbar: bool
     if colorbar and h >= 16 and w >= 16:
         bar_w = max(4, round(w / 40))
         y0, y1 = round(h * 0.2), round(h * 0.8)
-        font = _font(max(size - 2, 8))
+        font = label_font(max(size - 2, 8))
         text_w = max(draw.textlength(t, font=font) for t in ("0", "1")) if h >= 64 else 0
         x1 = w - margin
         x0 = x1 - bar_w
