@@ -23,6 +23,7 @@ from conftest import agree, pearson
 
 import sycam
 from sycam.evidence.layers import resolve_layer
+from sycam.methods.seeds import resolve_method
 
 pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam import (  # noqa: E402
@@ -160,6 +161,12 @@ def test_eigengradcam_projection_matches_up_to_sign(models, arch, layer, size):
         ours = sycam.CAM(flipped, model, layer)(x[i:i + 1], CLASSES[i:i + 1])
         assert agree(ours[0], ref_maps[i])
     assert sycam.SEEDS["eigengradcam"].expression == "relu(pc1(G * A))"
+
+
+def test_gradcam_class_names_name_the_seeds():
+    for cls, seed in [(EigenGradCAM, "eigengradcam"), (GradCAMElementWise, "gradcamelementwise"),
+                      (KPCA_CAM, "kpcacam"), (FEM, "fem")]:
+        assert resolve_method(cls.__name__)[1].name == seed
 
 
 def test_finercam_matches_gradcam_finercam(models):

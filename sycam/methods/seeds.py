@@ -178,15 +178,13 @@ _SEEDS += [
          "1 forward + 1 backward to the layer",
          "L = relu(X v_1): X = G * A as an (h w) x K matrix (positions x channels) centred over positions, v_1 "
          "its first principal direction, signed so the largest |X v_1| is positive (grad-cam keeps numpy's SVD "
-         "sign)",
-         aliases=("eigen-grad-cam",)),
+         "sign)"),
     Seed("gradcamelementwise", "Grad-CAM element-wise", "sum(relu(G * A), k)",
          "pytorch-grad-cam's GradCAMElementWise (Gildenblat and contributors, github.com/jacobgil/pytorch-grad-cam), "
          "after Grad-CAM (Selvaraju et al., arXiv:1610.02391) and HiResCAM (Draelos & Carin, arXiv:2011.08891)",
          "1 forward + 1 backward to the layer",
          "L = sum_k relu(G_k * A_k): HiResCAM with the ReLU before the channel sum; grad-cam's ReLU after the sum "
-         "(BaseCAM) is the identity on a sum of non-negative terms, so it is not written",
-         aliases=("gradcam-elementwise",)),
+         "(BaseCAM) is the identity on a sum of non-negative terms, so it is not written"),
     Seed("kpcacam", "KPCA-CAM", "relu(kpc1_sigmoid(A))",
          "Karmani et al., KPCA-CAM: Visual Explainability of Deep Computer Vision Models using Kernel PCA, "
          "IEEE MMSP 2024, arXiv:2410.00267",
@@ -194,8 +192,7 @@ _SEEDS += [
          "L = relu(sqrt(l_1) v_1), (l_1, v_1) the top eigenpair of the double-centred kernel matrix "
          "tanh(x_i . x_j / K + 1) of the positions' centred channel vectors x_i (K channels): the authors' code, "
          "grad-cam's KPCA_CAM with its defaults (kernel='sigmoid', gamma = 1 / K, coef0 = 1). Its kernel='rbf' "
-         "is relu(kpc1_rbf(A)), kernel exp(-|x_i - x_j|^2 / K)",
-         aliases=("kpca_cam",)),
+         "is relu(kpc1_rbf(A)), kernel exp(-|x_i - x_j|^2 / K)"),
     Seed("fem", "FEM", f"sum(where({_FEM_MASK}, mean(A, hw), 0), k)",
          "Fuad et al., Features Understanding in 3D CNNs for Actions Recognition in Video, IPTA 2020, "
          "doi:10.1109/IPTA50016.2020.9286629 (the Feature Explanation Method)",
@@ -288,7 +285,7 @@ def resolve_method(method: str) -> tuple[Expr, Seed | None]:
     Text that looks like a bare name is a seed name; anything else is parsed.
     """
     text = method.strip()
-    if re.fullmatch(r"[A-Za-z][A-Za-z0-9+\- ]*", text) and _key(text) in _ALIASES:
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9+\-_ ]*", text) and _key(text) in _ALIASES:    # (KPCA_CAM)
         seed = get_seed(text)
         return seed.tree, seed
     if get_meta(text) is not None:
