@@ -8,6 +8,10 @@ different target classes. Known deviations of the peers, pinned down here:
 - EigenCAM's principal direction has an arbitrary sign (numpy's SVD picks one); ours is
   fixed so the largest |projection| is positive. The projections agree up to that sign.
 - torchcam 0.5.0's GradCAMpp drops alpha's normalisation (anchors.md §3.3): not compared.
+- EigenGradCAM: as EigenCAM, grad-cam keeps numpy's sign of the principal direction.
+- grad-cam's FEM weighs each channel's activations by the fraction of its positions in the
+  k-sigma mask; the paper (and its authors' code) weighs the mask by the channel's mean. The
+  seed is the paper's; the recipe ``sycam seeds`` prints reproduces grad-cam.
 """
 import warnings
 
@@ -19,9 +23,22 @@ from conftest import agree, pearson
 
 import sycam
 from sycam.evidence.layers import resolve_layer
+from sycam.methods.seeds import resolve_method
 
 pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam import EigenCAM, FinerCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM  # noqa: E402
+from pytorch_grad_cam import (  # noqa: E402
+    FEM,
+    KPCA_CAM,
+    EigenCAM,
+    EigenGradCAM,
+    FinerCAM,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    XGradCAM,
+)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection  # noqa: E402
 
@@ -50,10 +67,11 @@ def ours_all(model, layer, x, methods):
     return {m: finalize(c.program(terms)[0], ev.input_size)[0] for m, c in cams.items()}
 
 
-def theirs(cls, model, layer, x, **kw):
+def theirs(cls, model, layer, x, settings=None, **kw):
+    """grad-cam's maps: ``settings`` for the method's constructor, ``kw`` for its call."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with cls(model=model, target_layers=[resolve_layer(model, layer).module]) as cam:
+        with cls(model=model, target_layers=[resolve_layer(model, layer).module], **(settings or {})) as cam:
             return torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in CLASSES], **kw))
 
 
@@ -99,6 +117,56 @@ def test_eigencam_projection_matches_up_to_sign(models, arch, layer, size):
         flipped = "relu(pc1(A))" if r > 0 else "relu(-pc1(A))"
         ours = sycam.CAM(flipped, model, layer)(x[i:i + 1])
         assert agree(ours[0], ref_maps[i])
+
+
+FEM_AS_GRADCAM = sycam.SEEDS["fem"].recipes[0].expression
+#: our expression -> grad-cam's method and constructor settings giving the same maps
+SAME_AS_GRADCAM = {"gradcamelementwise": (GradCAMElementWise, {}),
+                   "kpcacam": (KPCA_CAM, {}),                            # its default kernel, sigmoid
+                   "relu(kpc1_rbf(A))": (KPCA_CAM, {"kernel": "rbf"}),
+                   FEM_AS_GRADCAM: (FEM, {})}
+
+
+#: the last layers in the default suite, the others (kernel matrices of up to 576 positions) in the slow one
+LAST_LAYERS_FIRST = [case if case[1] in ("layer4", "features.20") else pytest.param(*case, marks=pytest.mark.slow)
+                     for case in CASES]
+
+
+@pytest.mark.parametrize("arch,layer,size", LAST_LAYERS_FIRST)
+def test_elementwise_kpca_and_fem_match_gradcam(models, arch, layer, size):
+    model = models[arch]
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(7))
+    maps = ours_all(model, layer, x, [*SAME_AS_GRADCAM, "fem"])
+    for text, (cls, settings) in SAME_AS_GRADCAM.items():
+        ref = theirs(cls, model, layer, x, settings)
+        for i in range(2):
+            assert agree(maps[text][i], ref[i]), (text, arch, layer, i, pearson(maps[text][i], ref[i]))
+        if cls is FEM:     # the paper's FEM is another map (0.4 < r < 0.95 on these models)
+            assert all(pearson(maps["fem"][i], ref[i]) < 0.99 for i in range(2))
+
+
+@pytest.mark.parametrize("arch,layer,size", LAST_LAYERS_FIRST[:4])
+def test_eigengradcam_projection_matches_up_to_sign(models, arch, layer, size):
+    model = models[arch]
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(8))
+    exp = sycam.CAM("pc1(G * A)", model, layer).explain(x, CLASSES)
+    ev = exp.evidence.layers[layer]
+    proj = torch.from_numpy(get_2d_projection((ev.terms["G"][0] * ev.A).numpy()))
+    ref_maps = theirs(EigenGradCAM, model, layer, x)
+    for i in range(2):
+        r = pearson(exp.layer_maps[layer][i], proj[i])
+        assert abs(r) >= 0.9999
+        # grad-cam keeps numpy's sign; with the same sign our seed gives grad-cam's map
+        flipped = "relu(pc1(G * A))" if r > 0 else "relu(-pc1(G * A))"
+        ours = sycam.CAM(flipped, model, layer)(x[i:i + 1], CLASSES[i:i + 1])
+        assert agree(ours[0], ref_maps[i])
+    assert sycam.SEEDS["eigengradcam"].expression == "relu(pc1(G * A))"
+
+
+def test_gradcam_class_names_name_the_seeds():
+    for cls, seed in [(EigenGradCAM, "eigengradcam"), (GradCAMElementWise, "gradcamelementwise"),
+                      (KPCA_CAM, "kpcacam"), (FEM, "fem")]:
+        assert resolve_method(cls.__name__)[1].name == seed
 
 
 def test_finercam_matches_gradcam_finercam(models):

@@ -33,6 +33,12 @@ def test_every_gradient_seed_is_in_the_heatmap_space_with_sum_over_k():
         assert space.contains(SEEDS[name].tree), (name, space.why_not(SEEDS[name].tree))
 
 
+def test_a_heatmap_space_with_sum_over_k_and_pc1_enqueues_the_heatmap_seeds_too():
+    space = SearchSpace(result="heatmap", operators=list(DEFAULT_OPERATORS) + ["sum:k", "pc1"], max_size=25)
+    assert set(space.seeds()) == set(GRADIENT_SEEDS) | {"gradcamelementwise", "eigengradcam"}
+    assert set(SearchSpace.default().seeds()) == set(GRADIENT_SEEDS)      # not of the form relu(sum(W * A, k))
+
+
 def test_weights_space_holds_the_channel_weight_seeds_only():
     space = SearchSpace(result="weights")
     assert set(space.seeds()) == {"gradcam", "gradcampp", "xgradcam"}

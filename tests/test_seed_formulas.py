@@ -4,9 +4,11 @@ A_0 = [[1,2],[3,4]], A_1 = [[4,0],[0,1]] and, for class 0, G_0 = [[1,0],[0,1]],
 G_1 = [[-1,-1],[2,0]] (see tests/tiny.py). The expected raw maps below were computed on
 paper from the formulas in the docstrings; the test compares the layer-resolution maps.
 """
+import math
+
 import pytest
 import torch
-from tiny import GapHead, example_input, spatial_model
+from tiny import GapHead, SpatialHead, example_input, spatial_model
 
 import sycam
 from sycam.evidence.targets import FinerContrast
@@ -67,6 +69,69 @@ def test_eigencam_first_principal_component():
     got = raw_map("pc1(A)")
     assert torch.allclose(got, torch.tensor([[3.1327, -0.8562], [-1.3366, -0.9399]]), atol=2e-4), got
     assert torch.allclose(raw_map("eigencam"), torch.tensor([[3.1327, 0.0], [0.0, 0.0]]), atol=2e-4)
+
+
+def test_eigengradcam_first_principal_component_of_gradient_times_activation():
+    # G * A per position (channels 0, 1): (1,-4), (0,0), (0,0), (4,0); centred: (-.25,-3), (-1.25,1) twice,
+    # (2.75,1); scatter [[10.75, 1], [1, 12]], l_1 = (22.75 + sqrt(5.5625)) / 2, v_1 ~ (1, l_1 - 10.75);
+    # projections (-2.7451, 0.2687, 0.2687, 2.2078), sign flipped (the largest |value| is the first), then relu
+    l1 = (22.75 + math.sqrt(5.5625)) / 2
+    v = torch.tensor([1.0, l1 - 10.75]) / math.hypot(1.0, l1 - 10.75)
+    centred = torch.tensor([[-0.25, -3.0], [-1.25, 1.0], [-1.25, 1.0], [2.75, 1.0]])
+    projection = -(centred @ v).reshape(2, 2)
+    assert torch.allclose(projection, torch.tensor([[2.7451, -0.2687], [-0.2687, -2.2078]]), atol=1e-4)
+    close(raw_map("pc1(G * A)"), projection.tolist())
+    close(raw_map("eigengradcam"), [[float(projection[0, 0]), 0.0], [0.0, 0.0]])
+
+
+def test_gradcam_elementwise_relu_before_the_channel_sum():
+    # relu(G_0 A_0) + relu(G_1 A_1) = [[1,0],[0,4]] + relu([[-4,0],[0,0]]); HiResCAM sums first: [[0,0],[0,4]]
+    close(raw_map("gradcamelementwise"), [[1.0, 0.0], [0.0, 4.0]])
+    close(raw_map("hirescam"), [[0.0, 0.0], [0.0, 4.0]])
+
+
+def three_alike_and_one_apart():
+    """A = x with 2 channels on 2x2: positions a = (1, 0) three times and b = (1, 4). Centred, a' = (0, -1)
+    and b' = (0, 3). Three equal rows make the centred kernel matrix rank one: its eigenvector is
+    (1, 1, 1, -3) / sqrt(12) with l_1 = 3 D / 4, D = k(a,a) - 2 k(a,b) + k(b,b), so the projection
+    sqrt(l_1) v_1 (sign flipped) is (-1, -1, -1, 3) sqrt(D) / 4."""
+    model = SpatialHead(torch.zeros(1, 2, 2, 2)).eval()
+    x = torch.tensor([[[[1.0, 1.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 4.0]]]])
+    return model, x
+
+
+@pytest.mark.parametrize("kernel, D", [
+    # gamma = 1 / K = 1/2. rbf: k(a,a) = k(b,b) = 1, k(a,b) = exp(-|a - b|^2 / 2) = exp(-8)
+    ("rbf", 2 - 2 * math.exp(-8)),
+    # sigmoid on the centred vectors: tanh(a'.a' / 2 + 1) = tanh(1.5), tanh(b'.b' / 2 + 1) = tanh(5.5),
+    # tanh(a'.b' / 2 + 1) = tanh(-0.5)
+    ("sigmoid", math.tanh(1.5) + math.tanh(5.5) + 2 * math.tanh(0.5)),
+])
+def test_kernel_pca_first_component(kernel, D):
+    model, x = three_alike_and_one_apart()
+    got = sycam.CAM(f"kpc1_{kernel}(A)", model, "feat").explain(x, 0).layer_maps["feat"][0]
+    close(got, (torch.tensor([[-1.0, -1.0], [-1.0, 3.0]]) * math.sqrt(D) / 4).tolist())
+    if kernel == "sigmoid":        # KPCA-CAM: grad-cam's (the authors') default kernel, then relu
+        seed = sycam.CAM("kpcacam", model, "feat").explain(x, 0).layer_maps["feat"][0]
+        close(seed, [[0.0, 0.0], [0.0, 3 * math.sqrt(D) / 4]])
+
+
+def test_fem_weighs_the_k_sigma_masks_by_the_channel_means():
+    # A_0: one 9 among 0s: mean 1, std sqrt(8), threshold 1 + 2 sqrt(8) = 6.66: the 9 passes, weight 1.
+    # A_1: 2s and one 8: mean 8/3, std sqrt(32) / 3, threshold 6.44: the 8 passes, weight 8/3.
+    # A_2: constant 5: std 0, nothing exceeds the mean. FEM = 1 * mask_0 + 8/3 * mask_1
+    model = SpatialHead(torch.zeros(1, 3, 3, 3)).eval()
+    a0 = torch.zeros(3, 3)
+    a0[1, 1] = 9.0
+    a1 = torch.full((3, 3), 2.0)
+    a1[2, 2] = 8.0
+    x = torch.stack([a0, a1, torch.full((3, 3), 5.0)])[None]
+    got = sycam.CAM("fem", model, "feat").explain(x, 0).layer_maps["feat"][0]
+    close(got, [[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 8 / 3]])
+    # grad-cam's FEM: each channel weighted by the fraction of its positions in the mask (1/9, 1/9, 0)
+    recipe = sycam.SEEDS["fem"].recipes[0].expression
+    theirs = sycam.CAM(recipe, model, "feat").explain(x, 0).layer_maps["feat"][0]
+    close(theirs, ((a0 + a1) / 9).tolist())
 
 
 def test_cam_uses_classifier_row_and_equals_gradcam_before_relu():

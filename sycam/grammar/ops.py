@@ -159,6 +159,14 @@ def _along(fn: Callable[..., Any]) -> Lowering:
     return lambda args, dims: fn(args[0], dims)
 
 
+def _kernel_projection(kernel: str) -> Lowering:
+    """The lowering of kpc1_<kernel>: kernel PCA with positions (h, w) as samples, channels as features."""
+    def lower(args: Sequence[Any], dims: tuple[int, ...]) -> Any:
+        k, h, w = dims
+        return sem.kernel_first_component(args[0], k, h, w, kernel)
+    return lower
+
+
 def _compare(name: str, symbol: str, fn: Callable[[Any, Any], Any]) -> Op:
     return Op(name, 2, f"x {symbol} y", ELEMENTWISE, _elementwise(fn), syntax="comparison", symbol=symbol,
               enumerable=False, sympy=SympyForm("comparison", name))
@@ -264,6 +272,12 @@ for _op in [
     Op("pc1", 1, "projection on the first principal component over k (positions as samples)", PROJECT,
        lambda args, dims: sem.first_component(args[0], *dims), sympy=SympyForm("function", "pc1"),
        latex=r"\operatorname{PC}_1\left(%(0)s\right)"),
+    *(Op(f"kpc1_{kernel}", 1, f"projection on the first kernel principal component over k, {formula} "
+         "(positions as samples, gamma = 1 / K; KPCA-CAM)", PROJECT,
+         _kernel_projection(kernel),
+         latex=r"\operatorname{KPC}_1^{\mathrm{%s}}\left(%%(0)s\right)" % kernel)
+      for kernel, formula in (("rbf", "RBF kernel exp(-gamma |x_i - x_j|^2)"),
+                              ("sigmoid", "sigmoid kernel tanh(gamma x_i . x_j + 1)"))),
 ]:
     _add(_op)
 del _op

@@ -10,7 +10,10 @@ documented value where they are not:
 * ``log(x)`` is the logarithm where ``x > 0`` and ``log(TINY)`` (about -87.3, TINY the smallest
   normal float32) where ``x <= 0``; ``sqrt`` clamps at 0; ``exp`` clips its argument at 80;
 * non-integer powers keep the sign of the base: sign(x) |x|^y;
-* ``norm`` (and the heatmap post-processing) is a min-max to [0, 1], 0 for a constant map.
+* ``norm`` (and the heatmap post-processing) is a min-max to [0, 1], 0 for a constant map;
+* kernel PCA (``kpc1_rbf``, ``kpc1_sigmoid``) depends on the activations' scale by definition
+  (gamma = 1 / K); its kernel matrix is centred less its constant part, so tiny activations
+  keep their differences.
 
 A quotient or power can still overflow float32 (e.g. (G^-3)^9); the compiler reports such
 maps as invalid. Every function accepts tensors or Python floats (folded constants), and
@@ -179,12 +182,7 @@ def first_component(x: Tensor, k: int, h: int, w: int) -> Tensor:
     """
     import torch  # deferred: the module loads without torch (see the module docstring)
 
-    moved = x.movedim(k, -1)                          # (..., h, w, k)
-    lead = moved.shape[:-3]
-    X = moved.reshape(*lead, -1, moved.shape[-1])     # (..., n=hw, K)
-    finite = torch.isfinite(X).flatten(-2).all(dim=-1)          # (...,): images pc1 can handle
-    X64 = torch.where(finite[..., None, None], X.double(), 0.0)
-    X64 = X64 - X64.mean(dim=-2, keepdim=True)
+    X64, finite, grid = _positions_as_samples(x, k)
     scale = X64.abs().flatten(-2).amax(dim=-1).clamp_min(1e-300)[..., None, None]
     X64 = X64 / scale                                            # unit scale: the Gram stays well inside float64
     n, K = X64.shape[-2:]
@@ -197,8 +195,82 @@ def first_component(x: Tensor, k: int, h: int, w: int) -> Tensor:
             proj = (X64 @ vecs[..., -1:])[..., 0]
     except torch.linalg.LinAlgError:   # no convergence: report the maps invalid, don't crash
         proj = torch.full(X64.shape[:-1], float("nan"), dtype=X64.dtype, device=X64.device)
+    return _projection_map(proj * scale[..., 0], finite, x, k, grid)
+
+
+def kernel_first_component(x: Tensor, k: int, h: int, w: int, kernel: str) -> Tensor:
+    """kpc1: kernel PCA's first component (KPCA-CAM), per image (and scale / sample).
+
+    Positions are the samples x_i and channels the K features, centred over positions (as
+    grad-cam does before sklearn's KernelPCA); the kernel matrix, with sklearn's defaults
+    gamma = 1 / K and coef0 = 1, is ``rbf``: exp(-gamma |x_i - x_j|^2) or ``sigmoid``:
+    tanh(gamma x_i . x_j + 1). It is double-centred (feature space centred), and the map is
+    sqrt(lambda_1) v_1, v_1 the unit eigenvector of the largest eigenvalue lambda_1 (0 where
+    lambda_1 <= 0): sklearn's ``fit_transform``, with pc1's sign rule (largest |value| positive,
+    sklearn's too).
+
+    Exact at any scale: a constant added to every entry of the kernel matrix cancels in the
+    double centring, so what is centred is exp(.) - 1 = expm1(-gamma d^2) and tanh(a) - tanh(1)
+    = tanh(gamma s) (1 - tanh(a) tanh(1)), a = gamma s + 1: tiny activations give tiny
+    differences, not differences lost against 1. Distances are computed directly, not from the
+    Gram. Kernel PCA is not scale-free: where gamma d^2 exceeds ~745 for every pair, exp
+    underflows, the RBF matrix is the identity and lambda_1 is not simple (no unique map). Costs
+    O((h w)^2) memory and O((h w)^3) time per image.
+    """
+    import torch  # deferred: the module loads without torch (see the module docstring)
+
+    X64, finite, grid = _positions_as_samples(x, k)
+    shifted = KERNELS[kernel](X64, 1.0 / X64.shape[-1])
+    centred = (shifted - shifted.mean(dim=-1, keepdim=True) - shifted.mean(dim=-2, keepdim=True)
+               + shifted.mean(dim=(-2, -1), keepdim=True))
+    scale = centred.abs().flatten(-2).amax(dim=-1)[..., None, None]
+    scale = torch.where(scale > 0, scale, 1.0)                              # unit scale for eigh
+    try:
+        vals, vecs = torch.linalg.eigh(centred / scale)
+        proj = vecs[..., -1] * (vals[..., -1:].clamp_min(0) * scale[..., 0]).sqrt()
+    except torch.linalg.LinAlgError:   # no convergence: report the maps invalid, don't crash
+        proj = torch.full(X64.shape[:-1], float("nan"), dtype=X64.dtype, device=X64.device)
+    return _projection_map(proj, finite, x, k, grid)
+
+
+def _rbf_less_one(X: Tensor, gamma: float) -> Tensor:
+    """exp(-gamma |x_i - x_j|^2) - 1, distances computed directly (no cancellation of norms)."""
+    import torch  # deferred: the module loads without torch (see the module docstring)
+
+    return torch.expm1(-gamma * torch.cdist(X, X, compute_mode="donot_use_mm_for_euclid_dist").square())
+
+
+def _sigmoid_less_tanh1(X: Tensor, gamma: float) -> Tensor:
+    """tanh(gamma x_i . x_j + 1) - tanh(1), as tanh(gamma s) (1 - tanh(gamma s + 1) tanh(1))."""
+    gs = gamma * (X @ X.transpose(-1, -2))
+    return gs.tanh() * (1 - (gs + 1).tanh() * math.tanh(1.0))
+
+
+#: Kernel PCA's kernels (sklearn's KernelPCA definitions), each less a constant that the
+#: double centring removes: name -> (samples (..., n, K), gamma) -> (..., n, n).
+KERNELS = {"rbf": _rbf_less_one, "sigmoid": _sigmoid_less_tanh1}
+
+
+def _positions_as_samples(x: Tensor, k: int) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+    """x (channels at dim k, h and w last) as float64 samples (..., n = h w, K), centred over
+    positions; which images are finite (the others read 0 here, NaN in the map); the (..., h, w)
+    shape to give the map back."""
+    import torch  # deferred: the module loads without torch (see the module docstring)
+
+    moved = x.movedim(k, -1)                          # (..., h, w, K)
+    X = moved.reshape(*moved.shape[:-3], -1, moved.shape[-1])
+    finite = torch.isfinite(X).flatten(-2).all(dim=-1)
+    X64 = torch.where(finite[..., None, None], X.double(), 0.0)
+    return X64 - X64.mean(dim=-2, keepdim=True), finite, tuple(moved.shape[:-1])
+
+
+def _projection_map(proj: Tensor, finite: Tensor, x: Tensor, k: int, grid: tuple[int, ...]) -> Tensor:
+    """A projection (..., n) as a map in x's layout (k of size 1): its sign fixed so that the
+    largest |value| is positive (a principal direction's sign is arbitrary), NaN (an invalid
+    map) for images with non-finite values."""
+    import torch  # deferred: the module loads without torch (see the module docstring)
+
     pick = proj.abs().argmax(dim=-1, keepdim=True)
-    proj = torch.where(proj.gather(-1, pick) < 0, -proj, proj) * scale[..., 0]
-    proj = torch.where(finite[..., None], proj, float("nan"))   # non-finite input: an invalid map
-    out = proj.to(x.dtype).reshape(*lead, moved.shape[-3], moved.shape[-2], 1)
-    return out.movedim(-1, k)
+    proj = torch.where(proj.gather(-1, pick) < 0, -proj, proj)
+    proj = torch.where(finite[..., None], proj, float("nan"))
+    return proj.to(x.dtype).reshape(*grid, 1).movedim(-1, k)

@@ -162,6 +162,47 @@ _SEEDS += [
          "lrp_epsilon, lrp_contrast = clrp | none)", aliases=("relevance-cam", "rcam")),
 ]
 
+# FEM's binary mask (Fuad et al., the k-sigma rule with k = 2): A_k above its spatial mean by more
+# than 2 (population) standard deviations
+_FEM_MASK = "A > mean(A, hw) + 2 * std(A, hw)"
+_FEM_PEERS = (
+    Recipe("grad-cam 1.5.7 FEM", f"relu(sum(mean(where({_FEM_MASK}, 1, 0), hw) * A, k))", {},
+           "w_k = the fraction of positions in the mask, weighing A_k: the roles of the paper's weight (mu_k) "
+           "and map (the mask) swapped"),
+)
+
+_SEEDS += [
+    Seed("eigengradcam", "EigenGradCAM", "relu(pc1(G * A))",
+         "pytorch-grad-cam's EigenGradCAM (Gildenblat and contributors, github.com/jacobgil/pytorch-grad-cam), "
+         "Eigen-CAM (Muhammad & Yeasin, IJCNN 2020, arXiv:2008.00299) of G * A",
+         "1 forward + 1 backward to the layer",
+         "L = relu(X v_1): X = G * A as an (h w) x K matrix (positions x channels) centred over positions, v_1 "
+         "its first principal direction, signed so the largest |X v_1| is positive (grad-cam keeps numpy's SVD "
+         "sign)"),
+    Seed("gradcamelementwise", "Grad-CAM element-wise", "sum(relu(G * A), k)",
+         "pytorch-grad-cam's GradCAMElementWise (Gildenblat and contributors, github.com/jacobgil/pytorch-grad-cam), "
+         "after Grad-CAM (Selvaraju et al., arXiv:1610.02391) and HiResCAM (Draelos & Carin, arXiv:2011.08891)",
+         "1 forward + 1 backward to the layer",
+         "L = sum_k relu(G_k * A_k): HiResCAM with the ReLU before the channel sum; grad-cam's ReLU after the sum "
+         "(BaseCAM) is the identity on a sum of non-negative terms, so it is not written"),
+    Seed("kpcacam", "KPCA-CAM", "relu(kpc1_sigmoid(A))",
+         "Karmani et al., KPCA-CAM: Visual Explainability of Deep Computer Vision Models using Kernel PCA, "
+         "IEEE MMSP 2024, arXiv:2410.00267",
+         "1 forward (class-agnostic) + an eigendecomposition of an (h w) x (h w) kernel matrix per image",
+         "L = relu(sqrt(l_1) v_1), (l_1, v_1) the top eigenpair of the double-centred kernel matrix "
+         "tanh(x_i . x_j / K + 1) of the positions' centred channel vectors x_i (K channels): the authors' code, "
+         "grad-cam's KPCA_CAM with its defaults (kernel='sigmoid', gamma = 1 / K, coef0 = 1). Its kernel='rbf' "
+         "is relu(kpc1_rbf(A)), kernel exp(-|x_i - x_j|^2 / K)"),
+    Seed("fem", "FEM", f"sum(where({_FEM_MASK}, mean(A, hw), 0), k)",
+         "Fuad et al., Features Understanding in 3D CNNs for Actions Recognition in Video, IPTA 2020, "
+         "doi:10.1109/IPTA50016.2020.9286629 (the Feature Explanation Method)",
+         "1 forward (class-agnostic)",
+         "L = sum_k mu_k 1(A_k > mu_k + 2 sigma_k), mu_k and sigma_k the spatial mean and population standard "
+         "deviation of channel k (the authors' code; another number of deviations is another constant in the "
+         "expression). No ReLU, as in the paper",
+         aliases=("feature-explanation-method",), recipes=_FEM_PEERS),
+]
+
 SEEDS: dict[str, Seed] = {s.name: s for s in _SEEDS}
 _ALIASES = {re.sub(r"[^a-z0-9+]", "", a.lower()): s.name for s in _SEEDS for a in (s.name, s.title, *s.aliases)}
 
@@ -244,7 +285,7 @@ def resolve_method(method: str) -> tuple[Expr, Seed | None]:
     Text that looks like a bare name is a seed name; anything else is parsed.
     """
     text = method.strip()
-    if re.fullmatch(r"[A-Za-z][A-Za-z0-9+\- ]*", text) and _key(text) in _ALIASES:
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9+\-_ ]*", text) and _key(text) in _ALIASES:    # (KPCA_CAM)
         seed = get_seed(text)
         return seed.tree, seed
     if get_meta(text) is not None:

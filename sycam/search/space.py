@@ -69,6 +69,9 @@ DEFAULT_MAX_DEPTH = 12
 
 #: the gradient seeds a default space must contain (``sycam.methods.seeds`` names)
 GRADIENT_SEEDS = ("gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "ssgradcam", "ssgradcampp")
+#: gradient seeds that are heatmaps, not relu(sum(W * A, k)): a heatmap space holding their operators
+#: (sum:k, pc1) enqueues them too
+HEATMAP_SEEDS = ("gradcamelementwise", "eigengradcam")
 
 OPTIONS = ("terminals", "operators", "constants", "max_size", "max_depth", "result")
 
@@ -491,7 +494,8 @@ class SearchSpace:
     def seeds(self, names: Iterable[str] | None = None, exclude: Iterable[str | Expr] = ()) -> dict[str, Expr]:
         """Seed methods inside this space, as candidates: name -> candidate.
 
-        ``names``: seed names to consider (default: :data:`GRADIENT_SEEDS`). ``exclude``: seed
+        ``names``: seed names to consider (default: :data:`GRADIENT_SEEDS` and :data:`HEATMAP_SEEDS`,
+        those in the space). ``exclude``: seed
         names, or candidate expressions; a seed is dropped if it is excluded by name or if it
         contains an excluded expression as a sub-term (SSGrad-CAM++ contains Grad-CAM++'s weights).
         """
@@ -507,7 +511,7 @@ class SearchSpace:
             else:
                 drop_exprs.add(e)
         out: dict[str, Expr] = {}
-        for name in (GRADIENT_SEEDS if names is None else names):
+        for name in (GRADIENT_SEEDS + HEATMAP_SEEDS if names is None else names):
             seed = get_seed(name)
             if seed.name in drop_names:
                 continue
