@@ -161,6 +161,8 @@ def test_aug_smooth_costs_one_run_per_view_and_refuses_what_it_cannot_flip():
         AugSmooth(cam.inner, factors=(0.0,))
     with pytest.raises(SycamError, match="already augmentation-smoothed"):
         AugSmooth(cam)
+    with pytest.raises(SycamError, match=r"aug_smooth wraps any explainer: sycam.AugSmooth\(sycam.CAM"):
+        CAM("gradcam", spatial_model(), "feat", aug_smooth=True)
     with pytest.raises(SycamError, match="cannot move a detection target's boxes"):
         cam(example_input(), DetectionTarget([0.0, 0.0, 1.0, 1.0]))
 

@@ -155,6 +155,9 @@ class CAM(Explainer):
                  fuse: str | None = None, compile: bool = False, options=None,
                  classes: Sequence[str] | None = None, preprocess=None, eigen_smooth: bool = False,
                  **target_params):
+        if "aug_smooth" in target_params:
+            raise SycamError("aug_smooth wraps any explainer: sycam.AugSmooth(sycam.CAM(...)), or "
+                             "sycam.make_cam(method, model, layers, aug_smooth=True)")
         model, bundle = unbundle(model)
         if bundle is not None:
             layers = bundle.default_layer if layers is None else layers
