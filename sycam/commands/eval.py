@@ -18,6 +18,7 @@ from ..report.html import Page
 from ..report.jsonfile import json_text
 from .common import add_model_args, check_out, console, load_bundle
 from .problem import check_data_arg, read_data
+from .targets import add_smoothing_args
 
 DEFAULT_METRICS = ["pointing_game", "energy_pointing_game"]
 BASELINES = ("center", "random")    # = sycam.evaluation.BASELINES (which loads torch; tests/test_startup.py checks)
@@ -40,6 +41,7 @@ def add(sub) -> None:
                    help="score a baseline map too, repeat for both")
     p.add_argument("--chunk", type=int, default=None, help="images per evidence capture (default: 4 on CPU, 32 on GPU)")
     p.add_argument("--options", default="{}", help="evidence options as JSON, e.g. '{\"max_batch\": 64}'")
+    add_smoothing_args(p)
     p.add_argument("--out", default="results/eval", help="output folder (report.html, results.csv/json, pictures)")
     p.set_defaults(run=run)
 
@@ -99,7 +101,8 @@ def run(args) -> int:
     methods = expand_methods(args.methods)
     layers = args.layers or [bundle.default_layer]
     options = json.loads(args.options)
-    cams = {m: make_cam(m, bundle.model, layers, options=options, preprocess=bundle.preprocess)
+    cams = {m: make_cam(m, bundle.model, layers, options=options, preprocess=bundle.preprocess,
+                        eigen_smooth=args.eigen_smooth, aug_smooth=args.aug_smooth)
             for m in methods}   # errors before any work
     names = args.metrics or list(DEFAULT_METRICS)
     metrics = resolve_metrics(names)

@@ -13,6 +13,15 @@ from rich.table import Table
 
 from ..errors import SycamError
 from .common import add_model_args, check_out, console, load_bundle, read_images, resolve_class, slug
+from .targets import (
+    add_smoothing_args,
+    add_target_args,
+    embedding_model,
+    read_reference,
+    read_segment,
+    segmentation_target,
+    similarity_target,
+)
 
 
 def add(sub) -> None:
@@ -22,7 +31,8 @@ def add(sub) -> None:
     p.add_argument("images", nargs="*", help="image files (default: the photos bundled with scikit-image/matplotlib)")
     p.add_argument("--method", action="append", dest="methods",
                    help="seed name or expression text; repeat for several; 'all' = every seed (default gradcam)")
-    p.add_argument("--target", help="class to explain (index or ImageNet name); default: each image's top-1")
+    add_target_args(p)
+    add_smoothing_args(p)
     p.add_argument("--fuse", choices=["mean", "max", "layercam", "attention"],
                    help="how the maps of several --layer combine (default: the seed's own, else mean)")
     p.add_argument("--batch-size", type=int, default=8, help="images per evidence capture")
@@ -47,10 +57,14 @@ def run(args) -> int:
     from ..report.overlay import overlay, save_grid
 
     images, names = read_images(args.images) if args.images else default_images()   # before the model
-    check_out(args.out)                                                             # ... and so is --out
+    segment = read_segment(args.segment, images) if args.segment else None          # ... and so are the
+    reference = read_reference(args.similar_to) if args.similar_to else None        # target's files
+    check_out(args.out)                                                             # ... and --out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)    # said below, in the console
         bundle = load_bundle(args)
+    if reference is not None:
+        embedding_model(bundle.model)
     random_weights = bool(getattr(bundle, "random_weights", False))
     if random_weights:
         console.print(f"[bold yellow]warning:[/] {args.model} has [bold]random weights[/] (no --weights file "
@@ -60,9 +74,16 @@ def run(args) -> int:
     if "all" in methods:
         methods = [m for m in methods if m != "all"] + [s for s in SEEDS if s not in methods]
     layers = args.layers or [bundle.default_layer]
-    cams = {m: make_cam(m, bundle.model, layers, fuse=args.fuse, preprocess=bundle.preprocess)
+    cams = {m: make_cam(m, bundle.model, layers, fuse=args.fuse, preprocess=bundle.preprocess,
+                        eigen_smooth=args.eigen_smooth, aug_smooth=args.aug_smooth)
             for m in methods}   # bad methods fail here
-    target = resolve_class(args.target, bundle.classes)
+    if segment is not None:
+        target, what = segmentation_target(segment, bundle, images)
+    elif reference is not None:
+        target = similarity_target(reference, bundle, args.device)
+        what = f"similarity to {Path(args.similar_to).name}"
+    else:
+        target, what = resolve_class(args.target, bundle.classes), None
     x = torch.stack([bundle.preprocess(im) for im in images]).to(args.device)
     crops = [bundle.preprocess.crop_box(im) for im in images]
 
@@ -76,25 +97,24 @@ def run(args) -> int:
     started = time.perf_counter()
     maps, valid, logits = explain_images(cams, x, target, args.batch_size, costs, names)
     seconds = time.perf_counter() - started
-    probs = logits.softmax(1)
 
     out = Path(args.out)
     rows = []
     files = overlay_files(names, methods)
-    top = [int(p.argmax()) for p in probs]
-    explained = [t if target is None else target for t in top]
+    if what is None:
+        labels, fields, titles = class_labels(logits, target, bundle.classes, names)
+    else:
+        if segment is not None:
+            what = f"{bundle.classes[target.classes]} over the {segment.region}"
+        labels, fields, titles = score_labels(logits, target, what, names)
     for i, name in enumerate(names):
-        c = explained[i]
         for m in methods:
-            label = f"{bundle.classes[c]} {float(probs[i, c]):.2f} · {m}"
+            label = f"{labels[i]} · {m}"
             overlay(images[i], maps[m][i], box=crops[i], label=label, colorbar=True,
                     path=out / "overlays" / files[name, m])
-            rows.append({"image": name, "method": m, "expression": cams[m].text,
-                         "explained_class": bundle.classes[c], "explained_probability": round(float(probs[i, c]), 4),
-                         "predicted": bundle.classes[top[i]], "probability": round(float(probs[i, top[i]]), 4),
+            rows.append({"image": name, "method": m, "expression": cams[m].text, **fields[i],
                          "label": label, "valid": bool(valid[m][i]),
                          "overlay": f"overlays/{files[name, m]}"})
-    titles = [row_title(n, bundle.classes, probs[i], explained[i]) for i, n in enumerate(names)]
     save_grid(out / "grid.png", images, maps, row_titles=titles, crops=crops,
               title=f"{args.model}{' (random weights)' if random_weights else ''} / {', '.join(layers)}")
     with open(out / "results.csv", "w", newline="") as f:
@@ -103,19 +123,19 @@ def run(args) -> int:
         writer.writerows(rows)
     (out / "results.json").write_text(json.dumps(
         {"model": args.model, "weights": args.weights, "random_weights": random_weights, "layers": layers,
-         "target": None if target is None else bundle.classes[target],
+         "target": (None if target is None else bundle.classes[target]) if what is None else what,
          "methods": {m: cams[m].text for m in methods}, "seconds": round(seconds, 3), "images": len(images),
          "inputs": [{"image": n, "size": [int(im.shape[-1]), int(im.shape[-2])],
                      "model_crop": [round(v, 2) for v in crop]} for n, im, crop in zip(names, images, crops)],
          "rows": rows}, indent=1))
 
     table = Table(title=f"{len(images)} images x {len(methods)} methods in {seconds:.2f} s")
-    for col in ("image", "explained class", "p", "top-1 class", "p(top-1)"):
-        table.add_column(col, justify="right" if col.startswith("p") else "left")
-    for i, name in enumerate(names):
-        c = explained[i]
-        table.add_row(name, bundle.classes[c], f"{float(probs[i, c]):.2f}", bundle.classes[top[i]],
-                      f"{float(probs[i, top[i]]):.2f}")
+    columns = list(fields[0])
+    for col in ["image", *columns]:
+        table.add_column(col.replace("_", " "), justify="left" if col in ("image", "explained_class", "predicted",
+                                                                          "explained") else "right")
+    for name, row in zip(names, fields):
+        table.add_row(name, *(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()))
     console.print(table)
     bad = {m: int((~v).sum()) for m, v in valid.items() if not v.all()}
     if bad:
@@ -124,6 +144,32 @@ def run(args) -> int:
                   f"{len(rows)} overlays in {out / 'overlays'} (at each image's size, the model's "
                   f"{bundle.preprocess.size}x{bundle.preprocess.size} crop outlined)")
     return 0
+
+
+def class_labels(logits, target: int | None, classes: list[str], names: list[str]):
+    """Per image: the overlay label (the explained class and its probability), the table's fields
+    and the grid's row title, for a classifier."""
+    probs = logits.softmax(1)
+    top = [int(p.argmax()) for p in probs]
+    explained = [t if target is None else target for t in top]
+    labels = [f"{classes[c]} {float(probs[i, c]):.2f}" for i, c in enumerate(explained)]
+    fields = [{"explained_class": classes[c], "explained_probability": round(float(probs[i, c]), 4),
+               "predicted": classes[top[i]], "probability": round(float(probs[i, top[i]]), 4)}
+              for i, c in enumerate(explained)]
+    titles = [row_title(n, classes, probs[i], explained[i]) for i, n in enumerate(names)]
+    return labels, fields, titles
+
+
+def score_labels(logits, target, what: str, names: list[str]):
+    """As :func:`class_labels` for a segmentation or embedding target: what is explained and its
+    score S (the class's scores summed over the region, the cosine similarity)."""
+    import torch  # deferred: keeps start-up torch-free
+
+    with torch.no_grad():
+        scores = target(logits)
+    fields = [{"explained": what, "score": round(float(s), 4)} for s in scores]
+    labels = [f"{what}: S = {float(s):.3g}" for s in scores]
+    return labels, fields, [f"{n}: {label}" for n, label in zip(names, labels)]
 
 
 def row_title(name: str, classes: list[str], probs, explained: int) -> str:
@@ -184,6 +230,11 @@ def probe(model, x1, layers, timed: bool = False) -> tuple[dict[str, int], float
 
 def method_cost(cam, channels: dict[str, int], input_size: int) -> Cost:
     """How many model passes ``cam`` needs per image (see each seed's ``cost`` in ``sycam seeds``)."""
+    if hasattr(cam, "views"):                             # aug_smooth: the method once per view
+        inner = method_cost(cam.inner, channels, input_size)
+        v = len(cam.views)
+        return Cost(inner.forwards * v, f"{v} augmented views x ({inner.what})",
+                    per_image=inner.per_image or inner.forwards * v >= COSTLY)
     if hasattr(cam, "super_iters"):                       # GPNN-CAM
         v = cam.n * cam.super_iters
         return Cost(20 * v + 2 * v, f"{v} GPNN variations (~0.5-0.9 s of CPU each) + {v} forwards and backwards",
@@ -244,8 +295,10 @@ def cost_warnings(costs: dict[str, Cost], n_images: int, seconds_per_forward: fl
     return lines
 
 
-def explain_images(cams: dict, x, target: int | None, batch_size: int, costs: dict[str, Cost], names: list[str]):
-    """Every method's maps on every image: (maps {method: (n, H, W)}, valid {method: (n,)}, logits (n, C)).
+def explain_images(cams: dict, x, target, batch_size: int, costs: dict[str, Cost], names: list[str]):
+    """Every method's maps on every image: (maps {method: (n, H, W)}, valid {method: (n,)}, logits (n, C)
+    (or the model's scores: per pixel, an embedding)). ``target``: a class index, None (each image's
+    top-1) or a target for the n images (:mod:`sycam.evidence.targets`).
 
     Methods that cost a forward or two share one evidence capture per batch of ``batch_size``
     images; costly ones (perturbation families, meta-methods) run image by image, so the
@@ -254,6 +307,7 @@ def explain_images(cams: dict, x, target: int | None, batch_size: int, costs: di
     # deferred: keeps start-up torch-free
     import torch
 
+    from ..evidence.targets import target_rows
     from ..methods.cam import explain_many
 
     n = x.shape[0]
@@ -275,8 +329,10 @@ def explain_images(cams: dict, x, target: int | None, batch_size: int, costs: di
             if logits[start + j] is None and first.logits is not None:
                 logits[start + j] = first.logits[j].detach().float().cpu()
 
-    def targets(b):
-        return None if target is None else [target] * b
+    def targets(start, stop):
+        if target is None or isinstance(target, int):
+            return None if target is None else [target] * (stop - start)
+        return target_rows(target, torch.arange(start, stop))
 
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), TaskProgressColumn(),
                TextColumn("image {task.fields[image]}/{task.fields[images]}"), TimeElapsedColumn(),
@@ -289,12 +345,12 @@ def explain_images(cams: dict, x, target: int | None, batch_size: int, costs: di
             if shared:
                 progress.update(task, description=f"{names[start]}{'..' + names[stop - 1] if stop - start > 1 else ''}"
                                                   f": {', '.join(shared)}")
-                keep(explain_many({m: cams[m] for m in shared}, x[start:stop], targets(stop - start)), start)
+                keep(explain_many({m: cams[m] for m in shared}, x[start:stop], targets(start, stop)), start)
                 progress.update(task, advance=(stop - start) * shared_units, image=stop if not single else start)
             for i in range(start, stop):
                 for m in single:
                     progress.update(task, description=f"{names[i]}: {m}")
-                    keep(explain_many({m: cams[m]}, x[i:i + 1], targets(1)), i)
+                    keep(explain_many({m: cams[m]}, x[i:i + 1], targets(i, i + 1)), i)
                     progress.update(task, advance=costs[m].forwards, image=i + 1)
     if any(v is None for v in logits):
         raise SycamError("the model gave no class scores to label the images with")

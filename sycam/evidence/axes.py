@@ -13,7 +13,6 @@ from Gv); the clean A, G stay available.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
@@ -23,15 +22,7 @@ from torch import Tensor, nn
 from .forward import single_pass
 from .layers import LayerRef
 from .options import EvidenceOptions
-from .targets import _classes
-
-
-def fixed_classes(target: Any, logits: Tensor) -> tuple[Any, Tensor | None]:
-    """The target with each image's class fixed from the clean logits (None if it has no classes)."""
-    if dataclasses.is_dataclass(target) and any(f.name == "classes" for f in dataclasses.fields(target)):
-        classes = _classes(target.classes, logits)
-        return dataclasses.replace(target, classes=classes), classes
-    return target, None
+from .targets import fix_target, target_rows
 
 
 def _common_size(sizes: list[tuple[int, int]], how: str | int, x: Tensor) -> tuple[int, int]:
@@ -51,7 +42,7 @@ def _resize(t: Tensor, size: tuple[int, int]) -> Tensor:
 def scale_terms(model: nn.Module, x: Tensor, refs: list[LayerRef], target: Any, logits: Tensor,
                 output: Any, options: EvidenceOptions) -> dict[str, dict[str, Tensor]]:
     """Per layer: As, Gs (b,s,k,h,w) at a common size and keep (b,s)."""
-    bound, _ = fixed_classes(target, logits)
+    bound = fix_target(target, logits)
     predicted = logits.argmax(1)
     per_scale = []
     for size in options.scales:
@@ -72,19 +63,16 @@ def scale_terms(model: nn.Module, x: Tensor, refs: list[LayerRef], target: Any, 
 def noise_terms(model: nn.Module, x: Tensor, refs: list[LayerRef], target: Any, logits: Tensor,
                 output: Any, options: EvidenceOptions) -> dict[str, dict[str, Tensor]]:
     """Per layer: Av, Gv (b,v,k,h,w) from noise_n noisy copies of each image."""
-    bound, classes = fixed_classes(target, logits)
+    bound = fix_target(target, logits)
     b, n = x.shape[0], options.noise_n
     gen = torch.Generator(device=x.device).manual_seed(options.seed)
     noise = torch.randn((b, n, *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype)
     noisy = (x[:, None] + options.noise_sigma * noise).reshape(b * n, *x.shape[1:])
-    if classes is not None:
-        bound = dataclasses.replace(bound, classes=classes.repeat_interleave(n))
+    image = torch.arange(b, device=x.device).repeat_interleave(n)     # the image each noisy row copies
     chunks = []
     step = options.rows(x.device)
     for start in range(0, b * n, step):
-        part = bound
-        if classes is not None:
-            part = dataclasses.replace(bound, classes=bound.classes[start:start + step])
+        part = target_rows(bound, image[start:start + step])
         chunks.append(single_pass(model, noisy[start:start + step], refs, part, {"A", "G"}, output))
     out = {}
     for ref in refs:

@@ -13,7 +13,6 @@ independent because the suffix runs in eval mode):
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection, Iterator
 from typing import Any
 
@@ -21,19 +20,20 @@ import torch
 from torch import Tensor
 
 from ..errors import EvidenceError
-from .axes import fixed_classes
 from .options import EvidenceOptions
-from .targets import select_output
+from .targets import fix_target, select_output, target_rows
 
 
-def _hvp_rows(suffix, a_i: Tensor, image: int, V: Tensor, target: Any, classes: Tensor | None, output: Any,
+def _hvp_rows(suffix, a_i: Tensor, image: int, V: Tensor, target: Any, output: Any,
               keep_graph: bool) -> tuple[Tensor, Tensor]:
-    """(H v_r for each row r of V, the rows' input): Hessian-vector products at image ``image``."""
+    """(H v_r for each row r of V, the rows' input): Hessian-vector products at image ``image``
+    (``target`` fixed on the clean output: :func:`~sycam.evidence.targets.fix_target`)."""
     m = V.shape[0]
     a = a_i.detach().expand(m, *a_i.shape[1:]).clone().requires_grad_(True)
-    rows_target = target if classes is None else dataclasses.replace(target, classes=classes[image].repeat(m))
+    index = torch.full((m,), image, dtype=torch.long)
+    rows_target = target_rows(target, index)
     with torch.enable_grad():
-        scores = rows_target(select_output(suffix(a, torch.full((m,), image, dtype=torch.long)), output))
+        scores = rows_target(select_output(suffix(a, index), output))
         (g,) = torch.autograd.grad(scores.sum(), a, create_graph=True)
         hv = torch.autograd.grad((g * V).sum(), a, create_graph=keep_graph, allow_unused=True)[0]
     return (torch.zeros_like(a) if hv is None else hv), a
@@ -50,7 +50,7 @@ def _one_hots(n: int, shape: torch.Size, step: int, like: Tensor) -> Iterator[Te
 def true_derivatives(suffix, A: Tensor, target: Any, logits: Tensor, output: Any, options: EvidenceOptions,
                      wanted: Collection[str]) -> dict[str, Tensor]:
     """H2 and/or H3 (b,k,h,w) for the activations A of a split model."""
-    target, classes = fixed_classes(target, logits)
+    target = fix_target(target, logits)
     n, shape = A[0].numel(), A.shape[1:]
     third = "H3" in wanted
     exact = options.derivatives == "exact" or third
@@ -66,7 +66,7 @@ def true_derivatives(suffix, A: Tensor, target: Any, logits: Tensor, output: Any
         if exact:
             offset = 0
             for V in _one_hots(n, shape, step, A):
-                hv, a = _hvp_rows(suffix, A[i:i + 1], i, V, target, classes, output, keep_graph=third)
+                hv, a = _hvp_rows(suffix, A[i:i + 1], i, V, target, output, keep_graph=third)
                 h2 = (hv * V).flatten(1).sum(1)
                 H2[i].view(-1)[offset:offset + V.shape[0]] = h2.detach()
                 if third and h2.requires_grad:   # else the suffix is at most quadratic: T = 0
@@ -78,7 +78,7 @@ def true_derivatives(suffix, A: Tensor, target: Any, logits: Tensor, output: Any
             for start in range(0, options.hutchinson_n, step):
                 m = min(step, options.hutchinson_n - start)
                 V = torch.randint(0, 2, (m, *shape), generator=gen, device=A.device).to(A.dtype) * 2 - 1
-                hv, _ = _hvp_rows(suffix, A[i:i + 1], i, V, target, classes, output, keep_graph=False)
+                hv, _ = _hvp_rows(suffix, A[i:i + 1], i, V, target, output, keep_graph=False)
                 H2[i] += (V * hv).sum(0) / options.hutchinson_n
     out = {"H2": H2} if "H2" in wanted else {}
     if third:

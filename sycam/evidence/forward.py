@@ -11,7 +11,8 @@ reuses its hooks.
 
 A target marked ``reads_raw_output`` (see :mod:`sycam.evidence.targets`; e.g. an object
 detector's :class:`~sycam.evidence.detection.DetectionTarget`) is given the model's raw output
-instead of the logits; ``Evidence.logits`` is then None.
+instead of the logits; ``Evidence.logits`` is then None. A dense target (a segmentation
+model's, ``dense_output``) reads per-pixel scores (b, classes, H, W), kept as ``Evidence.logits``.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 from ..errors import EvidenceError
 from ..kernels.layout import to_layout
 from .layers import LayerRef
-from .targets import Target, reads_raw_output, select_output
+from .targets import Target, reads_dense_output, reads_raw_output, select_output
 
 
 @dataclass
@@ -126,6 +127,21 @@ def classifier_head(model: nn.Module) -> nn.Linear | None:
     return linears[-1] if linears else None
 
 
+def check_output(logits: Tensor, target_fn) -> None:
+    """EvidenceError unless the model's scores are what the target reads: (b, classes) logits, or
+    per-pixel scores (b, classes, H, W) for a dense target (:class:`~sycam.evidence.targets.SegmentationTarget`)."""
+    if reads_dense_output(target_fn):
+        if logits.dim() != 4:
+            raise EvidenceError(f"{type(target_fn).__name__} reads per-pixel scores (b, classes, H, W); the model "
+                                f"gave shape {tuple(logits.shape)}: use it with a segmentation model")
+    elif logits.dim() == 4:
+        raise EvidenceError(f"the model gives per-pixel scores of shape {tuple(logits.shape)}, which "
+                            f"{type(target_fn).__name__} does not read: say which pixels to explain with "
+                            "SegmentationTarget(class, mask) (--segment on the command line)")
+    elif logits.dim() != 2:
+        raise EvidenceError(f"expected (b, classes) scores from the model, got shape {tuple(logits.shape)}")
+
+
 def single_pass(model: nn.Module, x: Tensor, refs: list[LayerRef], target_fn, needs: Collection[str],
                 output=None) -> Evidence:
     """A and S of every layer on ``x``, with G and W when ``needs`` holds them (then one backward)."""
@@ -143,8 +159,7 @@ def single_pass(model: nn.Module, x: Tensor, refs: list[LayerRef], target_fn, ne
             logits, scores = None, target_fn(out)
         else:
             logits = select_output(out, output)
-            if logits.dim() != 2:
-                raise EvidenceError(f"expected (b, classes) scores from the model, got shape {tuple(logits.shape)}")
+            check_output(logits, target_fn)
             scores = target_fn(logits)
     if scores.shape != (x.shape[0],):
         raise EvidenceError(f"the target returned shape {tuple(scores.shape)}; it must give one score per "

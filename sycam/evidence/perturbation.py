@@ -49,14 +49,15 @@ too) reproduces the libraries (mask 0, i.e. S(x ⊙ 0), in the softmax).
 K/k speed-up.
 
 Targets: anything :func:`~sycam.evidence.targets.as_target` accepts. A target with a
-``classes`` field (``ClassLogit``, ``ClassProbability``, ``FinerContrast``) is bound per
-image once, on the unperturbed output (``classes=None`` = each image's top-1 class on x,
-not on the masked copy), and applied to that image's perturbed rows; ``PerSample``
-targets are routed the same way. Any other callable must score rows independently.
+``classes`` field (``ClassLogit``, ``ClassProbability``, ``FinerContrast``) or per-image data
+(``PerSample``, a segmentation mask, reference embeddings) is bound per image once, on the
+unperturbed output (``classes=None`` = each image's top-1 class on x, not on the masked copy;
+a segmentation target's predicted pixels likewise), and applied to that image's perturbed rows
+(:func:`~sycam.evidence.targets.fix_target`, :func:`~sycam.evidence.targets.target_rows`). Any
+other callable must score rows independently.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -68,7 +69,7 @@ from torch import Tensor, nn
 from ..batching import SUFFIX_ROWS, model_rows
 from ..errors import SycamError
 from ..grammar.semantics import minmax
-from .targets import PerSample, _classes, as_target, select_output
+from .targets import as_target, fix_target, select_output, target_rows
 
 __all__ = ["ablation_scores", "ablation_values", "bind_target", "channel_masks", "is_cam", "mi_scores",
            "score_cam", "ss_cam"]
@@ -82,22 +83,12 @@ _EPS = 1e-8  # torchcam and grad-cam divide by (max - min + 1e-8)
 # ----------------------------------------------------------------------------- targets
 
 def bind_target(target: Any, logits: Tensor) -> BoundTarget:
-    """Fix each image's target on its unperturbed ``logits`` (b,C).
+    """Fix each image's target on its unperturbed ``logits`` (b,C) (:func:`~sycam.evidence.targets.fix_target`).
 
     Returns ``score(rows, index)``: the target of image ``index[j]`` applied to row j.
     """
-    target = as_target(target)
-    b = logits.shape[0]
-    if isinstance(target, PerSample):
-        if len(target.targets) != b:
-            raise SycamError(f"{len(target.targets)} targets for a batch of {b} images")
-        per = list(target.targets)
-        return lambda rows, index: _checked(PerSample([per[i] for i in index.tolist()])(rows), rows)
-    if dataclasses.is_dataclass(target) and any(f.name == "classes" for f in dataclasses.fields(target)):
-        classes = _classes(target.classes, logits)
-        return lambda rows, index: _checked(
-            dataclasses.replace(target, classes=classes[index.to(classes.device)])(rows), rows)
-    return lambda rows, index: _checked(target(rows), rows)
+    fixed = fix_target(as_target(target), logits)
+    return lambda rows, index: _checked(target_rows(fixed, index)(rows), rows)
 
 
 def _checked(scores: Any, rows: Tensor) -> Tensor:

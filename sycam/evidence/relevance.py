@@ -341,7 +341,8 @@ def relevance(model: nn.Module, x: Tensor, refs: Sequence[LayerRef], target_fn, 
         with lrp_mode(model, opts.lrp_rule, opts.lrp_epsilon, barriers), recording(refs, None) as rec:
             logits = select_output(model(x), output)
         if logits.dim() != 2:
-            raise EvidenceError(f"expected (b, classes) scores from the model, got shape {tuple(logits.shape)}")
+            raise EvidenceError(f"LRP relevance (R) starts from (b, classes) logits; the model gave shape "
+                                f"{tuple(logits.shape)} (for per-pixel scores use a gradient or perturbation method)")
         activations = []
         for ref in refs:
             calls = rec["outputs"].get(id(ref.module), [])

@@ -91,6 +91,33 @@ def as_heatmap(expr: Expr, terminals: TerminalAxes) -> Expr:
     return Call("relu", (Call("sum", (Call("mul", (expr, Var("A"))),), "k"),))
 
 
+def eigen_smooth(heatmap: Expr) -> Expr:
+    """pytorch-grad-cam's ``eigen_smooth`` on a heatmap expression: its channel reduction, the
+    outermost sum(X, k) or mean(X, k) (under one-argument element-wise operators such as relu),
+    becomes pc1(X), X's projection on its first principal component over channels (positions as
+    samples). For channel weights w, relu(sum(w * A, k)) becomes relu(pc1(w * A)): grad-cam
+    projects the weighted activations w * A. A map already projected (pc1) is kept."""
+    path: list[Call] = []           # the element-wise operators above the reduction, outermost first
+    node = heatmap
+    while isinstance(node, Call):
+        if node.op == "pc1":
+            return heatmap
+        if node.op in ("sum", "mean") and node.axes == "k":
+            out: Expr = Call("pc1", (node.args[0],))
+            for above in reversed(path):
+                out = Call(above.op, (out,), above.axes)
+            return out
+        op = OPS[node.op]
+        if op.arity != 1 or not op.rule.elementwise:
+            break
+        path.append(node)
+        node = node.args[0]
+    raise ExpressionTypeError(
+        f"eigen_smooth replaces a map's sum over channels, relu(sum(X, k)), by the projection pc1(X); "
+        f"`{to_text(heatmap)}` has no sum(..., k) or mean(..., k) under its element-wise operators: write "
+        "pc1(...) into the expression instead", subexpression=to_text(heatmap))
+
+
 def fold_constants(expr: Expr) -> dict[Expr, float]:
     """The value of every sub-tree that reads no terminal (floats: no torch needed).
 

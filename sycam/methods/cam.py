@@ -29,6 +29,7 @@ from ..evidence.targets import ClassLogit, ClassProbability, FinerContrast, Targ
 from ..evidence.terminals import TERMINALS, needed_terms
 from ..grammar.ast import Expr, terminals
 from ..grammar.checker import as_heatmap, result_kind
+from ..grammar.checker import eigen_smooth as smoothed
 from ..grammar.printer import to_text
 from ..kernels.compiler import Program
 from ..kernels.postprocess import FUSIONS, fuse
@@ -142,14 +143,21 @@ class CAM(Explainer):
     is explained when a call gives no ``targets`` (default: each image's top-1 class).
     ``classes``: class names, so that targets can name classes (``cam(x, targets=["tabby"])``).
     ``preprocess``: the model's normalisation (an object with ``normalise``, e.g.
-    ``bundle.preprocess``), used on numpy / PIL pictures. ``output``, ``fuse``, ``options``,
+    ``bundle.preprocess``), used on numpy / PIL pictures. ``eigen_smooth``: the map's sum over
+    channels becomes its first principal component (pytorch-grad-cam's switch,
+    :func:`~sycam.grammar.checker.eigen_smooth`: relu(sum(w * A, k)) -> relu(pc1(w * A)); the same
+    passes, plus one eigendecomposition per image and layer). ``output``, ``fuse``, ``options``,
     ``compile``: see the README. ``cam.last`` is the last :class:`Explanation`; it stays after a
     ``with`` block (hooks only exist inside each call).
     """
 
     def __init__(self, method: str | Expr, model, layers=None, *, target=None, output=None,
                  fuse: str | None = None, compile: bool = False, options=None,
-                 classes: Sequence[str] | None = None, preprocess=None, **target_params):
+                 classes: Sequence[str] | None = None, preprocess=None, eigen_smooth: bool = False,
+                 **target_params):
+        if "aug_smooth" in target_params:
+            raise SycamError("aug_smooth wraps any explainer: sycam.AugSmooth(sycam.CAM(...)), or "
+                             "sycam.make_cam(method, model, layers, aug_smooth=True)")
         model, bundle = unbundle(model)
         if bundle is not None:
             layers = bundle.default_layer if layers is None else layers
@@ -162,8 +170,11 @@ class CAM(Explainer):
         else:
             tree, self.seed = method, None
         self.kind = result_kind(tree, TERMINALS)   # type errors surface here, before any work
-        self.tree = tree                                     # the method as given
         self.expression: Expr = as_heatmap(tree, TERMINALS)
+        if eigen_smooth:
+            self.expression = tree = smoothed(self.expression)
+        self.tree = tree                                     # the method as given (eigen-smoothed)
+        self.eigen_smooth = bool(eigen_smooth)
         self.model = model
         self.layers = None if layers is None else resolve_layers(model, layers)
         self.target = target
@@ -185,7 +196,8 @@ class CAM(Explainer):
 
     def __repr__(self) -> str:
         name = self.seed.title if self.seed else self.text
-        return f"CAM({name!r}, layers={[r.name for r in self.layers] if self.layers else None})"
+        smooth = ", eigen_smooth=True" if self.eigen_smooth else ""
+        return f"CAM({name!r}, layers={[r.name for r in self.layers] if self.layers else None}{smooth})"
 
     def with_model(self, model: nn.Module) -> "CAM":
         """This method on another ``model`` (e.g. a randomised copy), at the layers of the same names.
@@ -228,12 +240,6 @@ class CAM(Explainer):
                           "(reported invalid, returned as zeros)", stacklevel=2)
         self.last = Explanation(maps.to(x.device), valid.to(x.device), raw, ev)
         return self.last
-
-
-def explain(method: str, model, x, layers=None, targets=None, **kwargs) -> Tensor:
-    """One-shot: the (b, H, W) maps of ``method`` for images ``x`` (``model`` and ``x`` as for :class:`CAM`)."""
-    with CAM(method, model, layers, **kwargs) as cam, torch.no_grad():
-        return cam(x, targets)
 
 
 def explain_many(cams: Mapping[str, Explainer], x: Tensor, targets=None) -> dict[str, Explanation]:

@@ -271,7 +271,7 @@ class GPNNCAM(Explainer):
     ``preprocess`` (an object with ``mean``/``std``, e.g. :class:`~sycam.models.Preprocess`) maps the
     [0, 1] variations to model input and inverts ``x`` when ``images01`` is not given (default:
     ImageNet mean/std); ``chunk`` views per evidence capture; ``classes``: class names, so that
-    targets can name classes.
+    targets can name classes; ``eigen_smooth``: the base CAM's (see :class:`~sycam.methods.cam.CAM`).
     """
 
     def __init__(self, model: nn.Module, layers=None, *, base: str = "gradcam", regression_layers=None,
@@ -279,7 +279,7 @@ class GPNNCAM(Explainer):
                  alpha: float = 1e-4, combine: str = "mean", include_source: bool = True,
                  source_weight: float = 1.0, prob_weight: bool = False, median: int = 0,
                  preprocess=None, chunk: int = 16, keep_variations: bool = False, fuse: str | None = None,
-                 options=None, classes=None):
+                 options=None, classes=None, eigen_smooth: bool = False):
         if n < 1 or super_iters < 1:
             raise SycamError(f"GPNN-CAM needs n >= 1 and super_iters >= 1, got n={n}, super_iters={super_iters}")
         if combine not in COMBINATIONS:
@@ -288,7 +288,7 @@ class GPNNCAM(Explainer):
             raise SycamError("alpha, median and source_weight must be >= 0 and chunk >= 1")
         if median and median % 2 == 0:
             raise SycamError(f"median filter size must be odd, got {median}")
-        self.base = CAM(base, model, layers, fuse=fuse, options=options, classes=classes)
+        self.base = CAM(base, model, layers, fuse=fuse, options=options, classes=classes, eigen_smooth=eigen_smooth)
         self.model = model
         self.base_name = base
         self.regression_spec = regression_layers
@@ -322,7 +322,7 @@ class GPNNCAM(Explainer):
                        include_source=self.include_source, source_weight=self.source_weight,
                        prob_weight=self.prob_weight, median=self.median, preprocess=self.preprocess,
                        chunk=self.chunk, keep_variations=self.keep_variations, fuse=self.base.fusion,
-                       options=self.options, classes=self.classes)
+                       options=self.options, classes=self.classes, eigen_smooth=self.base.eigen_smooth)
 
     def __call__(self, x: Tensor, targets=None, images01: Tensor | None = None) -> Tensor:
         return self.explain(x, targets, images01=images01).maps
