@@ -97,7 +97,8 @@ class AugSmooth(Explainer):
         maps, valid = [first.maps], [first.valid]
         for flip, m in self.views[1:]:
             xv = x * m if m != 1.0 else x
-            t = view_spec.in_frame(hflip) if flip and hasattr(view_spec, "in_frame") else view_spec
+            t = view_spec.in_frame(hflip) if flip and view_spec is not None and hasattr(view_spec, "in_frame") \
+                else view_spec
             e = self.inner.explain(hflip(xv) if flip else xv, t)
             maps.append(hflip(e.maps) if flip else e.maps)
             valid.append(e.valid)
