@@ -170,8 +170,8 @@ _SEEDS += [
     Seed("shapleycam", "ShapleyCAM", "relu(sum(mean(G - 0.5 * HA, hw) * A, k))",
          "Cai, CAMs as Shapley Value-based Explainers, arXiv:2501.06261 (2025)",
          "1 forward + 1 backward to the layer (keeping its graph) + 1 Hessian-vector product",
-         "w_k = mean_hw(G - H A / 2): the Shapley values of the second-order Taylor expansion of S around A, "
-         "A (G - H A / 2), averaged over space as Grad-CAM; H A = d(G . A)/dA by a double backward (terminal HA). "
+         "w_k = mean_hw(G - H A / 2): the Shapley values A (G - H A / 2) of the second-order Taylor expansion of "
+         "S around A, averaged over space as Grad-CAM; H A = d(G . A)/dA by a double backward (terminal HA). "
          "Target: the paper's ReST, S = y_c + log softmax(y)_c (sycam.evidence.targets.ClassReST); with the logit "
          "behind a piecewise-linear head H = 0 and ShapleyCAM is Grad-CAM",
          aliases=("shapley-cam",), target="rest",
