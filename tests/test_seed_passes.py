@@ -82,6 +82,19 @@ def test_shapleycam_seed_equals_its_formula_with_the_rest_target_from_a_full_flo
     assert not torch.allclose(got, layer_map("gradcam", model, "feat", x.float()), atol=1e-2)
 
 
+def test_ha_of_nested_layers_captured_together_equals_each_alone():
+    # layer3 feeds layer4: each layer's H A differentiates its own G only (no cross terms)
+    import torchvision
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    both = sycam.capture(model, x, ["layer3", "layer4"], ClassReST([3, 7]), needs={"HA"})
+    for layer in ("layer3", "layer4"):
+        alone = sycam.capture(model, x, [layer], ClassReST([3, 7]), needs={"HA"}).layers[layer].terms["HA"][0]
+        assert alone.abs().amax() > 0
+        assert torch.allclose(both.layers[layer].terms["HA"][0], alone, atol=1e-7)
+
+
 def test_rest_target_is_the_logit_plus_the_log_probability():
     y = torch.tensor([[2.0, 0.5, -1.0], [0.0, 3.0, 1.0]])
     expected = y[[0, 1], [0, 2]] + y.log_softmax(1)[[0, 1], [0, 2]]
