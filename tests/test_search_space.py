@@ -57,7 +57,7 @@ def test_operator_spellings():
 
 @pytest.mark.parametrize("options, error, text", [
     ({"operators": "+,rleu"}, UnknownNameError, "did you mean 'relu'"),
-    ({"terminals": "A,Gx"}, UnknownNameError, "did you mean 'G'"),
+    ({"terminals": "A,Gz"}, UnknownNameError, "did you mean 'G'"),
     ({"result": "heatmaps"}, UnknownNameError, "did you mean 'heatmap'"),
     ({"operators": "sum"}, SearchSpaceError, "needs the axes"),
     ({"operators": "mean:hz"}, SearchSpaceError, "not z"),

@@ -171,14 +171,19 @@ def test_weights_expression_becomes_generic_cam():
 
 
 class Downsampled(torch.nn.Module):
-    """A 2x average pooling before the hand-built model: its layer is half the input's size."""
+    """A 2x average pooling before the hand-built model: its layer is half the input's size. (The
+    ReLU, the identity on these non-negative inputs, is there for guided backpropagation.)"""
 
     def __init__(self, inner):
         super().__init__()
-        self.pool, self.inner = torch.nn.AvgPool2d(2), inner
+        self.relu, self.pool, self.inner = torch.nn.ReLU(), torch.nn.AvgPool2d(2), inner
 
     def forward(self, x):
-        return self.inner(self.pool(x))
+        return self.inner(self.pool(self.relu(x)))
+
+
+#: seeds whose maps are computed at the input's resolution, whatever the layer
+INPUT_RESOLUTION = ("fullgrad", "guidedbp", "guidedgradcam")
 
 
 @pytest.mark.parametrize("method", list(sycam.SEEDS))
@@ -189,7 +194,9 @@ def test_final_maps_are_normalised_upsampled_raw_maps(method):
     x = torch.nn.functional.interpolate(example_input(), size=(4, 4))        # the layer sees 2 x 2
     exp = sycam.CAM(method, model, "inner.feat").explain(x, [0])
     assert exp.maps.shape[-2:] == (4, 4)
-    if method != "cameras":        # (CAMERAS's layer maps are at its largest input scale)
+    if method in INPUT_RESOLUTION:
+        assert exp.layer_maps["inner.feat"].shape[-2:] == (4, 4)
+    elif method != "cameras":        # (CAMERAS's layer maps are at its largest input scale)
         assert exp.layer_maps["inner.feat"].shape[-2:] == (2, 2)
     raw = upsample(exp.layer_maps["inner.feat"], tuple(x.shape[-2:]))
     lo, hi = raw.amin(), raw.amax()

@@ -4,10 +4,11 @@ The references below are the formulas written out in float64, independently of s
 compiler. sycam evaluates the seeds' expressions on float32 evidence whose activations and
 gradients are scaled by 1e-12 ... 1e3 (every pair), from the layers of random-weight
 torchvision models (efficientnet_b0 ``features.8``, mobilenet_v3_large ``features.16``, whose
-activations are small) and synthetic terms for the perturbation scores. End to end, sycam.CAM
-on those models and on a hand-built model with activations of about 1e-9 matches the float64
-formulas too. Maps are compared after the per-image min-max every CAM ends with. Kernel PCA
-(KPCA-CAM) is not scale-free: it is compared wherever its first component is unique.
+activations are small) and synthetic terms for the perturbation scores, H A and the terms at the
+input's resolution. End to end, sycam.CAM on those models and on a hand-built model with
+activations of about 1e-9 matches the float64 formulas too. Maps are compared after the per-image
+min-max every CAM ends with. Kernel PCA (KPCA-CAM) is not scale-free: it is compared wherever its
+first component is unique.
 """
 import dataclasses
 import hashlib
@@ -144,6 +145,16 @@ def reference(name: str, t: dict) -> torch.Tensor:
     if name == "cameras":
         keep = t["keep"][:, :, None, None, None]
         return _relu(((keep * t["As"]).sum(1) * (keep * t["Gs"]).sum(1)).sum(1))
+    if name == "shapleycam":
+        return _relu(((G - 0.5 * t["HA"]).mean(HW, keepdim=True) * A).sum(1))
+    if name == "fullgrad":
+        m = (t["Gx"] * t["X"]).abs()
+        lo, hi = m.amin(HW, keepdim=True), m.amax(HW, keepdim=True)
+        return _div(m - lo, hi - lo).sum(1) + t["FB"]
+    if name == "guidedbp":
+        return t["GB"].abs().amax(1)
+    if name == "guidedgradcam":          # (the terms share one grid here: resize is the identity)
+        return (t["GB"] * reference("gradcam", t)[:, None]).abs().amax(1)
     if name == "smoothgradcampp":
         Gv = t["Gv"]
         g, g2, g3 = Gv.mean(1), (Gv ** 2).mean(1), (Gv ** 3).mean(1)
@@ -153,13 +164,13 @@ def reference(name: str, t: dict) -> torch.Tensor:
 
 
 AXES = {name: term.axes for name, term in TERMINALS.items()}
-GRADIENT_LIKE = {"G", "Gs", "Gv", "R", "W", "score", "score_ss", "score_is", "ablation", "mi"}
+GRADIENT_LIKE = {"G", "Gs", "Gv", "R", "W", "score", "score_ss", "score_is", "ablation", "mi", "HA", "Gx", "GB"}
 ACTIVATION_LIKE = {"A", "As", "Av"}
 
 
 def terms_from(A, G, seed=0):
     """Float64 terminals: the layer's A and G brought to a mean magnitude of 1 (the tests scale
-    them from there), plus synthetic scores, scales and noise samples."""
+    them from there), plus synthetic scores, scales, noise samples, H A and input-resolution terms."""
     A, G = A / A.abs().mean(), G / G.abs().mean()
     gen = torch.Generator().manual_seed(seed)
     b, k = A.shape[:2]
@@ -169,7 +180,11 @@ def terms_from(A, G, seed=0):
             "ablation": rand(b, k) - 0.3, "mi": rand(b, k),
             "As": torch.stack([A, A * 0.9, A * 1.1], 1), "Gs": torch.stack([G, G * 1.2, G * 0.7], 1),
             "keep": torch.tensor([[1.0, 0.0, 1.0]] * b, dtype=torch.float64),
-            "Av": torch.stack([A, A], 1), "Gv": torch.stack([G, G + G.std() * rand(*G.shape)], 1)}
+            "Av": torch.stack([A, A], 1), "Gv": torch.stack([G, G + G.std() * rand(*G.shape)], 1),
+            "HA": G * (rand(*G.shape) - 0.5) * 4,
+            # input-resolution terms (colours on k) on the layer's grid
+            "X": rand(b, 3, *A.shape[2:]) - 0.5, "Gx": G[:, :3] * (rand(b, 3, *A.shape[2:]) - 0.3),
+            "GB": G[:, 3:6].abs() * (rand(b, 3, *A.shape[2:]) - 0.2), "FB": rand(b, *A.shape[2:]) * 3}
 
 
 def sycam_map(name: str, t: dict, sa: float, sg: float) -> torch.Tensor:

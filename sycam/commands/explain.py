@@ -252,8 +252,14 @@ def method_cost(cam, channels: dict[str, int], input_size: int) -> Cost:
     if options is not None and options.top_k is not None:
         k = min(k, options.top_k * len(layers))
     where = f"{k} channels at {', '.join(layers)}"     # each part below ends with it
-    total = 2 if needs & {"G", "G2", "G3", "W", "R"} else 1
+    total = 2 if needs & {"G", "G2", "G3", "W", "R", "HA", "Gx", "FB", "GB"} else 1
     parts = []
+    if "HA" in needs:
+        total += 1
+        parts.append("1 forward + 1 backward + 1 Hessian-vector product")
+    if "GB" in needs and needs & {"G", "W", "HA", "Gx", "FB"}:
+        total += 1
+        parts.append("1 forward + 1 backward + 1 guided backward to the input")
     if "score" in needs:
         total += k
         parts.append(f"one masked forward per channel; {where}")

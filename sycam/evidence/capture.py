@@ -1,7 +1,8 @@
 """Evidence capture: the terminals an expression reads, for a batch of images, a target and layers.
 
 :func:`capture` runs the first pass (:func:`~sycam.evidence.forward.single_pass`: one forward
-for the activations A and the target score S, one backward when G or W is wanted), then
+for the activations A and the target score S, and the backward(s) of the gradient terminals
+wanted: G, W, HA, Gx, FB, GB), then
 computes every other wanted terminal of the registry (:mod:`sycam.evidence.terminals`) at
 every layer, each after the terminals it needs. A target marked ``reads_raw_output`` (an
 object detector's) gets only the terminals that need no logits (A, G, G2, G3, S).

@@ -1,13 +1,17 @@
-"""The first pass of a capture: one forward (and at most one backward) on a batch.
+"""The first pass of a capture: one forward and the backward(s) read from its graph.
 
 :func:`single_pass` records the layers' activations A and the target score S = target(output);
-when asked, the gradients G = dS/dA (``torch.autograd.grad`` with respect to the hooked tensors
-only: parameters are frozen for the duration of the pass, so their gradients are never
-computed) and W = dS/dz at the input z of the classifier's last linear layer (the CAM weights of
-a GAP + linear head). Hooks exist only inside the call, in a context manager, and are always
-removed. :mod:`sycam.evidence.capture` runs it first; the scale and noise passes
-(:mod:`sycam.evidence.axes`) run it on resized and noisy images, LRP (:mod:`sycam.evidence.relevance`)
-reuses its hooks.
+when asked, one backward gives the gradients G = dS/dA (``torch.autograd.grad`` with respect to the
+hooked tensors only: parameters are frozen for the duration of the pass, so their gradients are
+never computed), W = dS/dz at the input z of the classifier's last linear layer (the CAM weights
+of a GAP + linear head), and at the input's resolution Gx = dS/dx and FullGrad's bias term FB
+(:mod:`sycam.evidence.fullgrad`). From the same graph: HA = H A, the Hessian of S with respect to
+A times A (ShapleyCAM; that backward then keeps its graph, and each layer costs one
+Hessian-vector product more), and GB, the guided-backpropagation input gradient (one more
+backward through guided ReLUs, :mod:`sycam.evidence.guided`). Hooks exist only inside the call,
+in context managers, and are always removed. :mod:`sycam.evidence.capture` runs it first; the
+scale and noise passes (:mod:`sycam.evidence.axes`) run it on resized and noisy images, LRP
+(:mod:`sycam.evidence.relevance`) reuses its hooks.
 
 A target marked ``reads_raw_output`` (see :mod:`sycam.evidence.targets`; e.g. an object
 detector's :class:`~sycam.evidence.detection.DetectionTarget`) is given the model's raw output
@@ -25,6 +29,8 @@ from torch import Tensor, nn
 
 from ..errors import EvidenceError
 from ..kernels.layout import to_layout
+from .fullgrad import bias_map, bias_probes
+from .guided import guided_relus
 from .layers import LayerRef
 from .targets import Target, reads_dense_output, reads_raw_output, select_output
 
@@ -142,19 +148,28 @@ def check_output(logits: Tensor, target_fn) -> None:
         raise EvidenceError(f"expected (b, classes) scores from the model, got shape {tuple(logits.shape)}")
 
 
+#: the terminals of the first pass read from a backward, and those computed at the input's resolution
+BACKWARD_TERMS = frozenset({"G", "W", "HA", "Gx", "FB", "GB"})
+INPUT_TERMS = {"Gx": "bkhw", "FB": "bhw", "GB": "bkhw"}
+
+
 def single_pass(model: nn.Module, x: Tensor, refs: list[LayerRef], target_fn, needs: Collection[str],
                 output=None) -> Evidence:
-    """A and S of every layer on ``x``, with G and W when ``needs`` holds them (then one backward)."""
-    want_grad = "G" in needs
+    """A and S of every layer on ``x``; with G, W, HA, Gx, FB and GB when ``needs`` holds them (then
+    one backward, one Hessian-vector product per layer for HA, and one guided backward for GB)."""
+    want_grad = bool({"G", "HA"} & set(needs))
+    second_order = "HA" in needs
     raw = reads_raw_output(target_fn)
     head = classifier_head(model) if "W" in needs else None
     if "W" in needs and head is None:
         raise EvidenceError("W (classifier weights) needs a model that ends in a linear layer")
+    x_in = x.detach().requires_grad_(True) if {"Gx", "GB"} & set(needs) else x
 
-    differentiate = want_grad or head is not None
-    with frozen_parameters(model), torch.set_grad_enabled(differentiate):
+    differentiate = bool(BACKWARD_TERMS & set(needs))
+    with frozen_parameters(model), torch.set_grad_enabled(differentiate), \
+            bias_probes(model, "FB" in needs) as probes, guided_relus(model, "GB" in needs) as guided:
         with recording(refs, head) as rec:
-            out = model(x)
+            out = model(x_in)
         if raw:   # the target reads the output as it is (list of detections, ...)
             logits, scores = None, target_fn(out)
         else:
@@ -186,13 +201,32 @@ def single_pass(model: nn.Module, x: Tensor, refs: list[LayerRef], target_fn, ne
         activations.append(a)
 
     z = rec["head_input"]
-    wrt = (activations if want_grad else []) + ([z] if z is not None else [])
+    layer_grads = activations if want_grad else []
+    head_grad = [z] if z is not None else []
+    input_grad = [x_in] if "Gx" in needs else []
+    wrt = layer_grads + head_grad + input_grad + [p.delta for p in probes]
     grads: list[Tensor | None] = []
-    if wrt:
-        if not scores.requires_grad:   # the layer does not feed the target
-            raise EvidenceError("the target score does not depend on the layer (no gradient path)")
-        with torch.enable_grad():   # the caller may be inside torch.no_grad()
-            grads = list(torch.autograd.grad(scores.sum(), wrt, allow_unused=True))
+    if differentiate and not scores.requires_grad:   # the layer does not feed the target
+        raise EvidenceError("the target score does not depend on the layer (no gradient path)")
+    with torch.enable_grad():   # the caller may be inside torch.no_grad()
+        if wrt:
+            grads = list(torch.autograd.grad(scores.sum(), wrt, allow_unused=True, create_graph=second_order,
+                                             retain_graph=second_order or "GB" in needs))
+        hessian_a = [hessian_times(g, a) for g, a in zip(grads, activations)] if second_order else []
+        if "GB" in needs:
+            guided.on = True
+            (guided_gx,) = torch.autograd.grad(scores.sum(), x_in)
+
+    shared: dict[str, Tensor] = {}         # input-resolution terms, one tensor for every layer
+    if input_grad:
+        gx = grads[len(layer_grads) + len(head_grad)]
+        if gx is None:
+            raise EvidenceError("the target score does not depend on the input (no gradient path to x)")
+        shared["Gx"] = gx.detach()
+    if "FB" in needs:
+        shared["FB"] = bias_map(probes, grads[len(wrt) - len(probes):], x).detach()
+    if "GB" in needs:
+        shared["GB"] = guided_gx.detach()
 
     layers_ev: dict[str, LayerEvidence] = {}
     for i, (ref, a) in enumerate(zip(refs, activations)):
@@ -202,15 +236,29 @@ def single_pass(model: nn.Module, x: Tensor, refs: list[LayerRef], target_fn, ne
             if g is None:
                 raise EvidenceError(f"the target score does not depend on layer {ref.name}")
             ev.terms["G"] = (g.detach(), "bkhw")
+        if second_order:
+            ev.terms["HA"] = (hessian_a[i], "bkhw")
         if "W" in needs:
-            w = grads[-1]
+            w = grads[len(layer_grads)]
             if w is None or w.dim() != 2 or w.shape[1] != a.shape[1]:
                 raise EvidenceError(
                     f"W needs a GAP + linear head reading the layer's {a.shape[1]} channels; the last linear "
                     f"layer reads {None if z is None else z.shape[1]} features (use a gradient method instead)")
             ev.terms["W"] = (w.detach(), "bk")
         ev.terms["S"] = (scores.detach(), "b")
+        for name, value in shared.items():
+            ev.terms[name] = (value, INPUT_TERMS[name])
         layers_ev[ref.name] = ev
     frame = target_fn.input_frame(model, x) if raw and hasattr(target_fn, "input_frame") else None
     return Evidence(x.detach(), None if logits is None else logits.detach(), scores.detach(), layers_ev, target_fn,
                     frame)
+
+
+def hessian_times(g: Tensor | None, a: Tensor) -> Tensor:
+    """H a = d(g . a)/da with a held fixed in the product, for g = dS/da computed with its graph: one
+    Hessian-vector product (a double backward). A gradient that does not depend on a (the model
+    after the layer is piecewise linear in it) gives H a = 0 exactly."""
+    if g is None or not g.requires_grad:
+        return torch.zeros_like(a).detach()
+    (hv,) = torch.autograd.grad((g * a.detach()).sum(), a, retain_graph=True, allow_unused=True)
+    return torch.zeros_like(a).detach() if hv is None else hv.detach()

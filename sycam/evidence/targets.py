@@ -79,6 +79,19 @@ class ClassProbability:
 
 
 @dataclass
+class ClassReST:
+    """ReST, the Residual Softmax Target-class score of ShapleyCAM (Cai 2025, arXiv:2501.06261):
+    S = y_c + log softmax(y)_c = y_c - CE(y, c), the logit plus the log-probability (grad-cam's
+    ``ClassifierOutputReST``)."""
+
+    classes: int | Sequence[int] | Tensor | None = None
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        c = _classes(self.classes, logits)[:, None]
+        return (logits.gather(1, c) + logits.log_softmax(dim=1).gather(1, c))[:, 0]
+
+
+@dataclass
 class FinerContrast:
     """Finer-CAM target: the class score minus its most similar classes.
 

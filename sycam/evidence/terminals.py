@@ -148,7 +148,7 @@ def _options(*names: str) -> tuple[Option, ...]:
 
 def _first_pass(name: str) -> Callable[[Context], Tensor]:
     """Read ``name`` from capture's first pass (:func:`~sycam.evidence.forward.single_pass`: one
-    forward, and one backward when G or W is wanted)."""
+    forward, and the backward(s) of the gradient terminals wanted)."""
     return lambda c: c[name]
 
 
@@ -242,7 +242,8 @@ _HESSIAN = _options("derivatives", "hutchinson_n", "max_hessian_elements", "max_
 _NOISE = _options("noise_n", "noise_sigma", "seed", "max_batch")
 
 for _t in [
-    # the first pass: one forward gives A and S, one backward G (and W, through the head)
+    # the first pass: one forward gives A and S, one backward G (and W, through the head); HA, Gx, FB
+    # and GB below come from the same forward
     Terminal("A", "bkhw", "activations of the layer", _first_pass("A"), needs_logits=False),
     Terminal("G", "bkhw", "gradient dS/dA of the target score", _first_pass("G"), "1 backward", needs_logits=False),
     Terminal("G2", "bkhw", "Grad-CAM++ closed form G^2 (= d2 e^S/dA2 / e^S for piecewise-linear heads)",
@@ -254,12 +255,24 @@ for _t in [
              "one Hessian-vector product per layer element, or N for an estimate", needs=("A",), options=_HESSIAN),
     Terminal("H3", "bkhw", "true diagonal third derivative d3S/dA3 (autograd, opt-in)", _from(_derivatives, "H3"),
              "per layer element", needs=("A",), options=_options("max_hessian_elements", "max_batch")),
+    Terminal("HA", "bkhw", "H A: the Hessian d2S/dA2 times A, one Hessian-vector product (ShapleyCAM)",
+             _first_pass("HA"), "1 backward to the layer keeping its graph + 1 Hessian-vector product"),
     Terminal("S", "b", "target score (e.g. the class logit)", _first_pass("S"), needs_logits=False),
     Terminal("W", "bk", "classifier weights dS/dz at the input z of a GAP + linear head (CAM)", _first_pass("W"),
              "1 backward through the head"),
     Terminal("R", "bkhw", "LRP relevance of the target score at the layer's output (options lrp_rule, "
              "lrp_contrast; sycam.evidence.relevance)", _from(_relevance), "1 forward + 1 LRP backward to the layer",
              options=_options("lrp_rule", "lrp_epsilon", "lrp_contrast")),
+    # at the input's resolution (k: the colour channels, h w: the input's grid); a layer's map meets
+    # them through resize(x, like). Refused on detectors, whose maps pass through their input frame.
+    Terminal("X", "bkhw", "the model input x", lambda c: c.x),
+    Terminal("Gx", "bkhw", "input gradient dS/dx", _first_pass("Gx"), "1 backward to the input"),
+    Terminal("FB", "bhw", "FullGrad's bias term: sum over Conv2d / BatchNorm2d calls l and channels c of "
+             "Up(minmax_hw |b_lc dS/dz_lc|), z_lc the layer's output (sycam.evidence.fullgrad)", _first_pass("FB"),
+             "1 backward to the input, with a probe on every Conv2d / BatchNorm2d bias"),
+    Terminal("GB", "bkhw", "guided-backpropagation input gradient: dS/dx through ReLUs passing back only "
+             "positive gradients (sycam.evidence.guided)", _first_pass("GB"),
+             "1 backward to the input through guided ReLUs (a second backward when other gradients are read)"),
     # channel scores from perturbed inputs (sycam.evidence.perturbation), with the CAM's own target
     Terminal("score", "bk", "Score-CAM: the target on x * M_k, M_k = minmax(Up(A_k))", _score, "K forwards",
              needs=("A",), options=_options("score_variant", *_PERTURBED)),

@@ -83,6 +83,24 @@ NORMALISE = Rule("normalise", takes_axes=True, removes="")
 PROJECT = Rule("project on channels", fixed_axes="khw", removes="k")
 
 
+@dataclass(frozen=True)
+class Resample(Rule):
+    """``resize(x, like)``: the axes of ``x``, on the spatial grid of ``like``; both need h and w."""
+
+    def result(self, args: Sequence[Axes], axes: str = "") -> Axes:
+        x, like = args
+        grid = frozenset(self.fixed_axes)
+        if not grid <= x:
+            raise AxesError(f"has axes {fmt_axes(x)}: no grid {fmt_axes(grid)} to resample")
+        if not grid <= like:
+            raise AxesError(f"would be resampled to the grid of a value with axes {fmt_axes(like)}, "
+                            f"which has no {fmt_axes(grid)}")
+        return x
+
+
+RESAMPLE = Resample("resample", fixed_axes="hw", removes="")
+
+
 def fmt_axes(axes: Axes) -> str:
     order = BATCH + AXES
     return "{" + ", ".join(a for a in order if a in axes) + "}"
@@ -278,6 +296,9 @@ for _op in [
          latex=r"\operatorname{KPC}_1^{\mathrm{%s}}\left(%%(0)s\right)" % kernel)
       for kernel, formula in (("rbf", "RBF kernel exp(-gamma |x_i - x_j|^2)"),
                               ("sigmoid", "sigmoid kernel tanh(gamma x_i . x_j + 1)"))),
+    Op("resize", 2, "resize(x, like): x bilinearly resampled to the grid (h, w) of like, e.g. a layer's map "
+       "on the input's grid", RESAMPLE, _elementwise(sem.resize), enumerable=False,
+       latex=r"\operatorname{Up}_{%(1)s}\left(%(0)s\right)"),
 ]:
     _add(_op)
 del _op

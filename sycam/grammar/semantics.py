@@ -168,6 +168,25 @@ def minmax(x: Tensor, dims: tuple[int, ...]) -> Tensor:
     return ((x - lo) / span.clamp_min(_tiny(x))).where(span > 0, 0.0)
 
 
+def upsample(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize of the last two axes (h, w) of ``x`` to ``size``, half-pixel centres
+    (``align_corners=False``, as OpenCV's ``cv2.resize``): the one resampling of sycam, used
+    by every heatmap's post-processing and by the ``resize`` operator."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    import torch.nn.functional as F  # deferred: the module loads without torch (see the module docstring)
+
+    lead = x.shape[:-2]
+    flat = x.reshape(-1, 1, *x.shape[-2:])
+    return F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False).reshape(*lead, *size)
+
+
+def resize(x: Tensor, like: Tensor) -> Tensor:
+    """``x`` resampled (:func:`upsample`) to the spatial grid (h, w) of ``like``: a layer's map on
+    the input's grid, to meet a terminal computed at the input's resolution."""
+    return upsample(x, (int(like.shape[-2]), int(like.shape[-1])))
+
+
 def _tiny(x: Tensor) -> float:
     import torch  # deferred: the module loads without torch (see the module docstring)
     return torch.finfo(x.dtype).tiny

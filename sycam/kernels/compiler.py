@@ -18,9 +18,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import ExpressionTypeError
 from ..grammar.ast import Call, Expr, Num, Var, walk
 from ..grammar.checker import TerminalAxes, fold_constants, infer
 from ..grammar.ops import OPS
+from ..grammar.printer import to_text
 from .layout import ORDER, dims, from_layout
 
 Value = Tensor | float
@@ -31,7 +33,26 @@ def apply_op(node: Call, args: Sequence[Value], *, prepared: bool = False) -> Va
     computes it; ``prepared``: the record's operand transforms were applied by the caller."""
     op = OPS[node.op]
     axes = dims(op.rule.acts_on(node.axes))
-    return op.lower(args, axes) if prepared else op.compute(args, axes)
+    try:
+        return op.lower(args, axes) if prepared else op.compute(args, axes)
+    except RuntimeError:
+        _check_grids(node, args)
+        raise
+
+
+def _check_grids(node: Call, args: Sequence[Value]) -> None:
+    """ExpressionTypeError naming ``node`` if its operands' sizes do not broadcast: well-typed, but
+    on different grids (a layer's terminal with one at the input's resolution, say)."""
+    shapes = [tuple(a.shape) for a in args if isinstance(a, Tensor)]
+    try:
+        torch.broadcast_shapes(*shapes)
+    except RuntimeError:
+        sizes = "; ".join(", ".join(f"{a}={n}" for a, n in zip(ORDER, s) if n > 1) or "scalar" for s in shapes)
+        raise ExpressionTypeError(
+            f"`{to_text(node)}` combines values of different sizes ({sizes}): a layer's terminals and "
+            "terminals at the input's resolution (whose k is the colour channel) meet only through "
+            "resize(x, like), which resamples x to the grid of like",
+            subexpression=to_text(node)) from None
 
 
 def _operand(node: Call, i: int, value: Callable[[Expr], Any]) -> Any:

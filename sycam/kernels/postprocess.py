@@ -8,19 +8,16 @@ reach half the float32 range (their min-max would overflow).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..grammar import semantics
 
 
 def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear (half-pixel centres) resize of (..., h, w) maps to ``size``."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    lead = maps.shape[:-2]
-    flat = maps.reshape(-1, 1, *maps.shape[-2:])
-    return F.interpolate(flat, size=size, mode="bilinear", align_corners=False).reshape(*lead, *size)
+    """Bilinear (half-pixel centres) resize of (..., h, w) maps to ``size`` (the ``resize``
+    operator's resampling, :func:`sycam.grammar.semantics.upsample`); a map already at ``size``
+    (one computed at the input's resolution) is returned as it is."""
+    return semantics.upsample(maps, size)
 
 
 def minmax(maps: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ from ..errors import SycamError
 from ..evidence.capture import Evidence, capture
 from ..evidence.layers import last_spatial_layer, resolve_layers
 from ..evidence.options import EvidenceOptions
-from ..evidence.targets import ClassLogit, ClassProbability, FinerContrast, Target, as_target
+from ..evidence.targets import ClassLogit, ClassProbability, ClassReST, FinerContrast, Target, as_target
 from ..evidence.terminals import TERMINALS, needed_terms
 from ..grammar.ast import Expr, terminals
 from ..grammar.checker import as_heatmap, result_kind
@@ -212,14 +212,16 @@ class CAM(Explainer):
 
     def target_for(self, targets) -> Target:
         """What this CAM explains for ``targets`` (as :meth:`explain` takes them; None: ``self.target``):
-        the seed's own target (Finer-CAM's contrast, Score-CAM's probability) of those classes, else
-        their logit."""
+        the seed's own target (Finer-CAM's contrast, Score-CAM's probability, ShapleyCAM's ReST) of
+        those classes, else their logit."""
         spec = resolve_targets(self.target if targets is None else targets, self.classes)
         kind = self.seed.target if self.seed is not None else None
         if kind == "finer" and not callable(spec):
             return FinerContrast(classes=spec, **self.target_params)
         if kind == "probability" and not callable(spec):
             return ClassProbability(classes=spec)
+        if kind == "rest" and not callable(spec):
+            return ClassReST(classes=spec)
         return as_target(spec) if spec is not None else ClassLogit(None)
 
     def explain(self, x: Tensor, targets=None) -> Explanation:

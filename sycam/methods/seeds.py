@@ -45,7 +45,7 @@ class Seed:
     cost: str
     notes: str = ""
     aliases: tuple[str, ...] = ()
-    target: str | None = None              # "finer": Finer-CAM's contrastive target
+    target: str | None = None              # "finer" (Finer-CAM's contrast), "probability", "rest" (ShapleyCAM's ReST)
     fuse: str = "mean"                     # how maps of several layers are combined
     params: dict = field(default_factory=dict)
     recipes: tuple[Recipe, ...] = ()       # peer libraries' versions, appended to the notes
@@ -201,6 +201,51 @@ _SEEDS += [
          "deviation of channel k (the authors' code; another number of deviations is another constant in the "
          "expression). No ReLU, as in the paper",
          aliases=("feature-explanation-method",), recipes=_FEM_PEERS),
+]
+
+# Methods that read evidence beyond A and G at the layer: a Hessian-vector product (ShapleyCAM) and
+# input gradients at the input's resolution (FullGrad, guided backpropagation): terminals HA, Gx,
+# FB, GB, X of sycam.evidence.terminals, all from the first pass's forward.
+_GRADCAM = "relu(sum(mean(G, hw) * A, k))"
+_SEEDS += [
+    Seed("shapleycam", "ShapleyCAM", "relu(sum(mean(G - 0.5 * HA, hw) * A, k))",
+         "Cai, CAMs as Shapley Value-based Explainers, arXiv:2501.06261 (2025)",
+         "1 forward + 1 backward to the layer (keeping its graph) + 1 Hessian-vector product",
+         "w_k = mean_hw(G - H A / 2): the Shapley values A (G - H A / 2) of the second-order Taylor expansion of "
+         "S around A, averaged over space as Grad-CAM; H A = d(G . A)/dA by a double backward (terminal HA). "
+         "Target: the paper's ReST, S = y_c + log softmax(y)_c (sycam.evidence.targets.ClassReST); with the logit "
+         "behind a piecewise-linear head H = 0 and ShapleyCAM is Grad-CAM",
+         aliases=("shapley-cam",), target="rest",
+         recipes=(Recipe("grad-cam 1.5.7 ShapleyCAM", "relu(sum(mean(G - 0.5 * HA, hw) * A, k))", {},
+                         "with its default ClassifierOutputTarget (the logit); with ClassifierOutputReST targets "
+                         "it is this seed"),)),
+    Seed("fullgrad", "FullGrad", "sum(norm(abs(Gx * X), hw), k) + FB",
+         "Srinivas & Fleuret, Full-Gradient Representation for Neural Network Visualization, NeurIPS 2019, "
+         "arXiv:1905.00780",
+         "1 forward + 1 backward to the input (a probe on every Conv2d / BatchNorm2d bias)",
+         "psi(|dS/dx * x|) per colour channel + sum over Conv2d / BatchNorm2d calls and channels of psi(|b * dS/dz|) "
+         "(terminal FB, sycam.evidence.fullgrad), psi = Up o minmax_hw per channel as the paper and grad-cam (the "
+         "authors' code min-maxes a layer over all its channels at once). A map at the input's resolution: the CAM "
+         "layer is not used", aliases=("full-grad",)),
+    Seed("guidedbp", "Guided Backpropagation", "max(abs(GB), k)",
+         "Springenberg et al., Striving for Simplicity: The All Convolutional Net, ICLR 2015 workshop, "
+         "arXiv:1412.6806",
+         "1 forward + 1 guided backward to the input",
+         "GB: dS/dx through nn.ReLU modules that pass back only positive gradients at positive inputs "
+         "(sycam.evidence.guided). The (3, H, W) gradient image becomes a heatmap by the largest |GB| over the "
+         "colour channels, as the saliency maps of Simonyan et al. (arXiv:1312.6034); sum(abs(GB), k) is the "
+         "other usual choice", aliases=("guided-backprop", "guidedbackprop", "guided-backpropagation")),
+    Seed("guidedgradcam", "Guided Grad-CAM", f"max(abs(GB * resize({_GRADCAM}, GB)), k)",
+         "Selvaraju et al., Grad-CAM, ICCV 2017, arXiv:1610.02391 (Guided Grad-CAM); guided backpropagation: "
+         "Springenberg et al., arXiv:1412.6806",
+         "1 forward + 1 backward to the layer + 1 guided backward to the input",
+         "GB * Up(L), L the Grad-CAM map bilinearly resampled to the input's grid (resize(x, like)), made a "
+         "heatmap as Guided Backpropagation (largest |.| over the colour channels)",
+         aliases=("guided-gradcam", "guided-grad-cam"),
+         recipes=(Recipe("grad-cam 1.5.7 GuidedBackpropReLUModel times GradCAM (its cam.py)",
+                         f"max(abs(GB * norm(resize({_GRADCAM}, GB), hw)), k)", {},
+                         "their product takes the min-max normalised Grad-CAM map: the same map unless the "
+                         "Grad-CAM map is positive everywhere"),)),
 ]
 
 SEEDS: dict[str, Seed] = {s.name: s for s in _SEEDS}
