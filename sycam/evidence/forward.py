@@ -5,9 +5,12 @@ when asked, the gradients G = dS/dA (``torch.autograd.grad`` with respect to the
 only: parameters are frozen for the duration of the pass, so their gradients are never
 computed) and W = dS/dz at the input z of the classifier's last linear layer (the CAM weights of
 a GAP + linear head). Hooks exist only inside the call, in a context manager, and are always
-removed. :mod:`sycam.evidence.capture` runs it first; the scale and noise passes
-(:mod:`sycam.evidence.axes`) run it on resized and noisy images, LRP (:mod:`sycam.evidence.relevance`)
-reuses its hooks.
+removed. A hook keeps the layer's output and hands the rest of the network a copy, so an in-place
+op after the layer (vgg's ``ReLU(inplace=True)``) changes the copy, not the recorded value; a token
+layer's output and gradient become (b, k, h, w) maps through its reshape
+(:meth:`~sycam.evidence.layers.LayerRef.map`). :mod:`sycam.evidence.capture` runs it first; the
+scale and noise passes (:mod:`sycam.evidence.axes`) run it on resized and noisy images, LRP
+(:mod:`sycam.evidence.relevance`) reuses its hooks.
 
 A target marked ``reads_raw_output`` (see :mod:`sycam.evidence.targets`; e.g. an object
 detector's :class:`~sycam.evidence.detection.DetectionTarget`) is given the model's raw output
@@ -87,21 +90,23 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def recording(refs: Sequence[LayerRef], head: nn.Module | None) -> Iterator[dict]:
-    """Forward hooks that keep every call's output of the layers (and the head's input)."""
+    """Forward hooks that keep every call's output of the layers (and the head's input).
+
+    The rest of the network gets a copy of each output: an in-place op after the layer (vgg's
+    ``ReLU(inplace=True)``, a residual ``+=``) changes the copy, while the recorded output keeps the
+    layer's value and its gradient flows through the copy."""
     record: dict = {"outputs": {}, "head_input": None}
     handles = []
 
     def on_output(module, _inputs, out):
         if not isinstance(out, Tensor):
             raise EvidenceError(f"layer {type(module).__name__} returns {type(out).__name__}, not a tensor; "
-                                "choose a module whose output is a (b, k, h, w) tensor")
+                                "choose a module whose output is a (b, k, h, w) tensor (or tokens)")
         if not out.requires_grad and torch.is_grad_enabled():
-            # parameters are frozen, so nothing before made this map differentiable: hand the
-            # rest of the network a differentiable copy (a copy, so that a later in-place op
-            # on it is legal and shows up in its version counter)
-            out = out.detach().requires_grad_(True).clone()
+            # parameters are frozen, so nothing before made this output differentiable: record it as a leaf
+            out = out.detach().requires_grad_(True)
         record["outputs"].setdefault(id(module), []).append((out, out._version))
-        return out
+        return out.clone()
 
     def on_head(_module, inputs):
         z = inputs[0]
@@ -118,6 +123,13 @@ def recording(refs: Sequence[LayerRef], head: nn.Module | None) -> Iterator[dict
     finally:
         for h in handles:
             h.remove()
+
+
+def aliased(layer: str) -> str:
+    """Why the recorded output of ``layer`` cannot be used: it changed after the layer returned it."""
+    return (f"the output of layer {layer} is changed in place later in the forward pass: it shares memory with a "
+            "tensor the model modifies afterwards (e.g. it returns its input, or a view of it), so its value and "
+            "gradient are not the layer's; choose the module that computes the value (e.g. the one before)")
 
 
 def classifier_head(model: nn.Module) -> nn.Linear | None:
@@ -150,28 +162,25 @@ def single_pass(model: nn.Module, x: Tensor, refs: list[LayerRef], target_fn, ne
         raise EvidenceError(f"the target returned shape {tuple(scores.shape)}; it must give one score per "
                             f"image, shape ({x.shape[0]},)")
 
-    activations = []
+    outputs, activations = [], []     # as the layers give them; as (b, k, h, w) maps
     for ref in refs:
         calls = rec["outputs"].get(id(ref.module), [])
         if not calls:
             raise EvidenceError(f"layer {ref.name} did not run in the forward pass")
         if not -len(calls) <= ref.call < len(calls):
             raise EvidenceError(f"layer {ref.name} ran {len(calls)} time(s); call {ref.call} does not exist")
-        a, version = calls[ref.call]
-        if a._version != version:
-            raise EvidenceError(
-                f"the output of layer {ref.name} is modified in place later in the forward pass "
-                "(e.g. by `+=` or an inplace ReLU), so its value and gradient are not the layer's; "
-                "choose the module that produces the final value (e.g. the enclosing block)")
-        if a.dim() != 4:
-            raise EvidenceError(f"layer {ref.name} gives shape {tuple(a.shape)}; a CAM layer must give (b, k, h, w)")
+        out, version = calls[ref.call]
+        if out._version != version:
+            raise EvidenceError(aliased(ref.name))
+        a = ref.map(out)
         if raw and a.shape[0] != x.shape[0]:
             raise EvidenceError(f"layer {ref.name} gives {a.shape[0]} rows for {x.shape[0]} images (not one map per "
                                 "image, e.g. per-region features of a detector head); choose a backbone layer")
+        outputs.append(out)
         activations.append(a)
 
     z = rec["head_input"]
-    wrt = (activations if want_grad else []) + ([z] if z is not None else [])
+    wrt = (outputs if want_grad else []) + ([z] if z is not None else [])
     grads: list[Tensor | None] = []
     if wrt:
         if not scores.requires_grad:   # the layer does not feed the target
@@ -186,7 +195,7 @@ def single_pass(model: nn.Module, x: Tensor, refs: list[LayerRef], target_fn, ne
             g = grads[i]
             if g is None:
                 raise EvidenceError(f"the target score does not depend on layer {ref.name}")
-            ev.terms["G"] = (g.detach(), "bkhw")
+            ev.terms["G"] = (ref.map(g.detach()), "bkhw")
         if "W" in needs:
             w = grads[-1]
             if w is None or w.dim() != 2 or w.shape[1] != a.shape[1]:
