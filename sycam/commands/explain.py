@@ -12,13 +12,24 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from ..errors import SycamError
-from .common import add_model_args, check_out, console, load_bundle, read_images, resolve_class, slug
+from .common import (
+    add_model_args,
+    add_reshape_arg,
+    check_out,
+    check_reshape,
+    console,
+    load_bundle,
+    read_images,
+    resolve_class,
+    slug,
+)
 
 
 def add(sub) -> None:
     p = sub.add_parser("explain", help="explain images with seed methods or expressions",
                        description="Write heatmap overlays, a grid and a table for each method on each image.")
     add_model_args(p)
+    add_reshape_arg(p)
     p.add_argument("images", nargs="*", help="image files (default: the photos bundled with scikit-image/matplotlib)")
     p.add_argument("--method", action="append", dest="methods",
                    help="seed name or expression text; repeat for several; 'all' = every seed (default gradcam)")
@@ -48,6 +59,7 @@ def run(args) -> int:
 
     images, names = read_images(args.images) if args.images else default_images()   # before the model
     check_out(args.out)                                                             # ... and so is --out
+    check_reshape(args.reshape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)    # said below, in the console
         bundle = load_bundle(args)
@@ -60,14 +72,14 @@ def run(args) -> int:
     if "all" in methods:
         methods = [m for m in methods if m != "all"] + [s for s in SEEDS if s not in methods]
     layers = args.layers or [bundle.default_layer]
-    cams = {m: make_cam(m, bundle.model, layers, fuse=args.fuse, preprocess=bundle.preprocess)
+    cams = {m: make_cam(m, bundle.model, layers, fuse=args.fuse, preprocess=bundle.preprocess, reshape=args.reshape)
             for m in methods}   # bad methods fail here
     target = resolve_class(args.target, bundle.classes)
     x = torch.stack([bundle.preprocess(im) for im in images]).to(args.device)
     crops = [bundle.preprocess.crop_box(im) for im in images]
 
     on_cpu = torch.device(args.device).type == "cpu"
-    channels, seconds_per_forward = probe(bundle.model, x[:1], layers, timed=on_cpu)
+    channels, seconds_per_forward = probe(bundle.model, x[:1], layers, args.reshape, timed=on_cpu)
     costs = {m: method_cost(cams[m], channels, x.shape[-1]) for m in methods}
     if on_cpu:
         for line in cost_warnings(costs, len(images), seconds_per_forward):
@@ -148,15 +160,16 @@ class Cost:
     per_image: bool = False      # runs image by image (meta-methods, perturbation families)
 
 
-def probe(model, x1, layers, timed: bool = False) -> tuple[dict[str, int], float]:
-    """The channel count of each layer on one forward of ``x1`` (one image) and, with ``timed``,
-    the seconds of one forward (timed on a second pass)."""
+def probe(model, x1, layers, reshape=None, timed: bool = False) -> tuple[dict[str, int], float]:
+    """The channel count of each layer's map (a token layer's reshaped by ``reshape``) on one forward
+    of ``x1`` (one image) and, with ``timed``, the seconds of one forward (timed on a second pass).
+    A layer that gives no map is an error here, before the methods run."""
     # deferred: keeps start-up torch-free
     import torch
 
     from ..evidence.layers import resolve_layers
 
-    refs = resolve_layers(model, layers)
+    refs = resolve_layers(model, layers, reshape)
     seen: dict[str, list] = {r.name: [] for r in refs}
     handles = [r.module.register_forward_hook(lambda _m, _i, out, name=r.name: seen[name].append(out))
                for r in refs]
@@ -178,7 +191,7 @@ def probe(model, x1, layers, timed: bool = False) -> tuple[dict[str, int], float
     for r in refs:
         calls = seen[r.name]
         out = calls[r.call] if calls and -len(calls) <= r.call < len(calls) else None
-        channels[r.name] = int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() >= 2 else 0
+        channels[r.name] = int(r.map(out).shape[1]) if out is not None else 0
     return channels, seconds
 
 
