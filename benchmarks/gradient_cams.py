@@ -2,13 +2,17 @@
 
 The floor is what any gradient CAM must pay: one forward and ``torch.autograd.grad`` of
 the target score to the layer's output. For each model (random-weight resnet18, resnet50,
-vgg16 and the pretrained EfficientNet-Lite0) and method, the script alternates
-floor/sycam and sycam/grad-cam runs and prints median per-pair ratios:
+vgg16, vit_b_16 and swin_t, and the pretrained EfficientNet-Lite0) and method, the script
+alternates floor/sycam and sycam/grad-cam runs and prints median per-pair ratios:
 
   x floor     sycam time / floor time          (target: <= 1.10)
   speed-up    grad-cam time / sycam time       (target: >= 2 on resnet50)
 
     python benchmarks/gradient_cams.py [--threads 2] [--repeats 7] [--quick] [--json out.json]
+
+The transformers are explained at their last block's first norm, a token layer: sycam reshapes
+it by itself, grad-cam gets its tutorial's ``reshape_transform``; the floor differentiates to the
+tokens (the reshape of A and G is part of what sycam pays).
 """
 from __future__ import annotations
 
@@ -28,13 +32,23 @@ import sycam  # noqa: E402
 from sycam.evidence.layers import resolve_layer  # noqa: E402
 
 METHODS = ["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "eigencam"]
-MODELS = {"resnet18": "layer4", "resnet50": "layer4", "vgg16": "features.29", "efficientnet-lite0": "head"}
+MODELS = {"resnet18": "layer4", "resnet50": "layer4", "vgg16": "features.29", "efficientnet-lite0": "head",
+          "vit_b_16": "encoder.layers.encoder_layer_11.ln_1", "swin_t": "features.7.1.norm1"}
+
+
+def vit_recipe(t):
+    """grad-cam's ViT tutorial: the class token dropped, tokens -> (b, c, 14, 14)."""
+    return t[:, 1:, :].reshape(t.size(0), 14, 14, t.size(2)).permute(0, 3, 1, 2)
+
+
+#: grad-cam's reshape_transform for the token layers
+RECIPES = {"vit_b_16": vit_recipe, "swin_t": lambda t: t.permute(0, 3, 1, 2)}
 
 
 def build(name: str):
-    if name == "efficientnet-lite0":
+    if name == "efficientnet-lite0" or name in RECIPES:   # sycam draws ViT's zero-initialised head
         from sycam.models import load_model
-        return load_model().model
+        return load_model(name).model
     return getattr(torchvision.models, name)().eval()
 
 
@@ -51,13 +65,13 @@ def floor_fn(model, module, x, c):
     return run
 
 
-def gradcam_peer(method: str, model, module):
+def gradcam_peer(method: str, model, module, reshape=None):
     import pytorch_grad_cam as pgc
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     cls = {"gradcam": pgc.GradCAM, "gradcampp": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
            "hirescam": pgc.HiResCAM, "layercam": pgc.LayerCAM, "eigencam": pgc.EigenCAM}[method]
-    cam = cls(model=model, target_layers=[module])
+    cam = cls(model=model, target_layers=[module], reshape_transform=reshape)
     return lambda x, c: cam(input_tensor=x, targets=[ClassifierOutputTarget(c)] * len(x))
 
 
@@ -91,7 +105,7 @@ def main() -> None:
         for method in args.methods:
             cam = sycam.CAM(method, model, layer)
             ours = lambda cam=cam, x=x, c=c: cam(x, c)  # noqa: E731
-            peer = gradcam_peer(method, model, module)
+            peer = gradcam_peer(method, model, module, RECIPES.get(name))
             theirs = lambda peer=peer, x=x, c=c: peer(x, c)  # noqa: E731
             vs_floor = paired(ours, floor, args.repeats)
             vs_peer = paired(theirs, ours, args.repeats)

@@ -199,6 +199,66 @@ def load_weights(model: nn.Module, weights: str | Path, name: str) -> None:
         raise SycamError(f"weights {weights} do not fit {name}: {err}") from None
 
 
+@dataclass(frozen=True)
+class TokenFamily:
+    """Vision transformers whose layers give tokens instead of (b, k, h, w) maps
+    (:mod:`sycam.evidence.tokens` turns them into maps).
+
+    ``reshape``: the name of the reshape that does it ("vit": (b, p + h*w, c), the first p tokens
+    being class / distillation / register tokens; "swin": channel-last (b, h, w, c)). ``classes``:
+    class names (torchvision's and timm's) that mark the family. ``trunks``: the submodules whose
+    outputs are tokens (a convolution inside one, the patch embedding, gives a channel-first map).
+    ``layers``: the default CAM layer as a path of child names, one path per implementation,
+    -1 for the last child: the last block's first norm, where the grid tokens still reach the class
+    token through attention (the last block's output reaches the head only through its class token).
+    """
+
+    reshape: str
+    classes: tuple[str, ...]
+    trunks: tuple[str, ...]
+    layers: tuple[tuple[str | int, ...], ...]
+
+    def holds(self, name: str, module: nn.Module) -> bool:
+        """Whether module ``name`` of a model of this family gives tokens."""
+        inside = any(name == t or name.startswith(t + ".") for t in self.trunks)
+        return inside and not isinstance(module, nn.Conv2d)
+
+    def default_layer(self, model: nn.Module) -> str | None:
+        """The dotted name of the default CAM layer in ``model`` (None if no path fits)."""
+        for path in self.layers:
+            module, names = model, []
+            for part in path:
+                children = dict(module.named_children())
+                name = next(reversed(children), None) if part == -1 else part
+                if name not in children:
+                    break
+                module = children[name]
+                names.append(name)
+            else:
+                return ".".join(names)
+        return None
+
+    @staticmethod
+    def prefix_tokens(model: nn.Module) -> int:
+        """Tokens before the patch grid: timm's ``num_prefix_tokens``, else 1 (torchvision's class token)."""
+        return int(getattr(model, "num_prefix_tokens", 1))
+
+
+#: the transformer families sycam recognises, by the class of the model (torchvision's, timm's)
+TOKEN_FAMILIES = (
+    TokenFamily("vit", ("VisionTransformer", "VisionTransformerDistilled"), ("encoder", "blocks", "norm"),
+                (("encoder", "layers", -1, "ln_1"), ("blocks", -1, "norm1"))),
+    TokenFamily("swin", ("SwinTransformer", "SwinTransformerV2"), ("features", "patch_embed", "layers", "norm"),
+                (("features", -1, -1, "norm1"), ("layers", -1, "blocks", -1, "norm1"))),
+)
+
+
+def token_family(model: nn.Module) -> TokenFamily | None:
+    """The :class:`TokenFamily` of ``model`` (by its class or a base class's name), or None."""
+    names = {c.__name__ for c in type(model).__mro__}
+    return next((f for f in TOKEN_FAMILIES if names.intersection(f.classes)), None)
+
+
 # torchvision architectures: default layer for each family
 _TORCHVISION_LAYERS: dict[str, str] = {
     "resnet": "layer4", "resnext": "layer4", "wide_resnet": "layer4", "regnet": "trunk_output",
@@ -214,10 +274,20 @@ def torchvision_names() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+def draw_zero_linears(model: nn.Module) -> None:
+    """Give every linear layer whose weights are all zero PyTorch's default draw (``reset_parameters``).
+    torchvision starts some classifiers at zero (ViT's ``heads.head``): with random weights the logits,
+    and so every gradient and every map, would be zero."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear) and not bool(m.weight.any()):
+            m.reset_parameters()
+
+
 def load_torchvision(name: str, weights: str | Path | None = None, num_classes: int = 1000) -> ModelBundle:
     """A torchvision classifier by name; weights from a local file (``weights_only=True``) or, without
     one, random weights drawn with torch seed :data:`RANDOM_WEIGHTS_SEED` (the same each run; the
-    global random state is left as it was) and a :class:`RandomWeightsWarning`."""
+    global random state is left as it was; a classifier torchvision starts at zero is drawn too:
+    :func:`draw_zero_linears`) and a :class:`RandomWeightsWarning`."""
     import torchvision  # deferred: torchvision costs 1.5 s at import
 
     known = torchvision_names()
@@ -226,13 +296,17 @@ def load_torchvision(name: str, weights: str | Path | None = None, num_classes: 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        if weights is None:
+            draw_zero_linears(model)
     if weights is not None:
         load_weights(model, weights, name)
     else:
         warnings.warn(f"{name} has RANDOM weights (no weights file given; torch seed {RANDOM_WEIGHTS_SEED}): its "
                       "predictions and maps mean nothing. Pass a local weights file (--weights FILE, "
                       "load_model(name, weights=FILE)) for a trained model.", RandomWeightsWarning, stacklevel=3)
-    layer = next((v for k, v in _TORCHVISION_LAYERS.items() if name.startswith(k)), "")
+    family = token_family(model)
+    layer = (family.default_layer(model) if family is not None else None) or \
+        next((v for k, v in _TORCHVISION_LAYERS.items() if name.startswith(k)), "")
     classes = imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
     return ModelBundle(name, model.eval(), Preprocess(), layer, classes, random_weights=weights is None)
 

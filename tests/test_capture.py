@@ -9,7 +9,7 @@ from torch import nn
 import sycam
 from sycam.errors import EvidenceError, SycamError, UnknownNameError
 from sycam.evidence.capture import capture
-from sycam.evidence.layers import last_spatial_layer, list_layers, resolve_layer
+from sycam.evidence.layers import default_layer, list_layers, resolve_layer
 from sycam.evidence.targets import ClassProbability, FinerContrast
 
 
@@ -80,12 +80,16 @@ def test_layer_called_twice_takes_the_last_call_unless_told(model):
         capture(model, x, ["act@5"], 0)
 
 
-def test_in_place_modification_is_refused(model):
+def test_a_layer_before_an_in_place_relu_keeps_its_own_output(model):
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(4, 2)).eval()
-    with pytest.raises(EvidenceError, match="in place"):
-        capture(net, torch.randn(1, 3, 8, 8), ["0"], 0)
-    assert capture(net, torch.randn(1, 3, 8, 8), ["1"], 0).layers["1"].A.min() >= 0
+    x = torch.randn(1, 3, 8, 8)
+    ev = capture(net, x, ["0", "1"], 0)
+    conv, relu = ev.layers["0"], ev.layers["1"]
+    with torch.no_grad():
+        assert conv.A.min() < 0 and torch.equal(conv.A, net[0](x)) and torch.equal(relu.A, conv.A.clamp_min(0))
+    # the chain rule through the ReLU: dS/dconv = dS/drelu * 1[conv > 0]
+    assert torch.equal(conv.terms["G"][0], relu.terms["G"][0] * (conv.A > 0))
 
 
 def test_layer_names_and_close_matches(model):
@@ -107,7 +111,7 @@ def test_layer_listing_and_auto_layer(model):
     x = torch.randn(1, 3, 8, 8)
     info = {i.name: i for i in list_layers(model, x)}
     assert info["act"].calls == 2 and info["features"].shape == (6, 8, 8)
-    assert last_spatial_layer(model, x) == "act"
+    assert default_layer(model, x) == "act"
     maps = sycam.CAM("gradcam", model)(x)
     assert maps.shape == (1, 8, 8)
 

@@ -41,6 +41,21 @@ def add_model_args(p: argparse.ArgumentParser, layers: bool = True) -> None:
                                                          f"{AUTO_DEVICE}: cuda when available, else cpu")
 
 
+def add_reshape_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reshape", default="auto",
+                   help="how a token layer's output becomes a (k, h, w) map: auto (torchvision's and timm's "
+                        "ViT/DeiT/Swin), vit (tokens (1 + h*w, c): class token dropped, square grid), vit:HxW "
+                        "(the last h*w tokens as an HxW grid), swin (channel-last (h, w, c)), none")
+
+
+def check_reshape(spec: str) -> str:
+    """``--reshape`` checked before the model loads: SycamError listing the choices otherwise."""
+    from ..evidence.tokens import parse_reshape  # deferred: only commands that run a model load torch
+
+    parse_reshape(spec)
+    return spec
+
+
 def resolve_device(args) -> None:
     """Replace ``--device auto`` by cuda or cpu and check any other ``--device`` (torch is imported
     here, only by commands that run a model): SycamError for a string that is not a torch device, or

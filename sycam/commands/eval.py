@@ -16,7 +16,7 @@ from ..errors import DataError
 from ..report import header
 from ..report.html import Page
 from ..report.jsonfile import json_text
-from .common import add_model_args, check_out, console, load_bundle
+from .common import add_model_args, add_reshape_arg, check_out, check_reshape, console, load_bundle
 from .problem import check_data_arg, read_data
 from .targets import add_smoothing_args
 
@@ -30,6 +30,7 @@ def add(sub) -> None:
     p.add_argument("methods", nargs="+", help="seed names or expressions; 'all' = every seed, "
                                               "'gradient' = the seeds that need one backward")
     add_model_args(p)
+    add_reshape_arg(p)
     p.add_argument("--metric", action="append", dest="metrics",
                    help=f"metric name[:param=value,...], repeat for several (default: {' '.join(DEFAULT_METRICS)}); "
                         "`sycam metrics` lists them")
@@ -97,12 +98,13 @@ def run(args) -> int:
     check_data_arg(args)
     images = read_data(args)                  # user images before the model
     check_out(args.out)                       # and the output folder: not a traceback after all the computing
+    check_reshape(args.reshape)
     bundle = _toy_bundle(args) if "toy" in (args.data, args.model) else load_bundle(args)
     methods = expand_methods(args.methods)
     layers = args.layers or [bundle.default_layer]
     options = json.loads(args.options)
     cams = {m: make_cam(m, bundle.model, layers, options=options, preprocess=bundle.preprocess,
-                        eigen_smooth=args.eigen_smooth, aug_smooth=args.aug_smooth)
+                        eigen_smooth=args.eigen_smooth, aug_smooth=args.aug_smooth, reshape=args.reshape)
             for m in methods}   # errors before any work
     names = args.metrics or list(DEFAULT_METRICS)
     metrics = resolve_metrics(names)

@@ -12,7 +12,17 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from ..errors import SycamError
-from .common import add_model_args, check_out, console, load_bundle, read_images, resolve_class, slug
+from .common import (
+    add_model_args,
+    add_reshape_arg,
+    check_out,
+    check_reshape,
+    console,
+    load_bundle,
+    read_images,
+    resolve_class,
+    slug,
+)
 from .targets import (
     add_smoothing_args,
     add_target_args,
@@ -28,6 +38,7 @@ def add(sub) -> None:
     p = sub.add_parser("explain", help="explain images with seed methods or expressions",
                        description="Write heatmap overlays, a grid and a table for each method on each image.")
     add_model_args(p)
+    add_reshape_arg(p)
     p.add_argument("images", nargs="*", help="image files (default: the photos bundled with scikit-image/matplotlib)")
     p.add_argument("--method", action="append", dest="methods",
                    help="seed name or expression text; repeat for several; 'all' = every seed (default gradcam)")
@@ -60,6 +71,7 @@ def run(args) -> int:
     segment = read_segment(args.segment, images) if args.segment else None          # ... and so are the
     reference = read_reference(args.similar_to) if args.similar_to else None        # target's files
     check_out(args.out)                                                             # ... and --out
+    check_reshape(args.reshape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)    # said below, in the console
         bundle = load_bundle(args)
@@ -75,7 +87,7 @@ def run(args) -> int:
         methods = [m for m in methods if m != "all"] + [s for s in SEEDS if s not in methods]
     layers = args.layers or [bundle.default_layer]
     cams = {m: make_cam(m, bundle.model, layers, fuse=args.fuse, preprocess=bundle.preprocess,
-                        eigen_smooth=args.eigen_smooth, aug_smooth=args.aug_smooth)
+                        eigen_smooth=args.eigen_smooth, aug_smooth=args.aug_smooth, reshape=args.reshape)
             for m in methods}   # bad methods fail here
     if segment is not None:
         target, what = segmentation_target(segment, bundle, images)
@@ -88,7 +100,7 @@ def run(args) -> int:
     crops = [bundle.preprocess.crop_box(im) for im in images]
 
     on_cpu = torch.device(args.device).type == "cpu"
-    channels, seconds_per_forward = probe(bundle.model, x[:1], layers, timed=on_cpu)
+    channels, seconds_per_forward = probe(bundle.model, x[:1], layers, args.reshape, timed=on_cpu)
     costs = {m: method_cost(cams[m], channels, x.shape[-1]) for m in methods}
     if on_cpu:
         for line in cost_warnings(costs, len(images), seconds_per_forward):
@@ -194,15 +206,16 @@ class Cost:
     per_image: bool = False      # runs image by image (meta-methods, perturbation families)
 
 
-def probe(model, x1, layers, timed: bool = False) -> tuple[dict[str, int], float]:
-    """The channel count of each layer on one forward of ``x1`` (one image) and, with ``timed``,
-    the seconds of one forward (timed on a second pass)."""
+def probe(model, x1, layers, reshape=None, timed: bool = False) -> tuple[dict[str, int], float]:
+    """The channel count of each layer's map (a token layer's reshaped by ``reshape``) on one forward
+    of ``x1`` (one image) and, with ``timed``, the seconds of one forward (timed on a second pass).
+    A layer that gives no map is an error here, before the methods run."""
     # deferred: keeps start-up torch-free
     import torch
 
     from ..evidence.layers import resolve_layers
 
-    refs = resolve_layers(model, layers)
+    refs = resolve_layers(model, layers, reshape)
     seen: dict[str, list] = {r.name: [] for r in refs}
     handles = [r.module.register_forward_hook(lambda _m, _i, out, name=r.name: seen[name].append(out))
                for r in refs]
@@ -224,7 +237,7 @@ def probe(model, x1, layers, timed: bool = False) -> tuple[dict[str, int], float
     for r in refs:
         calls = seen[r.name]
         out = calls[r.call] if calls and -len(calls) <= r.call < len(calls) else None
-        channels[r.name] = int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() >= 2 else 0
+        channels[r.name] = int(r.map(out).shape[1]) if out is not None else 0
     return channels, seconds
 
 

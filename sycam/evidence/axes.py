@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import EvidenceError, SycamError
 from .forward import single_pass
 from .layers import LayerRef
 from .options import EvidenceOptions
@@ -47,7 +48,14 @@ def scale_terms(model: nn.Module, x: Tensor, refs: list[LayerRef], target: Any, 
     per_scale = []
     for size in options.scales:
         xs = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
-        ev = single_pass(model, xs, refs, bound, {"A", "G"}, output)
+        try:
+            ev = single_pass(model, xs, refs, bound, {"A", "G"}, output)
+        except SycamError:
+            raise
+        except Exception as err:   # e.g. torchvision's ViT, built for one input size
+            raise EvidenceError(f"the model refused the input size {size}x{size} ({type(err).__name__}: {err}); the "
+                                "scale terminals (As, Gs, keep: CAMERAS) resize the images: give evidence option "
+                                f"scales with sizes the model takes (e.g. scales=[{x.shape[-1]}])") from None
         per_scale.append((ev, (ev.logits.argmax(1) == predicted).to(x.dtype)))
     keep = torch.stack([k for _, k in per_scale], dim=1)
     out = {}

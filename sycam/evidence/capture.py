@@ -30,7 +30,7 @@ def _model_device(model: nn.Module, x: Tensor) -> torch.device:
 
 
 def capture(model: nn.Module, x: Tensor, layers, target=None, *,
-            needs: Iterable[str] = ("A", "G"), output=None, options=None) -> Evidence:
+            needs: Iterable[str] = ("A", "G"), output=None, options=None, reshape=None) -> Evidence:
     """Collect the terminals in ``needs`` (and those they need, and A and S) for every layer of
     ``layers`` on images ``x``.
 
@@ -39,8 +39,9 @@ def capture(model: nn.Module, x: Tensor, layers, target=None, *,
     (:class:`~sycam.evidence.options.EvidenceOptions` or a dict).
     ``target``: see :func:`sycam.evidence.targets.as_target` (None = top-1 logit).
     ``output``: how to find the scores in a non-tensor model output (key, index or callable).
+    ``reshape``: how token layers become (b, k, h, w) maps (:mod:`sycam.evidence.tokens`; None: automatic).
     """
-    refs = resolve_layers(model, layers)
+    refs = resolve_layers(model, layers, reshape)
     wanted = needed_terms({*needs, "A", "S"})
     unknown = wanted - set(TERMINALS)
     if unknown:

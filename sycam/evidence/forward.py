@@ -9,7 +9,10 @@ of a GAP + linear head), and at the input's resolution Gx = dS/dx and FullGrad's
 A times A (ShapleyCAM; that backward then keeps its graph, and each layer costs one
 Hessian-vector product more), and GB, the guided-backpropagation input gradient (one more
 backward through guided ReLUs, :mod:`sycam.evidence.guided`). Hooks exist only inside the call,
-in context managers, and are always removed. :mod:`sycam.evidence.capture` runs it first; the
+in context managers, and are always removed. A hook keeps the layer's output and hands the rest of
+the network a copy, so an in-place op after the layer (vgg's ``ReLU(inplace=True)``) changes the
+copy, not the recorded value; a token layer's output and gradients become (b, k, h, w) maps
+through its reshape (:meth:`~sycam.evidence.layers.LayerRef.map`). :mod:`sycam.evidence.capture` runs it first; the
 scale and noise passes (:mod:`sycam.evidence.axes`) run it on resized and noisy images, LRP
 (:mod:`sycam.evidence.relevance`) reuses its hooks.
 
@@ -94,21 +97,23 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def recording(refs: Sequence[LayerRef], head: nn.Module | None) -> Iterator[dict]:
-    """Forward hooks that keep every call's output of the layers (and the head's input)."""
+    """Forward hooks that keep every call's output of the layers (and the head's input).
+
+    The rest of the network gets a copy of each output: an in-place op after the layer (vgg's
+    ``ReLU(inplace=True)``, a residual ``+=``) changes the copy, while the recorded output keeps the
+    layer's value and its gradient flows through the copy."""
     record: dict = {"outputs": {}, "head_input": None}
     handles = []
 
     def on_output(module, _inputs, out):
         if not isinstance(out, Tensor):
             raise EvidenceError(f"layer {type(module).__name__} returns {type(out).__name__}, not a tensor; "
-                                "choose a module whose output is a (b, k, h, w) tensor")
+                                "choose a module whose output is a (b, k, h, w) tensor (or tokens)")
         if not out.requires_grad and torch.is_grad_enabled():
-            # parameters are frozen, so nothing before made this map differentiable: hand the
-            # rest of the network a differentiable copy (a copy, so that a later in-place op
-            # on it is legal and shows up in its version counter)
-            out = out.detach().requires_grad_(True).clone()
+            # parameters are frozen, so nothing before made this output differentiable: record it as a leaf
+            out = out.detach().requires_grad_(True)
         record["outputs"].setdefault(id(module), []).append((out, out._version))
-        return out
+        return out.clone()
 
     def on_head(_module, inputs):
         z = inputs[0]
@@ -125,6 +130,13 @@ def recording(refs: Sequence[LayerRef], head: nn.Module | None) -> Iterator[dict
     finally:
         for h in handles:
             h.remove()
+
+
+def aliased(layer: str) -> str:
+    """Why the recorded output of ``layer`` cannot be used: it changed after the layer returned it."""
+    return (f"the output of layer {layer} is changed in place later in the forward pass: it shares memory with a "
+            "tensor the model modifies afterwards (e.g. it returns its input, or a view of it), so its value and "
+            "gradient are not the layer's; choose the module that computes the value (e.g. the one before)")
 
 
 def classifier_head(model: nn.Module) -> nn.Linear | None:
@@ -180,28 +192,25 @@ def single_pass(model: nn.Module, x: Tensor, refs: list[LayerRef], target_fn, ne
         raise EvidenceError(f"the target returned shape {tuple(scores.shape)}; it must give one score per "
                             f"image, shape ({x.shape[0]},)")
 
-    activations = []
+    outputs, activations = [], []     # as the layers give them; as (b, k, h, w) maps
     for ref in refs:
         calls = rec["outputs"].get(id(ref.module), [])
         if not calls:
             raise EvidenceError(f"layer {ref.name} did not run in the forward pass")
         if not -len(calls) <= ref.call < len(calls):
             raise EvidenceError(f"layer {ref.name} ran {len(calls)} time(s); call {ref.call} does not exist")
-        a, version = calls[ref.call]
-        if a._version != version:
-            raise EvidenceError(
-                f"the output of layer {ref.name} is modified in place later in the forward pass "
-                "(e.g. by `+=` or an inplace ReLU), so its value and gradient are not the layer's; "
-                "choose the module that produces the final value (e.g. the enclosing block)")
-        if a.dim() != 4:
-            raise EvidenceError(f"layer {ref.name} gives shape {tuple(a.shape)}; a CAM layer must give (b, k, h, w)")
+        out, version = calls[ref.call]
+        if out._version != version:
+            raise EvidenceError(aliased(ref.name))
+        a = ref.map(out)
         if raw and a.shape[0] != x.shape[0]:
             raise EvidenceError(f"layer {ref.name} gives {a.shape[0]} rows for {x.shape[0]} images (not one map per "
                                 "image, e.g. per-region features of a detector head); choose a backbone layer")
+        outputs.append(out)
         activations.append(a)
 
     z = rec["head_input"]
-    layer_grads = activations if want_grad else []
+    layer_grads = outputs if want_grad else []    # as the layers give them (tokens too); mapped below
     head_grad = [z] if z is not None else []
     input_grad = [x_in] if "Gx" in needs else []
     wrt = layer_grads + head_grad + input_grad + [p.delta for p in probes]
@@ -212,7 +221,7 @@ def single_pass(model: nn.Module, x: Tensor, refs: list[LayerRef], target_fn, ne
         if wrt:
             grads = list(torch.autograd.grad(scores.sum(), wrt, allow_unused=True, create_graph=second_order,
                                              retain_graph=second_order or "GB" in needs))
-        hessian_a = [hessian_times(g, a) for g, a in zip(grads, activations)] if second_order else []
+        hessian_a = [hessian_times(g, o) for g, o in zip(grads, outputs)] if second_order else []
         if "GB" in needs:
             guided.on = True
             (guided_gx,) = torch.autograd.grad(scores.sum(), x_in)
@@ -235,9 +244,9 @@ def single_pass(model: nn.Module, x: Tensor, refs: list[LayerRef], target_fn, ne
             g = grads[i]
             if g is None:
                 raise EvidenceError(f"the target score does not depend on layer {ref.name}")
-            ev.terms["G"] = (g.detach(), "bkhw")
+            ev.terms["G"] = (ref.map(g.detach()), "bkhw")
         if second_order:
-            ev.terms["HA"] = (hessian_a[i], "bkhw")
+            ev.terms["HA"] = (ref.map(hessian_a[i]), "bkhw")
         if "W" in needs:
             w = grads[len(layer_grads)]
             if w is None or w.dim() != 2 or w.shape[1] != a.shape[1]:

@@ -81,7 +81,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import EvidenceError, SycamError
-from .forward import frozen_parameters, recording
+from .forward import aliased, frozen_parameters, recording
 from .layers import LayerRef
 from .options import EvidenceOptions
 from .targets import select_output
@@ -350,8 +350,8 @@ def relevance(model: nn.Module, x: Tensor, refs: Sequence[LayerRef], target_fn, 
                 raise EvidenceError(f"layer {ref.name} did not run (call {ref.call}) in the relevance pass")
             a, version = calls[ref.call]
             if a._version != version:
-                raise EvidenceError(f"the output of layer {ref.name} is modified in place later in the forward pass; "
-                                    "choose the module that produces the final value (e.g. the enclosing block)")
+                raise EvidenceError(aliased(ref.name))
+            ref.map(a)    # a layer that gives no (b, k, h, w) map fails here, before the backward
             activations.append(a)
         g_out = output_relevance(logits, target_fn, opts.lrp_contrast, opts.lrp_epsilon)
         if not logits.requires_grad:
@@ -361,5 +361,5 @@ def relevance(model: nn.Module, x: Tensor, refs: Sequence[LayerRef], target_fn, 
     for ref, a, g in zip(refs, activations, grads):
         if g is None:
             raise EvidenceError(f"the target score does not depend on layer {ref.name}")
-        out[ref.name] = (a * g).detach()
+        out[ref.name] = ref.map((a * g).detach())
     return out

@@ -239,7 +239,12 @@ def _fallback(model: nn.Module, module: nn.Module, layer: str, x: Tensor, reason
                   "whole model for every suffix call (correct, as slow as a full forward)",
                   RuntimeWarning, stacklevel=3)
     seen: list[Any] = []
-    handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out))
+
+    def keep(_m, _i, out):   # the network goes on with a copy: an in-place op after the layer changes that
+        seen.append(out)
+        return out.clone() if isinstance(out, Tensor) else out
+
+    handle = module.register_forward_hook(keep)
     try:
         with torch.no_grad():
             output = model(x)

@@ -161,9 +161,11 @@ def _derivatives(c: Context) -> dict[str, dict[str, Tensor]]:
     # deferred: keeps start-up torch-free
     from .derivatives import true_derivatives
     from .split import split_model
+    from .tokens import map_suffix
 
     wanted = c.wanted & {"H2", "H3"}
-    return {ref.name: true_derivatives(split_model(c.model, ref.name, c.x, check=False),
+    return {ref.name: true_derivatives(map_suffix(split_model(c.model, ref.name, c.x, check=False), ref.reshape,
+                                                  ref.name),
                                        c.evidence.layers[ref.name].A, c.target, c.logits, c.output, c.options, wanted)
             for ref in c.layers}
 
@@ -206,8 +208,9 @@ def _ablation(c: Context) -> Tensor:
     # deferred: keeps start-up torch-free
     from .perturbation import ablation_scores
     from .split import split_model
+    from .tokens import map_suffix
 
-    suffix = split_model(c.model, c.layer.name, c.x, check=False)
+    suffix = map_suffix(split_model(c.model, c.layer.name, c.x, check=False), c.layer.reshape, c.layer.name)
     return ablation_scores(suffix, c["A"].to(c.x.device), c.target, value=c.options.ablation_value,
                            max_batch=c.options.suffix_rows(), output=c.output)
 

@@ -23,10 +23,11 @@ from ..data.images import pil_to_tensor
 from ..data.labels import resolve_label
 from ..errors import SycamError
 from ..evidence.capture import Evidence, capture
-from ..evidence.layers import last_spatial_layer, resolve_layers
+from ..evidence.layers import default_layer, resolve_layers
 from ..evidence.options import EvidenceOptions
 from ..evidence.targets import ClassLogit, ClassProbability, ClassReST, FinerContrast, Target, as_target
 from ..evidence.terminals import TERMINALS, needed_terms
+from ..evidence.tokens import parse_reshape
 from ..grammar.ast import Expr, terminals
 from ..grammar.checker import as_heatmap, result_kind
 from ..grammar.checker import eigen_smooth as smoothed
@@ -139,22 +140,25 @@ class CAM(Explainer):
     ``method``: a seed name (``sycam seeds``) or an expression. ``model``: an ``nn.Module``, or
     a :class:`~sycam.models.ModelBundle` from :func:`sycam.load_model`, which also gives the
     default layer, the class names and the preprocessing. ``layers``: module(s) or name(s)
-    (default: the bundle's default layer, else the model's last spatial layer). ``target``: what
-    is explained when a call gives no ``targets`` (default: each image's top-1 class).
+    (default: the bundle's default layer, else :func:`~sycam.evidence.layers.default_layer`: a
+    transformer's last block's first norm, else the last spatial layer). ``target``: what is
+    explained when a call gives no ``targets`` (default: each image's top-1 class).
     ``classes``: class names, so that targets can name classes (``cam(x, targets=["tabby"])``).
     ``preprocess``: the model's normalisation (an object with ``normalise``, e.g.
     ``bundle.preprocess``), used on numpy / PIL pictures. ``eigen_smooth``: the map's sum over
     channels becomes its first principal component (pytorch-grad-cam's switch,
     :func:`~sycam.grammar.checker.eigen_smooth`: relu(sum(w * A, k)) -> relu(pc1(w * A)); the same
-    passes, plus one eigendecomposition per image and layer). ``output``, ``fuse``, ``options``,
-    ``compile``: see the README. ``cam.last`` is the last :class:`Explanation`; it stays after a
+    passes, plus one eigendecomposition per image and layer). ``reshape``: how a token layer's output
+    becomes a (b, k, h, w) map (:mod:`sycam.evidence.tokens`): None (automatic for torchvision's and
+    timm's ViT / DeiT / Swin), "vit", "vit:HxW", "swin", "none" or a callable. ``output``, ``fuse``,
+    ``options``, ``compile``: see the README. ``cam.last`` is the last :class:`Explanation`; it stays after a
     ``with`` block (hooks only exist inside each call).
     """
 
     def __init__(self, method: str | Expr, model, layers=None, *, target=None, output=None,
                  fuse: str | None = None, compile: bool = False, options=None,
                  classes: Sequence[str] | None = None, preprocess=None, eigen_smooth: bool = False,
-                 **target_params):
+                 reshape=None, **target_params):
         if "aug_smooth" in target_params:
             raise SycamError("aug_smooth wraps any explainer: sycam.AugSmooth(sycam.CAM(...)), or "
                              "sycam.make_cam(method, model, layers, aug_smooth=True)")
@@ -176,7 +180,9 @@ class CAM(Explainer):
         self.tree = tree                                     # the method as given (eigen-smoothed)
         self.eigen_smooth = bool(eigen_smooth)
         self.model = model
-        self.layers = None if layers is None else resolve_layers(model, layers)
+        parse_reshape(reshape)                               # a bad reshape fails here, before any work
+        self.reshape = reshape
+        self.layers = None if layers is None else resolve_layers(model, layers, reshape)
         self.target = target
         self.output = output
         self.fusion = fuse or (self.seed.fuse if self.seed else "mean")
@@ -207,7 +213,8 @@ class CAM(Explainer):
         """
         new = copy.copy(self)
         new.model, new.last = model, None
-        new.layers = None if self.layers is None else resolve_layers(model, [r.name for r in self.layers])
+        new.layers = None if self.layers is None else resolve_layers(model, [r.name for r in self.layers],
+                                                                     self.reshape)
         return new
 
     def target_for(self, targets) -> Target:
@@ -230,7 +237,7 @@ class CAM(Explainer):
         ``targets``: class indices or names (one, or one per image), or a callable logits -> (b,)."""
         x = as_batch(x, self.preprocess, self.model)
         if self.layers is None:
-            self.layers = resolve_layers(self.model, last_spatial_layer(self.model, x[:1]))
+            self.layers = resolve_layers(self.model, default_layer(self.model, x[:1], self.reshape), self.reshape)
         ev = capture(self.model, x, self.layers, self.target_for(targets), needs=self.needs, output=self.output,
                      options=self.options)
         raw = {}
@@ -259,13 +266,13 @@ def explain_many(cams: Mapping[str, Explainer], x: Tensor, targets=None) -> dict
         if not isinstance(cam, CAM):
             out[name] = cam.explain(x, targets)
             continue
-        key = (id(cam.model), tuple(r.name for r in cam.layers or ()), cam.seed.target if cam.seed else None,
-               id(cam.target), id(cam.output), cam.options)
+        key = (id(cam.model), tuple((r.name, r.reshape) for r in cam.layers or ()), id(cam.reshape),
+               cam.seed.target if cam.seed else None, id(cam.target), id(cam.output), cam.options)
         groups.setdefault(key, {})[name] = cam
     for group in groups.values():
         first = next(iter(group.values()))
         if first.layers is None:
-            first.layers = resolve_layers(first.model, last_spatial_layer(first.model, x[:1]))
+            first.layers = resolve_layers(first.model, default_layer(first.model, x[:1], first.reshape), first.reshape)
         needs = set().union(*(c.needs for c in group.values()))
         ev = capture(first.model, x, first.layers, first.target_for(targets), needs=needs, output=first.output,
                      options=first.options)

@@ -78,7 +78,7 @@ from torch import Tensor, nn
 from ..errors import SycamError
 from ..evidence.capture import capture
 from ..evidence.gpnn import Correspondence, GPNNParams, coverage, gpnn_variations, save_variation_grid, unpermute
-from ..evidence.layers import last_spatial_layer, resolve_layers
+from ..evidence.layers import default_layer, resolve_layers
 from ..evidence.targets import _classes
 from ..kernels.postprocess import fuse, minmax, upsample
 from ..models import IMAGENET_MEAN, IMAGENET_STD
@@ -264,14 +264,15 @@ class GPNNExplanation(Explanation):
 class GPNNCAM(Explainer):
     """GPNN-CAM bound to a model (see the module docstring for the formulas).
 
-    ``layers``: the base CAM's layer(s) (default: the last spatial layer); ``base``: a seed name or
+    ``layers``: the base CAM's layer(s) (default: as for :class:`CAM`); ``base``: a seed name or
     expression; ``regression_layers``: the phase-2 layers (None: by model class, see
     ``DEFAULT_REGRESSION_LAYERS``, else the base layers; ``()`` to stop after phase 1);
     ``n`` variations per super-iteration, ``super_iters`` super-iterations; ``gpnn`` their settings;
     ``preprocess`` (an object with ``mean``/``std``, e.g. :class:`~sycam.models.Preprocess`) maps the
     [0, 1] variations to model input and inverts ``x`` when ``images01`` is not given (default:
     ImageNet mean/std); ``chunk`` views per evidence capture; ``classes``: class names, so that
-    targets can name classes; ``eigen_smooth``: the base CAM's (see :class:`~sycam.methods.cam.CAM`).
+    targets can name classes; ``eigen_smooth``: the base CAM's (see :class:`~sycam.methods.cam.CAM`);
+    ``reshape``: how token layers become maps (as for :class:`CAM`).
     """
 
     def __init__(self, model: nn.Module, layers=None, *, base: str = "gradcam", regression_layers=None,
@@ -279,7 +280,7 @@ class GPNNCAM(Explainer):
                  alpha: float = 1e-4, combine: str = "mean", include_source: bool = True,
                  source_weight: float = 1.0, prob_weight: bool = False, median: int = 0,
                  preprocess=None, chunk: int = 16, keep_variations: bool = False, fuse: str | None = None,
-                 options=None, classes=None, eigen_smooth: bool = False):
+                 options=None, classes=None, eigen_smooth: bool = False, reshape=None):
         if n < 1 or super_iters < 1:
             raise SycamError(f"GPNN-CAM needs n >= 1 and super_iters >= 1, got n={n}, super_iters={super_iters}")
         if combine not in COMBINATIONS:
@@ -288,7 +289,8 @@ class GPNNCAM(Explainer):
             raise SycamError("alpha, median and source_weight must be >= 0 and chunk >= 1")
         if median and median % 2 == 0:
             raise SycamError(f"median filter size must be odd, got {median}")
-        self.base = CAM(base, model, layers, fuse=fuse, options=options, classes=classes, eigen_smooth=eigen_smooth)
+        self.base = CAM(base, model, layers, fuse=fuse, options=options, classes=classes, eigen_smooth=eigen_smooth,
+                        reshape=reshape)
         self.model = model
         self.base_name = base
         self.regression_spec = regression_layers
@@ -322,7 +324,8 @@ class GPNNCAM(Explainer):
                        include_source=self.include_source, source_weight=self.source_weight,
                        prob_weight=self.prob_weight, median=self.median, preprocess=self.preprocess,
                        chunk=self.chunk, keep_variations=self.keep_variations, fuse=self.base.fusion,
-                       options=self.options, classes=self.classes, eigen_smooth=self.base.eigen_smooth)
+                       options=self.options, classes=self.classes, eigen_smooth=self.base.eigen_smooth,
+                       reshape=self.base.reshape)
 
     def __call__(self, x: Tensor, targets=None, images01: Tensor | None = None) -> Tensor:
         return self.explain(x, targets, images01=images01).maps
@@ -392,9 +395,11 @@ class GPNNCAM(Explainer):
             raise SycamError("GPNN-CAM explains a class: give a class index, one per image, or None")
         layers = self.base.layers
         if layers is None:
-            layers = self.base.layers = resolve_layers(self.model, last_spatial_layer(self.model, x[:1]))
+            reshape = self.base.reshape
+            layers = self.base.layers = resolve_layers(self.model, default_layer(self.model, x[:1], reshape), reshape)
         reg_names = self._regression_names()
-        refs = list({r.name: r for r in [*layers, *resolve_layers(self.model, reg_names or layers)]}.values())
+        refs = list({r.name: r for r in [*layers, *resolve_layers(self.model, reg_names or layers,
+                                                                  self.base.reshape)]}.values())
         if images01 is None:
             images01 = self._to01(x)
         elif images01.shape != x.shape:

@@ -243,7 +243,8 @@ class MetaCAM(Explainer):
     ``k``: kept fraction when not adaptive; ``adaptive``: choose k per image from ``grid`` by
     ``metric`` (default ROAD combined, ``metric_params`` passed to it); ``min_votes``: see the
     module docstring. ``target``/``options``/``fuse``/``output``/``classes`` (class names, so that
-    targets can name classes) and ``eigen_smooth`` go to every component given by name or expression.
+    targets can name classes), ``eigen_smooth`` and ``reshape`` (token layers, as for :class:`CAM`) go to every
+    component given by name or expression.
     ``MetaCAM(["gradcam"], model, adaptive=True)`` is adaptive thresholding of Grad-CAM.
     """
 
@@ -251,7 +252,7 @@ class MetaCAM(Explainer):
                  layers=None, *, k: float = 0.2, adaptive: bool = False, grid: Sequence[float] = DEFAULT_GRID,
                  min_votes: int = 1, metric="road_combined", metric_params: dict | None = None,
                  batch_size: int | None = None, target=None, output=None, fuse: str | None = None, options=None,
-                 preprocess=None, classes=None, eigen_smooth: bool = False):
+                 preprocess=None, classes=None, eigen_smooth: bool = False, reshape=None):
         if model is None:
             raise SycamError("MetaCAM needs a model")
         if not components:
@@ -262,7 +263,8 @@ class MetaCAM(Explainer):
         self.cams: dict[str, CAM] = {}
         for c in components:
             cam = c if isinstance(c, CAM) else CAM(c, model, layers, target=target, output=output, fuse=fuse,
-                                                   options=options, classes=classes, eigen_smooth=eigen_smooth)
+                                                   options=options, classes=classes, eigen_smooth=eigen_smooth,
+                                                   reshape=reshape)
             name = c if isinstance(c, str) else cam.text
             if name in self.cams:
                 raise SycamError(f"component {name!r} is given twice")
@@ -273,7 +275,7 @@ class MetaCAM(Explainer):
         self.model, self.layer_spec, self.target, self.output = model, layers, target, output
         self.k, self.adaptive, self.grid, self.min_votes = float(k), bool(adaptive), tuple(grid), int(min_votes)
         self.metric, self.metric_params, self.batch_size = metric, dict(metric_params or {}), batch_size
-        self.fuse, self.options = fuse, options
+        self.fuse, self.options, self.reshape = fuse, options, reshape
         self.classes = None if classes is None else list(classes)
         self.eigen_smooth = bool(eigen_smooth)
         self.last: MetaExplanation | None = None
@@ -296,7 +298,8 @@ class MetaCAM(Explainer):
         return MetaCAM(specs, model, layers, k=self.k, adaptive=self.adaptive, grid=self.grid,
                        min_votes=self.min_votes, metric=self.metric, metric_params=self.metric_params,
                        batch_size=self.batch_size, target=self.target, output=self.output, fuse=self.fuse,
-                       options=self.options, classes=self.classes, eigen_smooth=self.eigen_smooth)
+                       options=self.options, classes=self.classes, eigen_smooth=self.eigen_smooth,
+                       reshape=self.reshape)
 
     # ------------------------------------------------------------------------------------------
     def model_fn(self, x: Tensor) -> Tensor:
