@@ -171,13 +171,19 @@ def score(entries: Sequence[Entry], objectives: Sequence[ObjectiveSpec], evidenc
                                                                                           math.nan, 0)
 
 
+def signed_difference(entry: Entry, other: Entry, spec: ObjectiveSpec, direction: str) -> Tensor:
+    """Per image ``entry`` minus ``other`` on ``spec``, signed so that positive means entry is better
+    (NaN where either is undefined)."""
+    sign = 1.0 if direction == "maximize" else -1.0
+    return sign * (entry.per_image[spec.text].double() - other.per_image[spec.text].double())
+
+
 def compare(entry: Entry, other: Entry, spec: ObjectiveSpec, direction: str) -> Comparison:
     """Paired difference on the images where both are defined (sign: positive = entry better),
     its bootstrap interval and sign-flip p-value (:func:`paired_difference`); not yet corrected
     for the number of comparisons (:func:`verdict` does that)."""
-    sign = 1.0 if direction == "maximize" else -1.0
-    paired = paired_difference(sign * entry.per_image[spec.text], sign * other.per_image[spec.text],
-                               method=entry.label, reference_name=other.label)
+    d = signed_difference(entry, other, spec, direction)
+    paired = paired_difference(d, torch.zeros_like(d), method=entry.label, reference_name=other.label)
     return Comparison(entry.label, other.label, spec.text, paired)
 
 
