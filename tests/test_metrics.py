@@ -13,13 +13,13 @@ import torch
 
 from sycam.data.batch import Batch
 from sycam.errors import UnknownNameError
+from sycam.kernels.lowres import LowResMaps
 from sycam.metrics import (
     AxiomInput,
     BestIoU,
     Direction,
     EnergyPointingGame,
     IoU,
-    LowResMaps,
     Metric,
     MetricError,
     PointingGame,

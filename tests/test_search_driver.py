@@ -9,10 +9,11 @@ import torch
 from optuna.trial import TrialState
 
 from sycam.errors import UnknownNameError
+from sycam.evidence.sets import EvidenceSet
 from sycam.grammar import parse
 from sycam.grammar.ast import complexity
 from sycam.search.driver import Options, Search, SearchError, make_sampler, open_study, seed_enqueuer
-from sycam.search.evaluate import Evaluator, EvidenceSet
+from sycam.search.evaluate import Evaluator
 from sycam.search.ledger import INFO, WORKER, expression_key, info, is_evaluation
 from sycam.search.objectives import ObjectiveError, Objectives, parse_objectives
 from sycam.search.optuna_space import EncodingError, GrammarSpace

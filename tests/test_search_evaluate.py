@@ -9,7 +9,8 @@ from sycam.api import CAM
 from sycam.errors import UnknownNameError
 from sycam.grammar import parse
 from sycam.kernels.compiler import Program
-from sycam.metrics import LowResMaps, MetricError, get_metric
+from sycam.kernels.lowres import LowResMaps
+from sycam.metrics import MetricError, get_metric
 from sycam.metrics.similarity import pearson
 from sycam.metrics.target import TargetPearson, lowres_pearson
 from sycam.search import Evaluator, EvidenceSet, Memo, SearchSpace, ValueCache

@@ -86,8 +86,9 @@ def _stop_on_signals(stop: threading.Event):
 def run(args) -> int:
     # deferred: torch, optuna and the search engine load here: `sycam search --help` starts without them
     from ..data import split
+    from ..evidence.sets import EvidenceSet
     from ..search.driver import Options, Search, make_sampler, open_study, seed_enqueuer
-    from ..search.evaluate import EvidenceSet, check_metric_inputs
+    from ..search.evaluate import check_metric_inputs
     from ..search.objectives import Objectives, parse_objectives
     from ..search.optuna_space import GrammarSpace
     from ..search.pruning import WilcoxonPruner

@@ -22,7 +22,6 @@ _MODULES: dict[str, tuple[str, ...]] = {
                      "rise_blur", "rise_kernel"),
     "localisation": ("BestIoU", "EnergyPointingGame", "GroundTruthAUC", "GroundTruthPearson", "IoU", "PointingGame",
                      "dilate_disk"),
-    "maps": ("LowResMaps",),
     "registry": ("available_metrics", "define_metric", "describe_metric", "get_metric", "metric_table",
                  "register_metric"),
     "road": ("ROAD", "linear_impute", "noisy_linear_impute", "removal_masks", "spsolve_impute"),

@@ -3,7 +3,7 @@
 A metric scores candidate heatmaps against a :class:`~sycam.data.batch.Batch`:
 
 * ``maps`` are float tensors in [0,1] at input resolution, ``(b,H,W)`` for one method or
-  ``(n,b,H,W)`` for ``n`` candidate methods (a :class:`~sycam.metrics.maps.LowResMaps` is also
+  ``(n,b,H,W)`` for ``n`` candidate methods (a :class:`~sycam.kernels.lowres.LowResMaps` is also
   accepted: feature-resolution maps plus the upsampling that brings them to input resolution);
 * the result is one score per image, ``(b,)`` or ``(n,b)``, on the maps' device. ``NaN`` marks an
   image on which the metric is undefined (e.g. no ground truth); aggregation skips it.
@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from ..batching import model_rows
 from ..data.batch import Batch
 from ..errors import SycamError
-from .maps import LowResMaps
+from ..kernels.lowres import LowResMaps
 
 ModelFn = Callable[[Tensor], Tensor]
 Explainer = Callable[[Tensor, Tensor], Tensor]

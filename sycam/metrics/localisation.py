@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.batch import Batch
+from ..kernels.lowres import LowResMaps
 from .base import Direction, Metric, Resources, region_masks
-from .maps import LowResMaps
 from .similarity import midranks, pearson
 
 

@@ -10,7 +10,7 @@ as ``"target_pearson"``::
 Rows are matched to references by the image they belong to (a fingerprint of the model
 input) and, when ``labels`` are given, the explained class (one image can be explained for
 several classes), so any subset or reordering of the rows can be scored. On
-:class:`~sycam.metrics.maps.LowResMaps` it is exact at feature resolution: with
+:class:`~sycam.kernels.lowres.LowResMaps` it is exact at feature resolution: with
 U = R a C^T the bilinear upsampling of a (h, w) map a,
 
     sum U = r^T a c,   sum U^2 = <R^T R a C^T C, a>,   sum U T = <a, R^T T C>,
@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from ..data.batch import Batch
+from ..kernels.lowres import LowResMaps
 from .base import Direction, Metric, MetricError, Resources
-from .maps import LowResMaps
 from .similarity import pearson
 
 _PROJ: dict[tuple[int, str], Tensor] = {}

@@ -23,9 +23,10 @@ from typing import Any
 import optuna
 
 from ..data.batch import Batch
+from ..evidence.sets import EvidenceSet
 from ..grammar.printer import to_text
 from ..search import heldout
-from ..search.evaluate import Evaluator, EvidenceSet
+from ..search.evaluate import Evaluator
 from ..search.ledger import info, is_evaluation
 from ..search.objectives import ObjectiveSpec
 from ..search.space import SearchSpace

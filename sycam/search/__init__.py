@@ -2,8 +2,9 @@
 
 * :mod:`~sycam.search.space` - :class:`SearchSpace`: terminals, operators, constants, bounds,
   result type; from kwargs, CLI strings or a TOML/JSON file; validated up front.
-* :mod:`~sycam.search.evaluate` - :class:`EvidenceSet` (captured once), :class:`Memo` (sub-term
-  values, byte-bounded), :class:`Evaluator` (candidates -> maps -> scores, batched).
+* :mod:`~sycam.search.evaluate` - :class:`Evaluator` (candidates -> maps -> scores, batched) on an
+  :class:`~sycam.evidence.sets.EvidenceSet` (captured once) through a
+  :class:`~sycam.kernels.memo.Memo` (sub-term values, byte-bounded).
 * :mod:`~sycam.search.equivalence` - sympy forms and observational keys (the equivalence oracle).
 * :mod:`~sycam.search.enumerate` - :class:`Enumerator`: bottom-up, typed, by size.
 * :mod:`~sycam.search.correctness` - :class:`CorrectnessOracle`: metric threshold or incumbent,
@@ -12,9 +13,11 @@
 * :mod:`~sycam.search.target` - reference maps of a known method, for rediscovery with the
   ``target_pearson`` metric (:mod:`sycam.metrics.target`), and the held-out check.
 """
+from ..evidence.sets import EvidenceSet
+from ..kernels.memo import CandidateMaps, Memo, ValueCache
 from .correctness import Accepted, CorrectnessOracle, Verdict
 from .enumerate import Enumerator, LevelCounts, candidate_classes
-from .evaluate import CandidateMaps, Evaluator, EvidenceSet, Memo, Scores, ValueCache
+from .evaluate import Evaluator, Scores
 from .space import (
     DEFAULT_OPERATORS,
     GRADIENT_SEEDS,

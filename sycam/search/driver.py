@@ -45,10 +45,10 @@ import optuna
 from optuna.trial import TrialState, create_trial
 
 from ..errors import SycamError
+from ..evidence.sets import EvidenceSet
 from ..grammar.ast import Expr
 from ..grammar.printer import to_text
 from .enumerate import Enumerator
-from .evaluate import EvidenceSet
 from .ledger import INFO, SETTINGS, WORKER, Ledger, View, expression_key, info
 from .objectives import Objectives, Outcome
 from .optuna_space import EncodingError, GrammarSpace

@@ -45,12 +45,14 @@ import torch
 from torch import Tensor
 
 from ..errors import SycamError
+from ..evidence.sets import EvidenceSet
 from ..grammar.ast import Call, Expr, Num, Var
 from ..grammar.ops import OPS
 from ..grammar.printer import to_text
 from ..kernels.compiler import apply_op
+from ..kernels.memo import CandidateMaps, Memo, MiB, ValueCache, maps_from_values
 from .equivalence import MapIndex, candidate_form, sympy_apply, sympy_leaf
-from .evaluate import CandidateMaps, EvidenceSet, Memo, MiB, ValueCache, candidate_axes, maps_from_values
+from .evaluate import candidate_axes
 from .space import OpSpec, SearchSpace
 
 Axes = frozenset[str]
@@ -274,7 +276,7 @@ class Enumerator:
         """Register a seed candidate (already scored elsewhere): enumerated candidates with the same
         heatmap on the probe are not yielded again. False if it equals an earlier seed."""
         values = self.memo(candidate)
-        maps = maps_from_values([values], [candidate_axes(candidate, self.space)], self.probe, self.space,
+        maps = maps_from_values([values], [candidate_axes(candidate, self.space)], self.probe, self.space.relu,
                                 self.fusion)
         idx, new = self.index.find_or_add(maps.normalised()[0], Rep(candidate, name))
         if not new:                          # equal on the probe to an earlier seed: keep the smaller
@@ -523,7 +525,7 @@ class Enumerator:
         if not pending:
             return
         t0 = time.perf_counter()
-        maps = maps_from_values([v for _, v in pending], [t.axes for t, _ in pending], self.probe, self.space,
+        maps = maps_from_values([v for _, v in pending], [t.axes for t, _ in pending], self.probe, self.space.relu,
                                 self.fusion)
         normalised = maps.normalised()
         feats = self.index.features_of(normalised)
@@ -566,6 +568,6 @@ def candidate_classes(space: SearchSpace, evidence: EvidenceSet, candidates: Seq
     evidence's images: candidates with the same normalised heatmaps (within ``atol``) share one."""
     memo = Memo(evidence, ValueCache(64 * MiB))
     values = [memo(c) for c in candidates]
-    maps = maps_from_values(values, [candidate_axes(c, space) for c in candidates], evidence, space, fusion)
+    maps = maps_from_values(values, [candidate_axes(c, space) for c in candidates], evidence, space.relu, fusion)
     index = MapIndex(atol)
     return [index.find_or_add(m)[0] for m in maps.normalised()]

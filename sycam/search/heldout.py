@@ -22,11 +22,12 @@ import optuna
 import torch
 from torch import Tensor
 
+from ..evidence.sets import EvidenceSet
 from ..grammar.ast import Expr, complexity
 from ..grammar.parser import parse
 from ..grammar.printer import to_text
 from ..metrics.aggregate import summarise
-from .evaluate import Evaluator, EvidenceSet
+from .evaluate import Evaluator
 from .ledger import info
 from .objectives import ObjectiveSpec
 from .space import SearchSpace

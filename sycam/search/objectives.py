@@ -21,9 +21,10 @@ from typing import Any
 import torch
 
 from ..errors import SycamError
+from ..evidence.sets import EvidenceSet
 from ..grammar.ast import Expr, complexity
 from ..metrics.registry import get_metric
-from .evaluate import Evaluator, EvidenceSet, Scores
+from .evaluate import Evaluator, Scores
 from .space import SearchSpace
 
 SIZE = "size"

@@ -327,6 +327,11 @@ class SearchSpace:
         return tuple(o for o in self.operators if o.arity == 2)
 
     @property
+    def relu(self) -> bool:
+        """Whether channel weights give relu(sum_k w A) (Grad-CAM's rectification) or the plain sum."""
+        return self.result != "heatmap"
+
+    @property
     def evidence_terms(self) -> set[str]:
         """Terminals the evidence must hold (the wrapper of weight spaces reads A)."""
         names = {n for n, _ in self.terminals}

@@ -29,11 +29,13 @@ from typing import Any
 import torch
 
 from ..errors import SycamError
+from ..evidence.sets import EvidenceSet
 from ..grammar.ast import Expr
 from ..grammar.printer import to_text
+from ..kernels.memo import MiB
 from .correctness import Accepted, CorrectnessOracle
 from .enumerate import Enumerator, Progress
-from .evaluate import Evaluator, EvidenceSet, MiB, Scores
+from .evaluate import Evaluator, Scores
 from .space import SearchSpace
 
 
