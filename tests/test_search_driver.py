@@ -1,4 +1,5 @@
-"""The study driver on the toy problem: grammar encoding, budget, dedupe, workers, resume, pruning."""
+"""The search engine on the toy problem through its one entry point (``sycam.search.run``): grammar
+encoding, budget, dedupe, workers, resume, pruning, one shared value cache."""
 import random
 import threading
 import warnings
@@ -12,10 +13,11 @@ from sycam.errors import UnknownNameError
 from sycam.evidence.sets import EvidenceSet
 from sycam.grammar import parse
 from sycam.grammar.ast import complexity
-from sycam.search.driver import Options, Search, SearchError, make_sampler, open_study, seed_enqueuer
+from sycam.search import Options, Problem, run
+from sycam.search.driver import SearchError, make_sampler, open_study
 from sycam.search.evaluate import Evaluator
 from sycam.search.ledger import INFO, WORKER, expression_key, info, is_evaluation
-from sycam.search.objectives import ObjectiveError, Objectives, parse_objectives
+from sycam.search.objectives import ObjectiveError, parse_objectives
 from sycam.search.optuna_space import EncodingError, GrammarSpace
 from sycam.search.pruning import WilcoxonPruner
 from sycam.search.space import SearchSpace
@@ -34,21 +36,27 @@ def toy():
     return model, batch, layer, evidence
 
 
-def make_search(store, toy, name="s", budget=60, fidelity=0, strategy="both", enumerate_size=3, seed=0, **kw):
-    _, _, _, evidence = toy
-    specs = parse_objectives(kw.pop("metrics", ["energy_pointing_game"]))
-    objectives = Objectives(specs, evidence, SPACE, fidelity=fidelity)
-    seeds = SPACE.seeds()
-    pruner = None
-    if fidelity:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pruner = WilcoxonPruner(p_threshold=0.1)
-    study, _ = open_study(store, name, {"space": SPACE.to_dict(), "objectives": [s.text for s in specs]},
-                          objectives.directions, make_sampler("tpe", seed, len(specs)), pruner,
-                          seeds=seed_enqueuer(SPACE, GrammarSpace(SPACE), seeds))
-    opts = Options(strategy=strategy, budget=budget, enumerate_size=enumerate_size, batch=8, seed=seed, **kw)
-    return Search(store, study, SPACE, objectives, opts, probe=evidence.rows(range(6)), seeds=seeds, pruner=pruner)
+def problem(store, toy, name="s", space=SPACE, metrics=("energy_pointing_game",)):
+    model, batch, layer, evidence = toy
+    return Problem(model, [layer], batch, space=space, objectives=list(metrics), storage=store, study=name,
+                   evidence=evidence)
+
+
+def search(store, toy, name="s", budget=60, fidelity=0, strategy="both", enumerate_size=3, seed=0,
+           metrics=("energy_pointing_game",), stop=None, **kw):
+    """One worker through the entry point (the CLI's path)."""
+    opts = Options(strategy=strategy, budget=budget, enumerate_size=enumerate_size, batch=8, seed=seed,
+                   fidelity=fidelity, probe=6, **kw)
+    return run(problem(store, toy, name, metrics=metrics), opts, stop=stop)
+
+
+def opened(store, toy, name):
+    """The study as the entry point makes it (seeds enqueued), with nothing evaluated yet."""
+    halt = threading.Event()
+    halt.set()
+    result = search(store, toy, name=name, stop=halt)
+    assert result.summary.reason == "stopped" and result.summary.evaluated == 0
+    return result.study
 
 
 def evaluations(study):
@@ -126,9 +134,9 @@ def test_a_study_with_other_settings_is_refused(tmp_path):
 # ---------------------------------------------------------------------------------- one worker
 def test_budget_seeds_enumeration_and_tpe_share_one_study(toy):
     store = open_store("memory")
-    search = make_search(store, toy, budget=70, enumerate_size=2)
-    summary = search.run()
-    study = search.study
+    result = search(store, toy, budget=70, enumerate_size=2)
+    summary = result.summary
+    study = result.study
     ev = evaluations(study)
     keys = [info(t)["key"] for t in ev]
     assert summary.reason == "budget" and len(ev) == 70
@@ -151,9 +159,7 @@ def to_key(expr):
 
 def test_enumerated_candidates_are_not_re_evaluated_by_tpe_or_seeds(toy):
     store = open_store("memory")
-    search = make_search(store, toy, budget=150, enumerate_size=3)
-    search.run()
-    ev = evaluations(search.study)
+    ev = evaluations(search(store, toy, budget=150, enumerate_size=3).study)
     by_key = {}
     for t in ev:
         by_key.setdefault(info(t)["key"], []).append(info(t)["source"])
@@ -165,17 +171,18 @@ def test_enumerated_candidates_are_not_re_evaluated_by_tpe_or_seeds(toy):
 
 def test_wilcoxon_prunes_on_few_images_but_never_a_seed(toy):
     store = open_store("memory")
-    search = make_search(store, toy, budget=120, fidelity=6, enumerate_size=4)
-    summary = search.run()
-    ev = evaluations(search.study)
+    result = search(store, toy, budget=120, fidelity=6, enumerate_size=4)
+    summary = result.summary
+    ev = evaluations(result.study)
     pruned = [t for t in ev if t.state == TrialState.PRUNED and "invalid" not in info(t)]
     assert summary.pruned > 0 and pruned
     assert all(info(t)["source"] != "seed" for t in pruned)
-    for t in pruned:                          # stopped after the first stage: six per-image reports only
-        assert set(t.intermediate_values) <= set(range(6)) and t.values is None
-    best = search.study.best_trial
-    assert set(best.intermediate_values) == set(range(6))
-    # the staged score of the winner (six images first, then the rest) is its score on every image
+    for t in pruned:                          # stopped after the working subset: its per-image reports only
+        assert set(t.intermediate_values) <= set(result.working) and t.values is None
+    assert set(range(6)) <= set(result.working) < set(range(20))
+    best = result.study.best_trial            # a complete trial reports every image (the pruner's incumbent)
+    assert set(best.intermediate_values) == set(range(20))
+    # the staged score of the winner (working subset first, then the rest) is its score on every image
     evidence = toy[3]
     whole = Evaluator(evidence, SPACE, "energy_pointing_game").score([parse(info(best)["expr"])]).metric_mean
     assert best.values[0] == pytest.approx(float(whole[0]), abs=1e-6)
@@ -186,16 +193,15 @@ def test_multi_objective_records_each_expressions_own_scores(toy):
     image (the Evaluator's score of its text) and its complexity; the front Optuna keeps is built
     from those values, so it holds the best-scoring expression and the smallest one evaluated."""
     store = open_store("memory")
-    search = make_search(store, toy, budget=50, metrics=["energy_pointing_game", "size"], enumerate_size=3)
-    search.run()
-    trials = [t for t in evaluations(search.study) if t.values is not None]
+    result = search(store, toy, budget=50, metrics=["energy_pointing_game", "size"], enumerate_size=3)
+    trials = [t for t in evaluations(result.study) if t.values is not None]
     assert len(trials) >= 20
     exprs = [parse(info(t)["expr"]) for t in trials]
     whole = Evaluator(toy[3], SPACE, "energy_pointing_game").score(exprs).metric_mean
     for t, e, score in zip(trials, exprs, whole.tolist()):
         assert t.values[0] == pytest.approx(score, abs=1e-6), info(t)["expr"]
         assert t.values[1] == complexity(e) == e.size
-    front = {info(t)["expr"] for t in search.study.best_trials}
+    front = {info(t)["expr"] for t in result.study.best_trials}
     best = max(trials, key=lambda t: (t.values[0], -t.values[1]))
     smallest = min(trials, key=lambda t: (t.values[1], -t.values[0]))
     assert info(best)["expr"] in front and info(smallest)["expr"] in front
@@ -204,13 +210,16 @@ def test_multi_objective_records_each_expressions_own_scores(toy):
 # ---------------------------------------------------------------------------------- several workers, restarts
 def test_two_workers_share_the_budget_without_duplicates(toy, tmp_path):
     store = open_store(f"journal:{tmp_path / 'w.journal'}")
-    a = make_search(store, toy, name="w", budget=90, seed=1)
-    b = make_search(store, toy, name="w", budget=90, seed=2)
-    threads = [threading.Thread(target=s.run) for s in (a, b)]
+    results = {}
+
+    def worker(seed):
+        results[seed] = search(store, toy, name="w", budget=90, seed=seed)
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in (1, 2)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
+    a, b = results[1], results[2]
     ev = evaluations(a.study)
     keys = [info(t)["key"] for t in ev]
     assert len(ev) == 90 and len(set(keys)) == 90
@@ -221,11 +230,10 @@ def test_two_workers_share_the_budget_without_duplicates(toy, tmp_path):
 
 def test_resume_continues_the_same_study(toy, tmp_path):
     url = f"journal:{tmp_path / 'r.journal'}"
-    first = make_search(open_store(url), toy, name="r", budget=40)
-    first.run()
+    first = search(open_store(url), toy, name="r", budget=40)
     before = {t.number: (info(t)["key"], t.values) for t in evaluations(first.study)}
-    second = make_search(open_store(url), toy, name="r", budget=100)
-    assert second.run().reason == "budget"
+    second = search(open_store(url), toy, name="r", budget=100)
+    assert second.summary.reason == "budget" and not second.created
     after = evaluations(second.study)
     assert len(after) == 100 and len({info(t)["key"] for t in after}) == 100
     now = {t.number: (info(t)["key"], t.values) for t in after}
@@ -238,8 +246,7 @@ def test_trials_of_a_dead_worker_are_retried_once(toy, tmp_path):
     import sys
 
     url = f"journal:{tmp_path / 'd.journal'}"
-    search = make_search(open_store(url), toy, name="d", budget=30)
-    study = search.study
+    study = opened(open_store(url), toy, "d")
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     import socket
 
@@ -255,26 +262,21 @@ def test_trials_of_a_dead_worker_are_retried_once(toy, tmp_path):
     t.set_user_attr(WORKER, dead)
     assert grammar.suggest(t) == cand
     t.set_user_attr(INFO, {"expr": "relu(G) * A", "key": to_key(cand), "size": cand.size, "source": "optuna"})
-    search.run()
+    result = search(open_store(url), toy, name="d", budget=30)
     trials = study.get_trials(deepcopy=False)
     old = trials[t.number]
     assert old.state == TrialState.FAIL
     retry = [x for x in trials if info(x).get("retry_of") == t.number]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and info(retry[0])["key"] == to_key(cand)
-    assert search.summary.retried == 1
+    assert result.summary.retried == 1
     assert sum(info(x).get("key") == to_key(cand) for x in evaluations(study)) == 1
 
 
 def test_a_small_space_is_exhausted_not_searched_forever(toy):
     store = open_store("memory")
     tiny = SearchSpace(operators="mean:hw,max:hw", terminals="A,G", constants="", max_size=2, result="weights")
-    _, _, _, evidence = toy
-    objectives = Objectives(parse_objectives(["energy_pointing_game"]), evidence, tiny)
-    study, _ = open_study(store, "tiny", {"space": tiny.to_dict()}, objectives.directions, make_sampler("tpe", 0, 1),
-                          seeds=seed_enqueuer(tiny, GrammarSpace(tiny), tiny.seeds()))
-    search = Search(store, study, tiny, objectives, Options(budget=500, enumerate_size=2, batch=8),
-                    probe=evidence.rows(range(6)), seeds=tiny.seeds())
-    summary = search.run()
+    result = run(problem(store, toy, "tiny", space=tiny), Options(budget=500, enumerate_size=2, batch=8, probe=6))
+    summary, study = result.summary, result.study
     # four candidates exist: mean(A, hw), mean(G, hw) (= the gradcam seed), max(A, hw), max(G, hw)
     assert summary.reason == "exhausted"
     assert sorted(info(t)["expr"] for t in evaluations(study)) == ["max(A, hw)", "max(G, hw)", "mean(A, hw)",
@@ -309,8 +311,8 @@ def test_a_queued_trial_killed_before_its_parameters_is_retried_whole(toy, tmp_p
     import subprocess
     import sys
 
-    search = make_search(open_store(f"journal:{tmp_path / 'q.journal'}"), toy, name="q", budget=20)
-    study = search.study
+    url = f"journal:{tmp_path / 'q.journal'}"
+    study = opened(open_store(url), toy, "q")
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = f"{socket.gethostname()}/{int(gone.stdout)}/1/abc"
     while study.get_trials(states=(TrialState.WAITING,)):
@@ -322,7 +324,7 @@ def test_a_queued_trial_killed_before_its_parameters_is_retried_whole(toy, tmp_p
     t = study.ask()                              # popped by a worker that died before suggesting anything
     t.set_user_attr(WORKER, dead)
     assert t.params == {}
-    search.run()
+    search(open_store(url), toy, name="q", budget=20)
     retry = [x for x in study.get_trials(deepcopy=False) if info(x).get("retry_of") == t.number]
     assert len(retry) == 1 and is_evaluation(retry[0])
     assert info(retry[0])["expr"] == "A * G / sum(A, hw)" and "queued_as" not in info(retry[0])

@@ -87,11 +87,9 @@ def run(args) -> int:
     # deferred: torch, optuna and the search engine load here: `sycam search --help` starts without them
     from ..data import split
     from ..evidence.sets import EvidenceSet
-    from ..search.driver import Options, Search, make_sampler, open_study, seed_enqueuer
-    from ..search.evaluate import check_metric_inputs
-    from ..search.objectives import Objectives, parse_objectives
-    from ..search.optuna_space import GrammarSpace
-    from ..search.pruning import WilcoxonPruner
+    from ..search import Options, Problem
+    from ..search import run as search
+    from ..search.objectives import parse_objectives
     from ..search.space import load_space
     from ..search.storage import check_study_name, open_store
 
@@ -103,7 +101,7 @@ def run(args) -> int:
     specs = parse_objectives(args.metrics or [DEFAULT_METRIC])
     options = Options(strategy=args.strategy, budget=args.budget or None, seconds=args.time,
                       enumerate_size=args.enumerate_size, batch=args.batch, sampler=args.sampler, seed=args.seed,
-                      grace=args.grace)
+                      grace=args.grace, fidelity=args.fidelity, probe=args.probe)
     check_data_arg(args)
     images = read_data(args)
     out = check_out(args.out or Path("results") / "search" / args.study)
@@ -112,35 +110,12 @@ def run(args) -> int:
 
     problem = load_problem(args, log=lambda m: console.print(m), images=images)
     train, held = split(problem.batch, args.held_out, args.split_seed)
-    resources = {"model_fn": problem.model, "model": problem.model}
-    for s in specs:
-        if not s.is_size:
-            check_metric_inputs(s.metric(), train, resources)
-    fidelity = args.fidelity if len(specs) == 1 else 0
-    # version 2: division is exact with x / 0 = 0 (no 1e-7 clamp): scores of version 1 studies differ
-    settings = {"version": 2, "space": space.to_dict(), "objectives": [s.text for s in specs],
-                "model": problem.model_name, "weights": args.weights, "layers": problem.layers,
-                "data": problem.data, "fidelity": fidelity,
+    # version 2 (division exact with x / 0 = 0) -> 3 (every image's score recorded, working subset stored)
+    settings = {"model": problem.model_name, "weights": args.weights, "data": problem.data,
                 "split": {"held_out": args.held_out, "seed": args.split_seed, "train": names_digest(train),
                           "held": names_digest(held), "train_images": len(train), "held_images": len(held)}}
-    grammar = GrammarSpace(space)
-    seeds = space.seeds()
-    directions = [s.direction for s in specs]
-    import optuna  # deferred: keeps start-up optuna-free (search.driver has loaded it by now)
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = WilcoxonPruner(p_threshold=0.1) if fidelity else None
-    sampler = make_sampler(args.sampler, args.seed, len(specs))
-    study, created = open_study(store, args.study, settings, directions, sampler, pruner,
-                                seeds=seed_enqueuer(space, grammar, seeds))
-    console.print(("new study" if created else "resuming study") + f": {len(train)} working images, "
-                  f"{len(held)} held out; seeds {', '.join(seeds) or 'none'} in the space")
-
-    t0 = time.perf_counter()
-    evidence = EvidenceSet.capture(problem.model, train, problem.layers, needs=space.evidence_terms)
-    objectives = Objectives(specs, evidence, space, fidelity=fidelity, resources=resources)
-    probe = evidence.rows(range(min(args.probe, len(evidence))))
-    console.print(f"evidence of {len(train)} images at {', '.join(problem.layers)} in {time.perf_counter() - t0:.1f} s")
+    job = Problem(problem.model, problem.layers, train, held, space=space, objectives=specs, storage=store,
+                  study=args.study, settings=settings)
 
     stop = threading.Event()
     old = _stop_on_signals(stop)
@@ -153,13 +128,12 @@ def run(args) -> int:
                 best = f"best {p.best_value:.4f} {p.best}"[:90] if p.best else "no result yet"
                 bar.update(task, completed=p.done, description=f"[cyan]{best}[/] dup {p.duplicates} pruned {p.pruned}")
 
-            search = Search(store, study, space, objectives, options, probe=probe, seeds=seeds, pruner=pruner,
-                            progress=progress, stop=stop, log=lambda m: console.print(f"[dim]{m}[/]"))
-            summary = search.run()
+            result = search(job, options, progress=progress, stop=stop, log=lambda m: console.print(f"[dim]{m}[/]"))
     finally:
         for s, h in old.items():
             if threading.current_thread() is threading.main_thread():
                 signal.signal(s, h)
+    summary = result.summary
     console.print(f"this run: {summary.evaluated} candidates scored ({summary.pruned} pruned on few images, "
                   f"{summary.invalid} invalid), {summary.duplicates} duplicate proposals, "
                   f"{summary.retried} trials of stopped workers retried, {summary.seconds:.1f} s; "
@@ -178,9 +152,10 @@ def run(args) -> int:
                 "duplicates_this_run": summary.duplicates, "search_seconds": round(summary.seconds, 1),
                 "total_seconds": round(time.perf_counter() - started, 1), "threads": _threads(),
                 "strategy": options.strategy, "budget": options.budget}
-    report = write_search_report(out, study=study, space=space, objectives=specs, held_out=held_ev, held_batch=held,
-                                 resources=resources, command=["sycam", *sys.argv[1:]], settings=settings,
-                                 run=run_info, top=args.top, classes=problem.classes)
+    resources = {"model_fn": problem.model, "model": problem.model}
+    report = write_search_report(out, study=result.study, space=space, objectives=specs, held_out=held_ev,
+                                 held_batch=held, resources=resources, command=["sycam", *sys.argv[1:]],
+                                 settings=result.settings, run=run_info, top=args.top, classes=problem.classes)
     console.print(rich_table(report.table, specs, f"held-out leaderboard ({len(held)} images)"))
     colour = "green" if report.verdict.beats_every_seed else "red"
     console.print(f"[{colour}]{report.verdict.message}[/]")

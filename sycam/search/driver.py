@@ -20,9 +20,16 @@ worker with different settings is refused. Candidates come from three sources, i
 
 Every candidate is keyed by its canonical form; a key is evaluated at most once per study,
 across workers and restarts (the claim protocol of :mod:`sycam.search.ledger`): a proposal
-whose key is owned already becomes a pruned trial marked ``duplicate_of``. With one
-objective and ``fidelity`` k, candidates are scored on k images first and Optuna's
-``WilcoxonPruner`` stops those that are significantly worse than the best trial.
+whose key is owned already becomes a pruned trial marked ``duplicate_of``.
+
+**Stages** (one objective and ``fidelity`` k): a candidate is scored on the working subset
+of images first (the first k, plus counterexamples) and Optuna's ``WilcoxonPruner`` stops
+those significantly worse than the best trial there; the others are scored on every image.
+When a candidate that passed on the working subset (beat the incumbent there, or reached
+``threshold``) fails on all images, the images where it fails join the working subset
+(:func:`~sycam.search.objectives.counterexamples`, CEGIS); the subset is a study attribute,
+so workers share it and a resume keeps it. With ``threshold`` and ``stop="first"`` the
+search ends once the best candidate's mean reaches the threshold.
 
 The budget counts evaluations in the whole study, so re-running a killed search with the
 same command finishes the remaining work, and several workers share one budget.
@@ -49,8 +56,8 @@ from ..evidence.sets import EvidenceSet
 from ..grammar.ast import Expr
 from ..grammar.printer import to_text
 from .enumerate import Enumerator
-from .ledger import INFO, SETTINGS, WORKER, Ledger, View, expression_key, info
-from .objectives import Objectives, Outcome
+from .ledger import INFO, SETTINGS, WORKER, WORKING, Ledger, View, expression_key, info
+from .objectives import Objectives, Outcome, counterexamples
 from .optuna_space import EncodingError, GrammarSpace
 from .sampling import SnapshotSampler
 from .space import SearchSpace
@@ -59,6 +66,7 @@ from .workers import DEFAULT_GRACE, DEFAULT_HEARTBEAT, Worker
 
 STRATEGIES = ("enumerate", "optuna", "both")
 SAMPLERS = ("tpe", "nsga2", "random")
+STOPS = ("budget", "first")
 DEFAULT_ENUMERATE_SIZE = 5
 
 
@@ -83,6 +91,12 @@ class Options:
     duplicate_rate: float = 0.75        # above this share of duplicates among recent TPE proposals,
                                         # the next batch is drawn uniformly from the grammar
     max_duplicates: int = 200           # repeats in a row with no new candidate nor mutation: exhausted
+    fidelity: int = 0                   # initial working subset (images scored first; 0: no stages)
+    probe: int = 8                      # images the enumerator's equivalence oracle compares on
+    threshold: float | None = None      # metric units, first objective: what a candidate must reach
+    stop: str = "budget"                # "first": end once a candidate's mean reaches the threshold
+    add: int = 2                        # counterexamples per failed candidate
+    sympy: str = "before"               # the enumerator's sympy oracle: "before", "after" or "off"
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -97,13 +111,21 @@ class Options:
             raise SearchError("give a budget: a number of candidates, a time limit, or both")
         if self.batch < 1 or self.chunk < 1:
             raise SearchError("batch and chunk sizes must be at least 1")
+        if self.fidelity < 0 or self.probe < 1 or self.add < 0:
+            raise SearchError("fidelity and counterexamples must be >= 0 and probe images >= 1")
+        if self.stop not in STOPS:
+            raise SearchError(f"stop must be one of {', '.join(STOPS)}, not {self.stop!r}")
+        if self.threshold is not None and not math.isfinite(float(self.threshold)):
+            raise SearchError(f"the threshold must be a finite number, not {self.threshold!r}")
+        if self.stop == "first" and self.threshold is None:
+            raise SearchError("stop='first' ends at the first candidate that reaches a threshold: give one")
 
 
 @dataclass
 class Progress:
-    """What the driver reports after every batch."""
+    """What the engine reports after every batch (the one progress type of a search)."""
 
-    done: int
+    done: int                     # evaluations in the whole study
     inflight: int
     budget: int | None
     phase: str
@@ -111,6 +133,7 @@ class Progress:
     best_value: float | None = None
     duplicates: int = 0
     pruned: int = 0
+    working: int = 0              # images in the working subset (grows by counterexamples)
 
 
 @dataclass
@@ -126,6 +149,7 @@ class RunSummary:
     seconds: float = 0.0
     worker: str = ""
     phases: dict[str, int] = field(default_factory=dict)
+    counterexamples: list[int] = field(default_factory=list)    # images this run added to the working subset
 
 
 # ---------------------------------------------------------------------------------- study
@@ -288,6 +312,9 @@ class Search:
                     break
                 with self.store.lock(self.name):
                     view = self._view()
+                if opts.stop == "first" and self.reached(self._incumbent):
+                    reason = "found"
+                    break
                 if opts.budget is not None and view.claimed >= opts.budget and not view.waiting:
                     reason = "budget"
                     break
@@ -329,8 +356,43 @@ class Search:
                 self.log(f"trials {failed} of stopped workers failed and queued again")
             view = self.ledger.view()
         self._incumbent = best_of(view.trials, self.directions)
+        stored = self.study.user_attrs.get(WORKING)
+        if stored is not None and self.objectives.fidelity and list(stored) != self.objectives.working:
+            self.objectives.set_working(stored)
         self._report(view, "")
         return view
+
+    def reached(self, trial) -> bool:
+        """Does this trial's first objective reach ``options.threshold`` (in the metric's direction)?"""
+        t = self.options.threshold
+        if t is None or trial is None or not trial.values:
+            return False
+        sign = 1.0 if self.directions[0] == "maximize" else -1.0
+        return sign * trial.values[0] >= sign * t
+
+    def _counterexamples(self, outcomes: Sequence[Outcome], seeds: Sequence[bool] = ()) -> None:
+        """Images on which promising candidates failed join the working subset (stored in the study)."""
+        if not self.objectives.fidelity:
+            return
+        best = self._incumbent
+        inc = best.intermediate_values if best is not None else None
+        sign = 1.0 if self.directions[0] == "maximize" else -1.0
+        added: list[int] = []
+        for j, o in enumerate(outcomes):
+            if o.status != "complete" or (j < len(seeds) and seeds[j]):
+                continue
+            rows = counterexamples(o.steps, inc, self.objectives.working + added, sign=sign,
+                                   threshold=self.options.threshold, add=self.options.add)
+            added += [r for r in rows if r not in added]
+        if not added:
+            return
+        with self.store.lock(self.name):
+            stored = self.study.user_attrs.get(WORKING) or self.objectives.working
+            rows = sorted(set(stored) | set(added))
+            self.study.set_user_attr(WORKING, rows)
+        self.objectives.set_working(rows)
+        self.summary.counterexamples += added
+        self.log(f"counterexamples: images {added} join the working subset ({len(rows)} images)")
 
     def _abandon(self) -> None:
         """Give back what this worker holds (its RUNNING trials are failed and queued again)."""
@@ -352,13 +414,19 @@ class Search:
         self.progress(Progress(view.done, view.inflight, self.options.budget, phase,
                                info(best).get("expr") if best else None,
                                best.values[0] if best else None,
-                               self.summary.duplicates, self.summary.pruned))
+                               self.summary.duplicates, self.summary.pruned,
+                               len(self.objectives.working)))
 
     # ------------------------------------------------------------------ pruning
     def _pruner(self) -> Callable[[dict[int, float]], bool] | None:
         if self.pruner is None or not self.objectives.fidelity:
             return None
-        incumbent = _Incumbent(self._incumbent, optuna.study.StudyDirection[self.directions[0].upper()])
+        best = self._incumbent
+        if best is not None:     # compared on the working subset only (a complete trial has every image)
+            work = set(self.objectives.working)
+            best = create_trial(state=TrialState.COMPLETE, values=best.values,
+                                intermediate_values={s: v for s, v in best.intermediate_values.items() if s in work})
+        incumbent = _Incumbent(best, optuna.study.StudyDirection[self.directions[0].upper()])
 
         def prune(steps: dict[int, float]) -> bool:
             if not steps:
@@ -448,6 +516,8 @@ class Search:
                 t.report(value, step)
             self._tell(t, i, o)
         self.summary.phases[phase] = self.summary.phases.get(phase, 0) + len(claimed)
+        self._counterexamples([o for o in outcomes if o is not None],
+                              [i.get("source") == "seed" for _, _, i in claimed])
 
     def _mutations(self, view: View, repeated: Sequence[Expr], tries: int = 4) -> int:
         """For each repeated proposal, enqueue one new neighbour (a subtree grown again) so a sampler
@@ -496,7 +566,7 @@ class Search:
             space = self.space.replace(max_size=size)
         except SycamError:
             return
-        enum = Enumerator(space, self.probe, chunk=self.options.chunk)
+        enum = Enumerator(space, self.probe, chunk=self.options.chunk, sympy=self.options.sympy)
         for name, cand in self.seeds.items():
             if space.contains(cand):
                 enum.register(name, cand)
@@ -547,6 +617,7 @@ class Search:
                 self.ledger.release_chunk(cid)
             else:
                 self.ledger.finish_chunk(cid, len(keep))
+        self._counterexamples([o for _, o, _ in keep])
         for _, o, _ in keep:
             self.summary.evaluated += 1
             self.summary.pruned += o.status == "pruned"

@@ -37,7 +37,7 @@ candidates scored; they just cannot become children) and enumeration stops
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import sympy
@@ -101,18 +101,6 @@ class Rep:
 
 
 @dataclass
-class Progress:
-    """What the enumerator reports to an optional callback."""
-
-    kind: str                    # "level" (a size starts), "level_done", "chunk"
-    size: int
-    counts: LevelCounts
-    bank: int
-    memory_bytes: int
-    message: str = ""
-
-
-@dataclass
 class _Group:
     """Bank terms of one (size, type): their values stacked (n, b, s, v, k, h, w) per layer once
     the level is complete (``parts`` collects them while it grows)."""
@@ -168,8 +156,7 @@ class Enumerator:
     """
 
     def __init__(self, space: SearchSpace, probe: EvidenceSet, *, memory_bytes: int = 512 * MiB,
-                 sympy: str = "before", atol: float = 1e-3, chunk: int = 256, fusion: str = "mean",
-                 progress: Callable[[Progress], None] | None = None):
+                 sympy: str = "before", atol: float = 1e-3, chunk: int = 256, fusion: str = "mean"):
         probe.require(space.evidence_terms)
         if sympy not in ("before", "after", "off"):
             raise SycamError(f"sympy must be 'before' (the observational oracle), 'after' or 'off', not {sympy!r}")
@@ -182,7 +169,6 @@ class Enumerator:
         self.index = MapIndex(atol)
         self.chunk = int(chunk)
         self.fusion = fusion
-        self.progress = progress
         self.bank: list[dict[Axes, _Group]] = [{}, {}]   # by size (index 0 unused)
         self.constants: list[Term] = []
         self.n_terms = 0
@@ -302,7 +288,6 @@ class Enumerator:
             yield from self._flush(self.counts[1])
             for size in range(2, self.space.max_size + 1):
                 level = self.counts[size] = LevelCounts(size)
-                self._report("level", level)
                 t0 = time.perf_counter()
                 for _ in self._grow(size, level):
                     level.seconds += time.perf_counter() - t0
@@ -313,7 +298,6 @@ class Enumerator:
                 level.seconds += time.perf_counter() - t0
                 yield from self._flush(level)
                 self._close_level(size)
-                self._report("level_done", level)
                 if self.frozen and not self.stop_reason:
                     self.stop_reason = "memory"
                 if self.stop_reason:
@@ -322,10 +306,6 @@ class Enumerator:
         except GeneratorExit:
             self.stop_reason = self.stop_reason or "closed"
             raise
-
-    def _report(self, kind: str, level: LevelCounts, message: str = "") -> None:
-        if self.progress is not None:
-            self.progress(Progress(kind, level.size, level, self.n_terms, self.memory_used, message))
 
     def _check_limits(self) -> bool:
         used = self.memory_used
@@ -547,7 +527,6 @@ class Enumerator:
         keep.sort(key=lambda i: pending[i][0].expr.size)
         level.candidates_observational += len(keep)
         level.seconds += time.perf_counter() - t0
-        self._report("chunk", level)
         if keep:
             idx = torch.tensor(keep, dtype=torch.long, device=maps.valid.device)
             self.last_maps = CandidateMaps([r.index_select(0, idx) for r in maps.raw], maps.valid.index_select(0, idx),

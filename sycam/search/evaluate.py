@@ -5,13 +5,15 @@ from memoised sub-terms (:class:`sycam.kernels.memo.Memo` on a
 :class:`sycam.evidence.sets.EvidenceSet`). A map with a NaN or infinity is *invalid*: its
 score is -inf, it never crashes the batch. Scores are returned "higher is better"
 (``internal = direction.sign * metric``) next to the metric's own values. ``rows=`` scores a
-subset of the images (the multi-fidelity hook).
+subset of the images (the working subset of the search's stages, :mod:`sycam.search.objectives`).
+Evaluators of several metrics share one value cache (:meth:`Evaluator.with_metric`).
 
 Forward-free metrics that accept :class:`~sycam.kernels.lowres.LowResMaps` (pointing game,
 energy pointing game, target Pearson) are scored at feature resolution, exactly.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections import OrderedDict
@@ -145,6 +147,16 @@ class Evaluator:
     def __len__(self) -> int:
         return len(self.evidence)
 
+    def with_metric(self, metric: str | Metric, *, metric_params: Mapping[str, Any] | None = None) -> "Evaluator":
+        """An evaluator of another metric on the same evidence that shares this one's value cache and
+        row-subset memos: a sub-term is computed once per image set, whatever the number of metrics."""
+        other = copy.copy(self)
+        other.metric = resolve_metric(metric, **dict(metric_params or {}))
+        check_metric_inputs(other.metric, self.evidence.batch, self.resources)
+        other.higher_is_better = other.metric.direction.sign > 0
+        other.scored, other.seconds = 0, 0.0
+        return other
+
     def memo(self, rows: Sequence[int] | None = None) -> Memo:
         """The memo of a subset of the images (all images when None); the last 3 subsets are kept."""
         key = self._all if rows is None else tuple(int(r) for r in rows)
@@ -239,23 +251,6 @@ class Evaluator:
         self.scored += len(maps) * b
         self.seconds += time.perf_counter() - t0
         return Scores(value, internal, maps.valid, list(memo_rows(rows, b)), self.higher_is_better)
-
-    def score_staged(self, candidates: Sequence[Expr], stages: Sequence[int | Sequence[int]],
-                     keep: float = 0.25) -> tuple[list[int], Scores]:
-        """Multi-fidelity: score on the first stage's images, keep the best ``keep`` fraction,
-        score those on the next stage's images, ... Returns (indices of the final survivors
-        into ``candidates``, their scores on the last stage). A stage is a number of images
-        (the first n) or a list of rows."""
-        alive = list(range(len(candidates)))
-        scores = None
-        for si, stage in enumerate(stages):
-            rows = list(range(min(int(stage), len(self)))) if isinstance(stage, int) else list(stage)
-            scores = self.score([candidates[i] for i in alive], rows)
-            if si < len(stages) - 1:
-                n_keep = max(1, math.ceil(keep * len(alive)))
-                order = torch.argsort(scores.mean, descending=True, stable=True)[:n_keep].tolist()
-                alive = [alive[i] for i in sorted(order)]
-        return alive, scores
 
     @property
     def memo_stats(self) -> CacheStats:

@@ -34,6 +34,7 @@ from .workers import DEFAULT_GRACE, is_dead, leases_of
 INFO = "sycam"
 WORKER = "sycam.worker"
 SETTINGS = "sycam.settings"
+WORKING = "sycam.working"     # the working subset of images: initial rows + counterexamples
 CHUNK = "sycam.chunk."
 MAX_RETRIES = 3
 

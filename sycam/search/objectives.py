@@ -4,11 +4,14 @@ An objective is written ``name`` or ``name:param=value,...`` (``pointing_game:to
 ``size`` is the candidate's number of nodes (minimised). Names are checked when parsed, so a
 misspelt metric fails before any model or data work.
 
-:class:`Objectives` scores candidates on the working images. With one objective and
-``fidelity`` = k, a candidate is first scored on the first k images; each image's score is
-an intermediate value for the pruner (``prune(steps) -> bool``, e.g. Optuna's
-``WilcoxonPruner`` against the best trial) and only candidates it keeps are scored on the
-remaining images. A candidate whose map is not finite on some image is *invalid*.
+:class:`Objectives` scores candidates on the search's images in the search's one staging
+scheme. With one objective and ``fidelity`` = k, a candidate is first scored on the
+**working subset** (the first k images, plus the counterexamples the search added since,
+:func:`counterexamples`); each image's score is an intermediate value for the pruner
+(``prune(steps) -> bool``, Optuna's ``WilcoxonPruner`` against the best trial) and only
+candidates it keeps are scored on the other images. A candidate whose map is not finite on
+some image is *invalid*. All metrics share one value cache and one memo per image subset
+(:meth:`~sycam.search.evaluate.Evaluator.with_metric`).
 """
 from __future__ import annotations
 
@@ -122,9 +125,9 @@ def parse_objectives(texts: Sequence[str] | str) -> list[ObjectiveSpec]:
 class Outcome:
     """The result of scoring one candidate.
 
-    status: ``complete`` (values set), ``pruned`` (stopped after the first stage) or ``invalid``;
-    steps: per-image values of the first objective on the first-stage images (image -> value;
-    empty without multi-fidelity).
+    status: ``complete`` (values set), ``pruned`` (stopped after the working subset) or ``invalid``;
+    steps: per-image values of the first objective (image -> value): on the working subset for
+    a pruned candidate, on every image for a complete one (empty without multi-fidelity).
     """
 
     status: str
@@ -140,8 +143,46 @@ def _mean_values(scores: Scores, i: int) -> float:
     return float(v[ok].mean()) if bool(ok.any()) else math.nan
 
 
+def _nanmean(values: Sequence[float]) -> float:
+    ok = [v for v in values if not math.isnan(v)]
+    return sum(ok) / len(ok) if ok else math.nan
+
+
+def counterexamples(steps: Mapping[int, float], incumbent: Mapping[int, float] | None, working: Sequence[int], *,
+                    sign: float, threshold: float | None = None, add: int = 2) -> list[int]:
+    """Images that join the working subset after a complete candidate (CEGIS).
+
+    With per-image scores s (``steps``, every image) and ``sign`` the metric's direction: the
+    candidate was *promising* if its mean over the working subset W passed, i.e.
+    ``sign * mean_W(s) >= sign * threshold``, or (no threshold) ``sign * mean_W(s) > sign * mean_W(s*)``
+    for the incumbent s*; if it then fails on all images, the images outside W where it fails
+    (``sign * s_i < sign * threshold``, or ``sign * s_i < sign * s*_i``) are counterexamples,
+    worst first, at most ``add`` of them. A candidate that passes everywhere adds none.
+    """
+    w = [r for r in working if r in steps]
+    if not w or add < 1 or (threshold is None and not incumbent):
+        return []
+    inc = dict(incumbent or {})
+    if threshold is None and any(r not in inc for r in w):
+        return []
+
+    def passes(rows: Sequence[int]) -> bool:
+        mine = sign * _nanmean([steps[r] for r in rows])
+        if threshold is not None:
+            return mine >= sign * threshold
+        return mine > sign * _nanmean([inc[r] for r in rows if r in inc])
+
+    if not passes(w) or passes(list(steps)):
+        return []
+    ws = set(w)
+    gap = {r: sign * (v - (threshold if threshold is not None else inc[r]))
+           for r, v in steps.items() if r not in ws and not math.isnan(v) and (threshold is not None or r in inc)}
+    failing = sorted((g, r) for r, g in gap.items() if g < 0)
+    return [r for _, r in failing[:add]]
+
+
 class Objectives:
-    """Scores candidates of ``space`` on ``evidence`` for every objective (one Evaluator per metric)."""
+    """Scores candidates of ``space`` on ``evidence`` for every objective (one shared value cache)."""
 
     def __init__(self, specs: Sequence[ObjectiveSpec], evidence: EvidenceSet, space: SearchSpace, *,
                  fidelity: int = 0, resources: Mapping[str, Any] | None = None, memo_bytes: int = 256 << 20,
@@ -151,24 +192,43 @@ class Objectives:
         self.evidence = evidence
         n = len(evidence)
         self.fidelity = int(fidelity) if 0 < int(fidelity) < n and len(self.specs) == 1 else 0
-        per = max(1, memo_bytes // max(1, sum(not s.is_size for s in self.specs)))
-        self.evaluators: dict[int, Evaluator] = {
-            i: Evaluator(evidence, space, s.metric(), memo_bytes=per, fusion=fusion, **dict(resources or {}))
-            for i, s in enumerate(self.specs) if not s.is_size}
-        for ev in self.evaluators.values():
-            # one block for the working images: the evaluator keeps only a few row subsets' memos,
-            # and blocks of the two stages would evict each other on every batch
-            if hasattr(ev, "row_block"):
-                ev.row_block = max(ev.row_block, n)
-        self.first = min(self.evaluators)
+        metrics = [(i, s) for i, s in enumerate(self.specs) if not s.is_size]
+        first = Evaluator(evidence, space, metrics[0][1].metric(), memo_bytes=memo_bytes, fusion=fusion,
+                          **dict(resources or {}))
+        # one block for all images: the memos of the working subset and of the other images are the
+        # row subsets the evaluator keeps; blocks of them would evict each other on every batch
+        first.row_block = max(first.row_block, n)
+        self.evaluators: dict[int, Evaluator] = {metrics[0][0]: first}
+        for i, s in metrics[1:]:
+            self.evaluators[i] = first.with_metric(s.metric())
+        self.first = metrics[0][0]
         self.directions = [s.direction for s in self.specs]
         rows = list(range(n))
-        self.stage1 = rows[: self.fidelity] if self.fidelity else rows
-        self.rest = rows[self.fidelity:] if self.fidelity else []
+        self.working: list[int] = rows[: self.fidelity] if self.fidelity else rows
 
     @property
     def names(self) -> list[str]:
         return [s.text for s in self.specs]
+
+    @property
+    def rest(self) -> list[int]:
+        """The images outside the working subset (scored only for candidates the pruner keeps)."""
+        w = set(self.working)
+        return [r for r in range(len(self.evidence)) if r not in w] if self.fidelity else []
+
+    def set_working(self, rows: Sequence[int]) -> None:
+        """Make ``rows`` (the initial subset and counterexamples, e.g. read back from a study) the
+        working subset; ignored without multi-fidelity."""
+        if not self.fidelity:
+            return
+        n = len(self.evidence)
+        rows = sorted({int(r) for r in rows})
+        if not rows or rows[0] < 0 or rows[-1] >= n:
+            raise ObjectiveError(f"a working subset must name some of the {n} working images, not {rows}")
+        self.working = rows
+
+    def _score(self, k: int, candidates: Sequence[Expr], rows: Sequence[int] | None = None) -> Scores:
+        return self.evaluators[k].score(list(candidates), rows)
 
     def evaluate(self, candidates: Sequence[Expr], prune: Callable[[dict[int, float]], bool] | None = None
                  ) -> list[Outcome]:
@@ -176,32 +236,33 @@ class Objectives:
         out: list[Outcome | None] = [None] * len(candidates)
         if not candidates:
             return []
-        first = self.evaluators[self.first]
-        s1 = first.score(list(candidates), self.stage1)
+        n = len(self.evidence)
+        work, rest = (list(self.working), self.rest) if self.fidelity else (None, [])
+        stage1 = work if work is not None else list(range(n))
+        s1 = self._score(self.first, candidates, work)
         alive: list[int] = []
         steps_of: dict[int, dict[int, float]] = {}
         for i in range(len(candidates)):
             if not bool(s1.valid[i].all()):
                 bad = int((~s1.valid[i]).sum())
-                out[i] = Outcome("invalid", images=len(self.stage1), reason=f"non-finite map on {bad} image(s)")
+                out[i] = Outcome("invalid", images=len(stage1), reason=f"non-finite map on {bad} image(s)")
                 continue
-            row_values = s1.value[i].tolist()
-            steps = ({int(r): float(v) for r, v in zip(self.stage1, row_values) if not math.isnan(v)}
+            steps = ({int(r): float(v) for r, v in zip(stage1, s1.value[i].tolist()) if not math.isnan(v)}
                      if self.fidelity else {})
             steps_of[i] = steps
-            if self.rest and prune is not None and prune(steps):
-                out[i] = Outcome("pruned", steps=steps, images=len(self.stage1))
+            if rest and prune is not None and prune(steps):
+                out[i] = Outcome("pruned", steps=steps, images=len(stage1))
                 continue
             alive.append(i)
         firsts: dict[int, float] = {}
-        if self.rest and alive:
-            s2 = first.score([candidates[i] for i in alive], self.rest)
+        if rest and alive:
+            s2 = self._score(self.first, [candidates[i] for i in alive], rest)
             for j, i in enumerate(alive):
                 if not bool(s2.valid[j].all()):
                     bad = int((~s2.valid[j]).sum())
-                    out[i] = Outcome("invalid", steps=steps_of[i], images=len(self.evidence),
-                                     reason=f"non-finite map on {bad} image(s)")
+                    out[i] = Outcome("invalid", steps=steps_of[i], images=n, reason=f"non-finite map on {bad} image(s)")
                     continue
+                steps_of[i].update({int(r): float(v) for r, v in zip(rest, s2.value[j].tolist()) if not math.isnan(v)})
                 both = torch.cat([s1.value[i], s2.value[j]])
                 ok = ~torch.isnan(both)
                 firsts[i] = float(both[ok].mean()) if bool(ok.any()) else math.nan
@@ -209,8 +270,16 @@ class Objectives:
             for i in alive:
                 firsts[i] = _mean_values(s1, i)
         alive = [i for i in alive if out[i] is None]
-        others = {k: ev.score([candidates[i] for i in alive]) for k, ev in self.evaluators.items()
-                  if k != self.first} if alive else {}
+        others: dict[int, Scores] = {}
+        if alive:
+            subsets = [work, rest] if rest else [work]      # the first objective's row subsets: their memos
+            for k in self.evaluators:
+                if k != self.first:
+                    parts = [self._score(k, [candidates[i] for i in alive], rows) for rows in subsets]
+                    others[k] = parts[0] if len(parts) == 1 else Scores(
+                        torch.cat([p.value for p in parts], 1), torch.cat([p.internal for p in parts], 1),
+                        torch.cat([p.valid for p in parts], 1), [r for p in parts for r in p.rows],
+                        parts[0].higher_is_better)
         for j, i in enumerate(alive):
             row: list[float] = []
             reason = ""
@@ -225,8 +294,8 @@ class Objectives:
                         reason = f"non-finite map ({spec.text})"
                     row.append(_mean_values(s, j))
             if reason or any(math.isnan(v) for v in row):
-                out[i] = Outcome("invalid", steps=steps_of[i], images=len(self.evidence),
+                out[i] = Outcome("invalid", steps=steps_of[i], images=n,
                                  reason=reason or "metric undefined on every image")
             else:
-                out[i] = Outcome("complete", values=row, steps=steps_of[i], images=len(self.evidence))
+                out[i] = Outcome("complete", values=row, steps=steps_of[i], images=n)
         return out   # every slot is set
