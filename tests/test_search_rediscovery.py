@@ -1,6 +1,7 @@
-"""Rediscovery on a tiny model: maps made by a known expression, the metric "Pearson to those
-maps", no seeds at all (so certainly not the target): the enumeration must find an expression
-whose maps match on held-out images (Pearson >= 0.99 on every one), within the stated budget.
+"""Rediscovery on a tiny model through the one entry point: maps made by a known expression, the
+metric "Pearson to those maps", no seeds at all (so certainly not the target): the enumeration
+stage with a threshold and ``stop="first"`` must find an expression whose maps match on
+held-out images (Pearson >= 0.99 on every one), within the stated budget.
 
 Space (the same for every target): terminals A, G, G2; + * / relu abs sum:hw max:hw;
 constant 1; weight maps; size <= 7. Budget: 30 s each (each takes a few seconds on one thread).
@@ -9,7 +10,8 @@ import time
 
 import pytest
 
-from sycam.search import Budget, EvidenceSet, SearchSpace, pearson_to, reference_maps, synthesise
+from sycam.metrics import get_metric
+from sycam.search import EvidenceSet, Options, Problem, SearchSpace, pearson_to, reference_maps, run
 from sycam.search.toy import toy_problem
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,14 +42,15 @@ def test_rediscovery_on_a_tiny_model(problem, name):
     target = TARGETS[name]
     ref = reference_maps(target, model, train.x, layer, train.labels)
     t0 = time.perf_counter()
-    params = {"reference": ref, "images": train.x, "labels": train.labels}
-    r = synthesise(space, ev, "target_pearson", metric_params=params, threshold=0.995, mode="each", seeds=False,
-                   sympy="off", budget=Budget(seconds=30))
+    metric = get_metric("target_pearson", reference=ref, images=train.x, labels=train.labels)
+    r = run(Problem(model, [layer], train, held, space=space, objectives=[metric], seeds={}, evidence=ev),
+            Options(strategy="enumerate", budget=None, seconds=30, threshold=0.999, stop="first", fidelity=4,
+                    probe=12, sympy="off"))
     seconds = time.perf_counter() - t0
-    assert r.stop_reason == "found", r.summary()
-    found = r.accepted[0].expr
+    assert r.summary.reason == "found" and r.found, (r.summary, r.best)
+    assert r.best.values[0] >= 0.999
     # held-out check through the public CAM path, independent of the search's evaluator
-    maps = reference_maps(space.heatmap(found), model, held.x, layer, held.labels)
+    maps = reference_maps(space.heatmap(r.best.expr), model, held.x, layer, held.labels)
     truth = reference_maps(target, model, held.x, layer, held.labels)
     r_held = pearson_to(maps, truth)
     assert float(r_held.min()) >= 0.99, (r.best.text, r_held.tolist())

@@ -419,18 +419,26 @@ class Search:
 
     # ------------------------------------------------------------------ pruning
     def _pruner(self) -> Callable[[dict[int, float]], bool] | None:
+        """The stage's rule on the working subset: with a threshold, stop a candidate whose mean
+        there does not reach it (what CEGIS verifies on the other images); without, the Wilcoxon
+        pruner against the incumbent's scores on the same images."""
         if self.pruner is None or not self.objectives.fidelity:
             return None
+        sign = 1.0 if self.directions[0] == "maximize" else -1.0
+        if self.options.threshold is not None:
+            tau = sign * self.options.threshold
+            return lambda steps: bool(steps) and sign * sum(steps.values()) / len(steps) < tau
         best = self._incumbent
+        work = set(self.objectives.working)
+        mine = {} if best is None else {s: v for s, v in best.intermediate_values.items() if s in work}
         if best is not None:     # compared on the working subset only (a complete trial has every image)
-            work = set(self.objectives.working)
-            best = create_trial(state=TrialState.COMPLETE, values=best.values,
-                                intermediate_values={s: v for s, v in best.intermediate_values.items() if s in work})
+            best = create_trial(state=TrialState.COMPLETE, values=best.values, intermediate_values=mine)
         incumbent = _Incumbent(best, optuna.study.StudyDirection[self.directions[0].upper()])
+        best_mean = sign * sum(mine.values()) / len(mine) if mine else math.inf
 
         def prune(steps: dict[int, float]) -> bool:
-            if not steps:
-                return False
+            if not steps or sign * sum(steps.values()) / len(steps) >= best_mean:
+                return False     # no worse on average than the incumbent: the pruner never stops it
             ft = create_trial(state=TrialState.COMPLETE, value=0.0, intermediate_values=steps)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -31,6 +31,7 @@ from ..evidence.sets import EvidenceSet
 from ..grammar.ast import Expr
 from ..grammar.parser import parse
 from ..grammar.printer import to_text
+from ..metrics.base import Metric
 from .driver import Options, Progress, RunSummary, Search, best_of, make_sampler, open_study, seed_enqueuer
 from .evaluate import check_metric_inputs
 from .ledger import INFO, WORKING
@@ -48,13 +49,14 @@ class Problem:
     """What a search works on, and where its study lives.
 
     ``working``: the images the search scores candidates on; ``held_out``: images kept for the
-    caller's report (never scored by the search); ``seeds``: the seed methods enqueued first
-    (None: every gradient seed in the space; ``{}``: none); ``storage``: a URL
-    (:func:`~sycam.search.storage.open_store`) or an open store; ``settings``: more entries of
-    the study's settings (model name, data, split), which a resume must repeat;
-    ``resources``: callables metrics need (default ``model_fn`` = ``model`` = the model);
-    ``evidence``: the working images' evidence if captured already (else captured by
-    :func:`run`).
+    caller's report (never scored by the search); ``objectives``: metric names
+    (``name:param=value``), specs or metric instances (a study records an instance by its
+    name); ``seeds``: the seed methods enqueued first (None: every gradient seed in the space;
+    ``{}``: none); ``storage``: a URL (:func:`~sycam.search.storage.open_store`) or an open
+    store; ``settings``: more entries of the study's settings (model name, data, split), which
+    a resume must repeat; ``resources``: callables metrics need (default ``model_fn`` =
+    ``model`` = the model); ``evidence``: the working images' evidence if captured already
+    (else :func:`run` captures it).
     """
 
     model: nn.Module
@@ -62,7 +64,7 @@ class Problem:
     working: Batch
     held_out: Batch | None = None
     space: SearchSpace = field(default_factory=SearchSpace)
-    objectives: Sequence[str | ObjectiveSpec] = ("energy_pointing_game",)
+    objectives: Sequence[str | ObjectiveSpec | Metric] = ("energy_pointing_game",)
     seeds: Mapping[str, Expr] | None = None
     storage: str | Store = "memory"
     study: str = "search"
@@ -72,7 +74,7 @@ class Problem:
 
     def specs(self) -> list[ObjectiveSpec]:
         """The objectives, parsed and checked (unknown names, repeats, ``size`` alone)."""
-        return parse_objectives([o.text if isinstance(o, ObjectiveSpec) else o for o in self.objectives])
+        return parse_objectives(list(self.objectives))
 
 
 @dataclass

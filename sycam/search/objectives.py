@@ -26,6 +26,7 @@ import torch
 from ..errors import SycamError
 from ..evidence.sets import EvidenceSet
 from ..grammar.ast import Expr, complexity
+from ..metrics.base import Metric
 from ..metrics.registry import get_metric
 from .evaluate import Evaluator, Scores
 from .space import SearchSpace
@@ -51,10 +52,12 @@ def _value(text: str) -> Any:
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
-    """One objective: a metric with parameters, or ``size``."""
+    """One objective: a metric with parameters, or ``size``; or a metric instance (``instance``,
+    e.g. ``target_pearson`` with reference maps), recorded in a study's settings by its name."""
 
     name: str
     params: tuple[tuple[str, Any], ...] = ()
+    instance: Metric | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_size(self) -> bool:
@@ -67,6 +70,8 @@ class ObjectiveSpec:
         return self.name + ":" + ",".join(f"{k}={v}" for k, v in self.params)
 
     def metric(self):
+        if self.instance is not None:
+            return self.instance
         return None if self.is_size else get_metric(self.name, **dict(self.params))
 
     @property
@@ -104,11 +109,22 @@ def parse_objective(text: str) -> ObjectiveSpec:
     return spec
 
 
-def parse_objectives(texts: Sequence[str] | str) -> list[ObjectiveSpec]:
-    """Objectives from CLI strings; at least one metric, no repeats."""
+def as_objective(item: str | ObjectiveSpec | Metric) -> ObjectiveSpec:
+    """An objective from a CLI string, a spec or a metric instance."""
+    if isinstance(item, ObjectiveSpec):
+        return item
+    if isinstance(item, Metric):
+        if getattr(item, "uses_maps", True) is False:
+            raise ObjectiveError(f"metric {item.name!r} does not score maps; the search scores candidate maps")
+        return ObjectiveSpec(item.name, instance=item)
+    return parse_objective(item)
+
+
+def parse_objectives(texts: Sequence[str | ObjectiveSpec | Metric] | str) -> list[ObjectiveSpec]:
+    """Objectives from CLI strings, specs or metric instances; at least one metric, no repeats."""
     if isinstance(texts, str):
         texts = [texts]
-    specs = [parse_objective(t) for t in texts]
+    specs = [as_objective(t) for t in texts]
     if not specs:
         raise ObjectiveError("give at least one metric")
     if all(s.is_size for s in specs):
