@@ -328,3 +328,30 @@ def test_a_queued_trial_killed_before_its_parameters_is_retried_whole(toy, tmp_p
     retry = [x for x in study.get_trials(deepcopy=False) if info(x).get("retry_of") == t.number]
     assert len(retry) == 1 and is_evaluation(retry[0])
     assert info(retry[0])["expr"] == "A * G / sum(A, hw)" and "queued_as" not in info(retry[0])
+
+
+# ---------------------------------------------------------------------------------- one wiring
+def test_the_cli_calls_the_same_entry_point_and_the_old_engine_is_gone(tmp_path, monkeypatch):
+    import importlib
+
+    import sycam.search
+    from sycam.cli import main
+
+    calls = []
+
+    def spy(problem, options=None, **kw):
+        calls.append((problem, options))
+        return run(problem, options, **kw)
+    monkeypatch.setattr(sycam.search, "run", spy)
+    rc = main(["--threads", "1", "search", "--model", "toy", "--data", "toy", "--size", "12", "--budget", "12",
+               "--enumerate-size", "2", "--fidelity", "4", "--no-report", "--study", "cli",
+               "--storage", f"journal:{tmp_path / 'cli.journal'}"])
+    assert rc == 0 and len(calls) == 1
+    job, opts = calls[0]
+    assert isinstance(job, Problem) and job.study == "cli" and opts.budget == 12 and opts.fidelity == 4
+    study = optuna.load_study(study_name="cli", storage=open_store(f"journal:{tmp_path / 'cli.journal'}").optuna)
+    assert len(evaluations(study)) == 12
+    for gone in ("sycam.search.synth", "sycam.search.correctness"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(gone)
+    assert not hasattr(Evaluator, "score_staged")

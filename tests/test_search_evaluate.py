@@ -138,16 +138,20 @@ def test_lower_is_better_metrics_are_negated_internally(toy):
     assert torch.allclose(s.metric_mean, s.value.mean(1))
 
 
-def test_subsets_and_staged_scoring(toy):
+def test_subsets_and_a_second_metric_on_the_same_memo(toy):
     _, _, _, space, ev = toy
     e = Evaluator(ev, space, "energy_pointing_game")
     cands = [parse(t) for t in ["mean(G, hw)", "G", "relu(G)", "A", "sum(A * G, hw) / sum(A, hw)"]]
     full = e.score(cands)
     part = e.score(cands, rows=[1, 4, 7])
     assert torch.allclose(part.value, full.value[:, [1, 4, 7]])
-    alive, staged = e.score_staged(cands, stages=[4, 12], keep=0.4)
-    top_on_4 = torch.argsort(e.score(cands, rows=range(4)).mean, descending=True)[:2].tolist()
-    assert alive == sorted(top_on_4) and staged.value.shape == (2, 12)
+    ops = e.memo().ops
+    other = e.with_metric("pointing_game")           # shares the value cache and the row subsets' memos
+    shared = other.score(cands)
+    assert e.memo().ops == ops and other.memo() is e.memo()      # no sub-term computed again
+    alone = Evaluator(ev, space, "pointing_game").score(cands)
+    assert torch.equal(shared.value, alone.value) and other.metric.name == "pointing_game"
+    assert e.metric.name == "energy_pointing_game"
 
 
 def test_errors_before_any_work(toy):
