@@ -94,6 +94,13 @@ def test_a_threshold_stops_at_the_first_candidate_that_reaches_it(setup):
     r = run(problem(setup, ["energy_pointing_game"], seeds={"gradcam": gradcam}),
             Options(budget=30, threshold=t, fidelity=4))
     assert r.summary.reason == "budget" and r.summary.evaluated == 30
+    # a threshold nothing reaches stops every candidate on the working subset: the best there is
+    # still reported, marked as not scored on every image
+    r = run(problem(setup, ["energy_pointing_game"], seeds={}),
+            Options(strategy="enumerate", budget=20, threshold=2.0, fidelity=4, probe=12))
+    assert r.summary.pruned == 20 and not r.found and r.best is not None and not r.best.complete
+    mine = r.study.trials[r.best.trial].intermediate_values
+    assert set(mine) == {0, 1, 2, 3} and r.best.values[0] == pytest.approx(sum(mine.values()) / 4)
     # one progress type, read by the CLI's bar and here
     assert events and all(isinstance(e, Progress) for e in events) and events[-1].working >= 4
     with pytest.raises(SearchError, match="give one"):

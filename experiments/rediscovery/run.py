@@ -2,9 +2,10 @@
 maps match those of a known expression it was not given?
 
 For each target expression: target maps are computed through the public CAM path on the
-training images; the search (``sycam.search.synthesise``) maximises the ``target_pearson``
-metric with a threshold, with the target kept out of the seeds; the expression it finds is
-then run through the public CAM path on held-out images and compared with the target there.
+training images; the search (``sycam.search.run``, enumeration with a threshold and
+``stop="first"``) maximises the ``target_pearson`` metric, with the target kept out of the
+seeds; the expression it finds is then run through the public CAM path on held-out images and
+compared with the target there.
 
     .venv/bin/python experiments/rediscovery/run.py --layer blocks.15 --seconds 300 \
         --out experiments/rediscovery/results_blocks15.json
@@ -28,8 +29,18 @@ sys.path.insert(0, str(ROOT))
 from sycam.data import default_benchmark, split  # noqa: E402
 from sycam.grammar import parse  # noqa: E402
 from sycam.grammar.printer import to_text  # noqa: E402
+from sycam.metrics import get_metric  # noqa: E402
 from sycam.models import load_model  # noqa: E402
-from sycam.search import Budget, EvidenceSet, SearchSpace, pearson_to, reference_maps, synthesise  # noqa: E402
+from sycam.search import (  # noqa: E402
+    EvidenceSet,
+    Options,
+    Problem,
+    SearchSpace,
+    pearson_to,
+    reference_maps,
+    run,
+)
+from sycam.search.ledger import info  # noqa: E402
 
 TARGETS = {
     "gradcampp": "gradcampp",
@@ -49,15 +60,13 @@ def main() -> None:
                     help="seeds: all gradient seeds except the target; noseeds: enumeration only")
     ap.add_argument("--seconds", type=float, default=300, help="budget per search")
     ap.add_argument("--threshold", type=float, default=0.99)
-    ap.add_argument("--mode", default="mean", choices=["mean", "each"])
     ap.add_argument("--operators", default="+,-,*,/,relu,abs,sum:hw,mean:hw,max:hw")
     ap.add_argument("--terminals", default="A,G,G2,G3")
     ap.add_argument("--constants", default="1,2")
     ap.add_argument("--max-size", type=int, default=11)
     ap.add_argument("--sympy", default="off", choices=["before", "after", "off"])
-    ap.add_argument("--probe", type=int, default=None, help="probe images (default: the working images)")
-    ap.add_argument("--memory-gb", type=float, default=2.0, help="enumerator memory budget")
-    ap.add_argument("--working", type=int, default=4)
+    ap.add_argument("--probe", type=int, default=8, help="images the enumerator's equivalence oracle compares on")
+    ap.add_argument("--working", type=int, default=4, help="initial working subset (counterexamples join it)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
     args = ap.parse_args()
@@ -86,39 +95,42 @@ def main() -> None:
             exclude = [target] if (seeds and target_tree is None) else (
                 [space.candidate(target_tree)] if seeds else [])
             t1 = time.perf_counter()
-            r = synthesise(space, ev, "target_pearson", metric_params={"reference": ref_train, "images": train.x,
-                                                                "labels": train.labels},
-                           threshold=args.threshold, mode=args.mode, seeds=seeds, exclude=exclude,
-                           sympy=args.sympy, probe=args.probe, working=args.working,
-                           budget=Budget(seconds=args.seconds, memory_bytes=int(args.memory_gb * (1 << 30))))
+            metric = get_metric("target_pearson", reference=ref_train, images=train.x, labels=train.labels)
+            job = Problem(model, [args.layer], train, held, space=space, objectives=[metric],
+                          seeds=space.seeds(None, exclude) if seeds else {}, evidence=ev,
+                          study=f"{name}-{protocol}")
+            r = run(job, Options(strategy="enumerate", budget=None, seconds=args.seconds, threshold=args.threshold,
+                                 stop="first", fidelity=args.working, probe=args.probe, sympy=args.sympy))
             search_s = time.perf_counter() - t1
-            found = r.accepted[0] if r.accepted else r.best
+            found = r.best
             held_r = None
             if found is not None:
                 maps = reference_maps(space.heatmap(found.expr), model, held.x, args.layer, held.labels)
                 held_r = pearson_to(maps, ref_held)
+            seed_scores = {info(t).get("seed"): t.values[0] for t in r.study.get_trials(deepcopy=False)
+                           if info(t).get("source") == "seed" and t.values}
             rec = {
                 "target": name, "target_expression": target if target_tree else to_text(
                     __import__("sycam.methods.seeds", fromlist=["SEEDS"]).SEEDS[target].tree),
                 "protocol": protocol, "layer": args.layer, "found": r.found,
                 "expression": found.text if found else None, "source": found.source if found else None,
                 "size": found.expr.size if found else None,
-                "train_pearson_mean": found.score if found else None,
+                "scored_on_every_image": found.complete if found else None,
+                "train_pearson_mean": found.values[0] if found else None,
                 "held_out_pearson_mean": float(held_r.mean()) if held_r is not None else None,
                 "held_out_pearson_min": float(held_r.min()) if held_r is not None else None,
-                "seconds": round(search_s, 2), "budget_seconds": args.seconds, "stop_reason": r.stop_reason,
-                "candidates_scored": r.scored, "candidate_images": r.candidate_images,
-                "seeds": {k: round(v, 4) for k, v in r.seeds.items()}, "equivalent": r.equivalent,
-                "working_set": len(r.working), "counts": r.counts,
+                "seconds": round(search_s, 2), "budget_seconds": args.seconds, "stop_reason": r.summary.reason,
+                "candidates_scored": r.summary.evaluated, "pruned_on_working_subset": r.summary.pruned,
+                "seeds": {k: round(v, 4) for k, v in seed_scores.items()},
+                "working_set": len(r.working), "counterexamples": r.summary.counterexamples,
             }
             records.append(rec)
             print(f"{name:>22} {protocol:>8}: {rec['expression']}  train {rec['train_pearson_mean']}  "
                   f"held-out mean {rec['held_out_pearson_mean']} min {rec['held_out_pearson_min']}  "
-                  f"{search_s:.1f} s, {r.scored} candidates ({r.stop_reason})", flush=True)
+                  f"{search_s:.1f} s, {r.summary.evaluated} candidates ({r.summary.reason})", flush=True)
     meta = {"command": " ".join(sys.argv), "layer": args.layer, "train_images": len(train),
             "held_out_images": len(held), "space": space.to_dict(), "threshold": args.threshold,
-            "mode": args.mode, "sympy": args.sympy, "probe": args.probe, "working": args.working,
-            "memory_gb": args.memory_gb, "setup_seconds": round(setup_s, 1),
+            "sympy": args.sympy, "probe": args.probe, "working": args.working, "setup_seconds": round(setup_s, 1),
             "torch": torch.__version__, "threads": args.threads, "machine": platform.machine(),
             "processor_count": __import__("os").cpu_count()}
     args.out.write_text(json.dumps({"meta": meta, "results": records}, indent=1))

@@ -85,6 +85,7 @@ class Candidate:
     values: list[float]
     trial: int
     source: str = ""
+    complete: bool = True     # False: stopped on the working subset (values: its mean there)
 
     @property
     def text(self) -> str:
@@ -116,6 +117,23 @@ class SearchResult:
 def _settings(problem: Problem, specs: Sequence[ObjectiveSpec], fidelity: int) -> dict:
     return {"version": SETTINGS_VERSION, "space": problem.space.to_dict(), "objectives": [s.text for s in specs],
             "layers": list(problem.layers), "fidelity": fidelity, **dict(problem.settings)}
+
+
+def _best(trials, best, direction: str) -> Candidate | None:
+    """The best complete candidate; if none completed (every one stopped on the working subset,
+    e.g. below a threshold), the best there, marked ``complete=False``."""
+    values = list(best.values) if best is not None else None
+    if best is None:
+        sign = 1.0 if direction == "maximize" else -1.0
+        scored = [(sign * sum(t.intermediate_values.values()) / len(t.intermediate_values), t) for t in trials
+                  if t.intermediate_values and "duplicate_of" not in (t.user_attrs.get(INFO) or {})]
+        if not scored:
+            return None
+        mean, best = max(scored, key=lambda p: p[0])
+        values = [sign * mean]
+    i = best.user_attrs.get(INFO) or {}
+    return Candidate(parse(i["expr"]), values, best.number, i.get("seed") or i.get("source", ""),
+                     complete=best.values is not None)
 
 
 def run(problem: Problem, options: Options | None = None, *, progress: Callable[[Progress], None] | None = None,
@@ -156,10 +174,8 @@ def run(problem: Problem, options: Options | None = None, *, progress: Callable[
     search = Search(store, study, space, objectives, options, probe=probe, seeds=seeds, pruner=pruner,
                     progress=progress, stop=stop, log=log)
     summary = search.run()
-    best = best_of(study.get_trials(deepcopy=False), directions)
-    cand = None
-    if best is not None:
-        i = best.user_attrs.get(INFO) or {}
-        cand = Candidate(parse(i["expr"]), list(best.values), best.number, i.get("seed") or i.get("source", ""))
-    return SearchResult(study, store, settings, specs, seeds, summary, cand, search.reached(best),
+    trials = study.get_trials(deepcopy=False)
+    best = best_of(trials, directions)
+    return SearchResult(study, store, settings, specs, seeds, summary, _best(trials, best, directions[0]),
+                        search.reached(best),
                         list(study.user_attrs.get(WORKING) or objectives.working), created, evidence)
