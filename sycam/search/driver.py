@@ -91,7 +91,8 @@ class Options:
     duplicate_rate: float = 0.75        # above this share of duplicates among recent TPE proposals,
                                         # the next batch is drawn uniformly from the grammar
     max_duplicates: int = 200           # repeats in a row with no new candidate nor mutation: exhausted
-    fidelity: int = 0                   # initial working subset (images scored first; 0: no stages)
+    fidelity: int = 0                   # initial working subset (images scored first; 0: no stages);
+                                        # stored with the study settings by run(): a resume repeats it
     probe: int = 8                      # images the enumerator's equivalence oracle compares on
     threshold: float | None = None      # metric units, first objective: what a candidate must reach
     stop: str = "budget"                # "first": end once a candidate's mean reaches the threshold
