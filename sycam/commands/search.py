@@ -52,8 +52,9 @@ def add(sub) -> None:
     g.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler of the optuna stage")
     g.add_argument("--batch", type=int, default=16, help="TPE trials asked at once")
     g.add_argument("--fidelity", type=int, default=8,
-                   help="score new candidates on this many images first; the Wilcoxon pruner stops "
-                        "clear losers (0: off; one objective only)")
+                   help="score new candidates on a working subset of this many images first; the Wilcoxon "
+                        "pruner stops clear losers, and images where a promising candidate fails join the "
+                        "subset (counterexamples) (0: off; one objective only)")
     g.add_argument("--probe", type=int, default=8, help="images the enumerator's equivalence oracle compares on")
     g.add_argument("--seed", type=int, help="sampler seed (default: a random one)")
     g = p.add_argument_group("study")
