@@ -121,7 +121,7 @@ def test_objectives_share_one_value_cache(setup):
         objectives = Objectives(parse_objectives(names), ev, space)
         outcomes = objectives.evaluate(cands)
         evaluators = list(objectives.evaluators.values())
-        memos = {id(m): m for e in evaluators for m in e._views.values()}
+        memos = {id(e.memo()): e.memo() for e in evaluators}       # each metric's memo of all images
         return sum(m.ops for m in memos.values()), outcomes
 
     one, a = ops(["energy_pointing_game"])
