@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from sycam.api import CAM
+from sycam.errors import UnknownNameError
 from sycam.grammar import parse
-from sycam.metrics import get_metric
+from sycam.metrics import MetricError, get_metric
 from sycam.search import EvidenceSet, Options, Problem, Progress, SearchError, SearchSpace, run
 from sycam.search.ledger import WORKING, is_evaluation
 from sycam.search.objectives import Objectives, counterexamples, parse_objectives
@@ -34,7 +35,7 @@ def setup():
 
 def problem(setup, objectives, storage="memory", seeds=None, study="s"):
     model, batch, layer, space, ev, _ = setup
-    return Problem(model, [layer], batch, space=space, objectives=objectives, seeds=seeds, storage=storage,
+    return Problem(model, layer, batch, space=space, objectives=objectives, seeds=seeds, storage=storage,
                    study=study, evidence=ev)
 
 
@@ -128,3 +129,15 @@ def test_objectives_share_one_value_cache(setup):
     two, b = ops(["energy_pointing_game", "pointing_game"])
     assert one > 0 and two == one
     assert [o.values[0] for o in a] == [o.values[0] for o in b]
+
+
+def test_an_objective_that_cannot_be_scored_fails_before_any_model_work(setup):
+    _, batch, layer, space, _, _ = setup
+
+    class Boom(torch.nn.Module):
+        def forward(self, x):
+            raise AssertionError("the model ran")
+    with pytest.raises(MetricError, match="needs model_fn="):
+        run(Problem(Boom(), layer, batch, space=space, objectives=["deletion"], resources={}), Options(budget=5))
+    with pytest.raises(UnknownNameError, match="energy_pointing_game"):
+        run(Problem(Boom(), layer, batch, space=space, objectives=["energy_pointing_gam"]), Options(budget=5))

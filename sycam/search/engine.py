@@ -72,6 +72,10 @@ class Problem:
     resources: Mapping[str, Any] | None = None
     evidence: EvidenceSet | None = None
 
+    def __post_init__(self):
+        if isinstance(self.layers, str):
+            self.layers = [self.layers]
+
     def specs(self) -> list[ObjectiveSpec]:
         """The objectives, parsed and checked (unknown names, repeats, ``size`` alone)."""
         return parse_objectives(list(self.objectives))
