@@ -130,7 +130,7 @@ def _best(trials, best, direction: str) -> Candidate | None:
     if best is None:
         sign = 1.0 if direction == "maximize" else -1.0
         scored = [(sign * sum(t.intermediate_values.values()) / len(t.intermediate_values), t) for t in trials
-                  if t.intermediate_values and "duplicate_of" not in (t.user_attrs.get(INFO) or {})]
+                  if t.intermediate_values and not {"duplicate_of", "invalid"} & set(t.user_attrs.get(INFO) or {})]
         if not scored:
             return None
         mean, best = max(scored, key=lambda p: p[0])
