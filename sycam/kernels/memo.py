@@ -13,6 +13,7 @@ The evidence is anything with ``layers`` ({layer: {terminal: 6-D tensor}}), ``in
 """
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,14 @@ HEATMAP = frozenset("bhw")
 
 def nbytes(values: Sequence[Value]) -> int:
     return sum(v.numel() * v.element_size() for v in values if isinstance(v, Tensor))
+
+
+_TOKENS = itertools.count(1)
+
+
+def new_token() -> int:
+    """A key prefix no other memo uses: memos of different evidence share one cache safely."""
+    return next(_TOKENS)
 
 
 @dataclass
@@ -109,13 +118,10 @@ class Memo:
     passes than the division.
     """
 
-    _tokens = 0
-
     def __init__(self, evidence: Any, cache: ValueCache | int = 256 * MiB):
         self.evidence = evidence
         self.cache = cache if isinstance(cache, ValueCache) else ValueCache(cache)
-        Memo._tokens += 1
-        self.token = Memo._tokens
+        self.token = new_token()
         self._layers = list(evidence.layers.values())
         self.ops = 0   # operators applied (work done)
 
@@ -165,7 +171,7 @@ class Memo:
 
 
 
-def _full(value: Value, shape: Sequence[int], like: Tensor) -> Tensor:
+def expand_value(value: Value, shape: Sequence[int], like: Tensor) -> Tensor:
     """A layout value (or a float) expanded to ``shape`` (a view)."""
     if not isinstance(value, Tensor):
         value = torch.full((1,) * len(shape), float(value), dtype=like.dtype, device=like.device)
@@ -210,13 +216,13 @@ def layer_maps(values: Sequence[Value], axes: Sequence[frozenset[str]], A: Tenso
         if t == WEIGHTS:
             weights.append(i)
             continue
-        v = _full(values[i], full[t], A)
+        v = expand_value(values[i], full[t], A)
         if t == WEIGHT_MAP:
             out[i] = torch.relu((v.reshape(b, k, h, w) * A3).sum(1))
         else:
             out[i] = v.reshape(b, h, w)
     if weights:
-        stack = torch.stack([_full(values[i], full[WEIGHTS], A) for i in weights])
+        stack = torch.stack([expand_value(values[i], full[WEIGHTS], A) for i in weights])
         out[weights] = stacked_maps(stack, WEIGHTS, A, relu)
     return out
 
@@ -235,6 +241,12 @@ class CandidateMaps:
 
     def __len__(self) -> int:
         return int(self.valid.shape[0])
+
+    def part(self, start: int, stop: int) -> "CandidateMaps":
+        """The maps of candidates start..stop-1 (views)."""
+        if start == 0 and stop >= len(self):
+            return self
+        return CandidateMaps([r[start:stop] for r in self.raw], self.valid[start:stop], self.size, self.fusion)
 
     def lowres(self) -> LowResMaps:
         """Feature-resolution maps standing for min-max(upsample(raw)) (one layer only)."""
@@ -257,15 +269,22 @@ class CandidateMaps:
 def maps_from_values(values: Sequence[Sequence[Value]], axes: Sequence[frozenset[str]], evidence: Any,
                      relu: bool = True, fusion: str = "mean") -> CandidateMaps:
     """CandidateMaps from per-candidate, per-layer values (as a :class:`Memo` returns them)."""
-    raws: list[Tensor] = []
+    raws = [layer_maps([v[li] for v in values], axes, terms["A"] if "A" in terms else _shape_only(terms), relu)
+            for li, terms in enumerate(evidence.layers.values())]
+    return candidate_maps(raws, evidence.input_size, fusion)
+
+
+def candidate_maps(raws: Sequence[Tensor], size: tuple[int, int], fusion: str = "mean") -> CandidateMaps:
+    """CandidateMaps from raw (n, b, h_l, w_l) maps per layer: a candidate's map of an image is
+    valid where it is valid on every layer (``validity``); invalid maps become zeros."""
+    out: list[Tensor] = []
     valid: Tensor | None = None
-    for li, terms in enumerate(evidence.layers.values()):
-        raw = layer_maps([v[li] for v in values], axes, terms["A"] if "A" in terms else _shape_only(terms), relu)
+    for raw in raws:
         ok = validity(raw)
-        raws.append(torch.where(ok[..., None, None], raw, torch.zeros((), dtype=raw.dtype, device=raw.device)))
+        out.append(torch.where(ok[..., None, None], raw, torch.zeros((), dtype=raw.dtype, device=raw.device)))
         valid = ok if valid is None else valid & ok
     assert valid is not None, "evidence without layers"
-    return CandidateMaps(raws, valid, evidence.input_size, fusion)
+    return CandidateMaps(out, valid, size, fusion)
 
 
 def _shape_only(terms: Mapping[str, Tensor]) -> Tensor:
