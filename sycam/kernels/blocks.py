@@ -25,7 +25,7 @@ over h, w of a late layer (49 positions, 1280 channels) run along contiguous cha
 """
 from __future__ import annotations
 
-import os as _os
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,37 +47,56 @@ def fast_layout(t: Tensor) -> Tensor:
     """A (b, s, v, k, h, w) terminal with channels innermost in memory where k >= h*w > 1 (a copy
     with the same values and shape), else ``t`` itself."""
     k, h, w = t.shape[3:]
-    if _os.environ.get("SYCAM_NOCL"):
-        return t
     if k == 1 or h * w == 1 or k < h * w or t.stride(3) == 1:
         return t
     return t.permute(0, 1, 2, 4, 5, 3).contiguous().permute(0, 1, 2, 5, 3, 4)
 
 
 class _Plan:
-    """The distinct sub-terms of a chunk of candidates, children first: each with its arguments (one
-    object per distinct sub-term, so that lookups compare by identity), its lowering and its
-    operand transforms (``Op.prepare``)."""
+    """The distinct sub-terms of a chunk of candidates as integers 0..n-1, children first: per
+    sub-term its arguments, lowering, operand transforms (``Op.prepare``) and cache key (the id the
+    memo gives each distinct sub-term it sees; integer keys hash without Python calls)."""
 
-    def __init__(self, roots: Sequence[Expr]):
-        self.order: list[Call] = []
-        self.steps: dict[Call, tuple[tuple[Expr, ...], Callable[[Sequence[Value]], Value],
-                                     dict[int, Callable[[Any], Any]]]] = {}
-        self.roots: dict[Expr, list[int]] = {}
-        self._one: dict[Expr, Expr] = {}
-        for i, root in enumerate(roots):
-            self.roots.setdefault(self._visit(root), []).append(i)
+    def __init__(self, roots: Sequence[Expr], ids: dict[Expr, int]):
+        self.ids = ids
+        self.nodes: list[Expr] = []
+        self.keys: list[int] = []
+        self.args: list[tuple[int, ...]] = []
+        self.apply: list[Callable[[Sequence[Value]], Value] | None] = []
+        self.prep: list[tuple[Callable[[Any], Any] | None, ...] | None] = []
+        self._local: dict[int, int] = {}
+        self.roots: dict[int, list[int]] = {}
+        for pos, root in enumerate(roots):
+            self.roots.setdefault(self._visit(root), []).append(pos)
+        self.calls = [i for i, n in enumerate(self.nodes) if isinstance(n, Call)]
+        self.is_call = [isinstance(n, Call) for n in self.nodes]
 
-    def _visit(self, node: Expr) -> Expr:
-        one = self._one.get(node)
-        if one is not None:
-            return one
-        self._one[node] = node
+    def _visit(self, node: Expr) -> int:
+        key = self.ids.get(node)
+        if key is None:
+            key = self.ids[node] = next(_IDS)
+        i = self._local.get(key)
+        if i is not None:
+            return i
+        args: tuple[int, ...] = ()
+        apply, prep = None, None
         if isinstance(node, Call):
             args = tuple(self._visit(a) for a in node.args)
-            self.steps[node] = (args, lowering(node), dict(OPS[node.op].prepare))
-            self.order.append(node)
-        return node
+            apply = lowering(node)
+            given = dict(OPS[node.op].prepare)
+            prep = tuple(given.get(j) for j in range(len(args))) if given else None
+        i = self._local[key] = len(self.nodes)
+        self.nodes.append(node)
+        self.keys.append(key)
+        self.args.append(args)
+        self.apply.append(apply)
+        self.prep.append(prep)
+        return i
+
+
+_IDS = itertools.count()
+#: distinct sub-terms a memo keeps ids for; beyond, it starts afresh (stale ids are never reused)
+MAX_IDS = 1 << 20
 
 
 class BlockMemo:
@@ -93,6 +112,7 @@ class BlockMemo:
         self.block_rows = n if block_rows is None else max(1, int(block_rows))
         self.blocks = [(s, min(s + self.block_rows, n)) for s in range(0, n, self.block_rows)]
         self._layers = list(evidence.layers.values())
+        self._ids: dict[Expr, int] = {}
         self.ops = 0
 
     def forget(self) -> None:
@@ -107,14 +127,17 @@ class BlockMemo:
             if t not in (WEIGHTS, WEIGHT_MAP, HEATMAP):
                 raise SycamError(f"candidate {i} has axes {sorted(t)}: it gives no map "
                                  "(expected weights, weight maps or heatmaps)")
-        plan = _Plan(candidates)
+        if len(self._ids) > MAX_IDS:
+            self._ids = {}
+        plan = _Plan(candidates, self._ids)
         b = len(self.evidence)
         raws = []
         for terms in self._layers:
             big = max(terms.values(), key=lambda t: t.numel())
             raws.append(torch.empty((len(candidates), b, *big.shape[-2:]), dtype=big.dtype, device=big.device))
+        reads_a = any(t != HEATMAP for t in axes)
         for bi in range(len(self.blocks)):
-            self._block(plan, axes, relu, bi, raws)
+            self._block(plan, axes, relu, bi, raws, self._terminal(bi, "A") if reads_a else ())
         return candidate_maps(raws, self.evidence.input_size, fusion)
 
     def _terminal(self, bi: int, name: str) -> Values:
@@ -134,122 +157,124 @@ class BlockMemo:
             hit = fast
         return hit
 
-    def _block(self, plan: _Plan, axes: Sequence[frozenset[str]], relu: bool, bi: int, raws: list[Tensor]) -> None:
-        cache, tok, L = self.cache, self.token, len(self._layers)
-        vals: dict[Expr, Values] = {}
-        terms: dict[str, Values] = {}
-        prepared: dict[tuple[Any, Expr], Values] = {}
+    def _block(self, plan: _Plan, axes: Sequence[frozenset[str]], relu: bool, bi: int, raws: list[Tensor],
+               A: Values) -> None:
+        get, put, tok, L = self.cache.get, self.cache.put, self.token, len(self._layers)
+        keys, args_of, prep_of, is_call = plan.keys, plan.args, plan.prep, plan.is_call
+        n = len(plan.nodes)
+        vals: list[Values | None] = [None] * n
+        for i, node in enumerate(plan.nodes):
+            if isinstance(node, Num):
+                vals[i] = (node.value,) * L
+            elif isinstance(node, Var):
+                vals[i] = self._terminal(bi, node.name)
+        prepared: dict[tuple[Any, int], Values] = {}
 
         # backward sweep: what to compute in this block, and how often each value is read
-        need = {r for r in plan.roots if isinstance(r, Call)}
-        uses: dict[Expr, int] = {}
-        todo: list[Call] = []
-        for node in reversed(plan.order):
-            if node not in need:
+        need = [False] * n
+        for r in plan.roots:
+            need[r] = True
+        uses = [0] * n
+        todo: list[int] = []
+        for i in reversed(plan.calls):
+            if not need[i]:
                 continue
-            hit = cache.get((tok, bi, node))
+            hit = get((tok, bi, keys[i]))
             if hit is not None:
-                vals[node] = hit
+                vals[i] = hit
                 continue
-            todo.append(node)
-            node_args, _, prep = plan.steps[node]
-            for i, a in enumerate(node_args):
-                if not isinstance(a, Call):
+            todo.append(i)
+            prep = prep_of[i]
+            for pos, j in enumerate(args_of[i]):
+                if not is_call[j]:
                     continue
-                t = prep.get(i) if prep else None
+                t = prep[pos] if prep is not None else None
                 if t is not None:
-                    if (t, a) in prepared:
+                    if (t, j) in prepared:
                         continue
-                    hit = cache.get((tok, bi, t, a))
+                    hit = get((tok, bi, t, keys[j]))
                     if hit is not None:
-                        prepared[t, a] = hit
+                        prepared[t, j] = hit
                         continue
-                need.add(a)
-                uses[a] = uses.get(a, 0) + 1
-
-        def value(a: Expr) -> Values:
-            if isinstance(a, Call):
-                return vals[a]
-            if isinstance(a, Num):
-                return (a.value,) * L
-            assert isinstance(a, Var)
-            v = terms.get(a.name)
-            if v is None:
-                v = terms[a.name] = self._terminal(bi, a.name)
-            return v
+                need[j] = True
+                uses[j] += 1
 
         weights: list[tuple[list[int], Values]] = []
-
-        def mapped(node: Expr, v: Values) -> None:
-            self._map(node, v, plan.roots[node], axes, bi, raws, weights, value)
-
-        for root in plan.roots:                 # roots known before the sweep: terminals, cached values
-            if not isinstance(root, Call) or root in vals:
-                mapped(root, value(root))
+        for r, positions in plan.roots.items():   # roots known before the sweep: terminals, cached values
+            v = vals[r]
+            if v is not None:
+                self._map(v, positions, axes, bi, raws, weights, A)
 
         # forward sweep: each operator once, on the block
-        for node in reversed(todo):
-            node_args, apply, prep = plan.steps[node]
-            args = []
-            for i, a in enumerate(node_args):
-                t = prep.get(i) if prep else None
-                if t is None:
-                    args.append(value(a))
-                    continue
-                v = prepared.get((t, a))
-                if v is None and not isinstance(a, Num):
-                    v = cache.get((tok, bi, t, a))
-                if v is None:
-                    v = tuple(t(x) for x in value(a))
-                    if not isinstance(a, Num):
-                        cache.put((tok, bi, t, a), v)
-                prepared[t, a] = v
-                args.append(v)
-            out = tuple(apply([arg[li] for arg in args]) for li in range(L))
-            self.ops += 1
-            cache.put((tok, bi, node), out)
-            if node in plan.roots:
-                mapped(node, out)
-            if uses.get(node):
-                vals[node] = out
-            for a in node_args:
-                n = uses.get(a)
-                if n is not None:
-                    if n == 1:
-                        del uses[a]
-                        vals.pop(a, None)
-                    else:
-                        uses[a] = n - 1
+        ops = 0
+        for i in reversed(todo):
+            prep = prep_of[i]
+            a_ids = args_of[i]
+            if prep is None:
+                args = [vals[j] for j in a_ids]
+            else:
+                args = []
+                for pos, j in enumerate(a_ids):
+                    t = prep[pos]
+                    if t is None:
+                        args.append(vals[j])
+                        continue
+                    v = prepared.get((t, j))
+                    if v is None:
+                        if isinstance(plan.nodes[j], Num):
+                            v = tuple(t(x) for x in vals[j])
+                        else:
+                            v = get((tok, bi, t, keys[j]))
+                            if v is None:
+                                v = tuple(t(x) for x in vals[j])
+                                put((tok, bi, t, keys[j]), v)
+                        prepared[t, j] = v
+                    args.append(v)
+            apply = plan.apply[i]
+            if L == 1:
+                out: Values = (apply([a[0] for a in args]),)
+            else:
+                out = tuple(apply([a[li] for a in args]) for li in range(L))
+            ops += 1
+            put((tok, bi, keys[i]), out)
+            positions = plan.roots.get(i)
+            if positions is not None:
+                self._map(out, positions, axes, bi, raws, weights, A)
+            if uses[i]:
+                vals[i] = out
+            for j in a_ids:
+                if uses[j]:
+                    uses[j] -= 1
+                    if not uses[j]:
+                        vals[j] = None
+        self.ops += ops
 
         if weights:                             # every channel-weight candidate of the chunk: one product
-            self._weighted(weights, bi, relu, raws, value)
+            self._weighted(weights, bi, relu, raws, A)
 
-    def _map(self, node: Expr, v: Values, positions: list[int], axes: Sequence[frozenset[str]], bi: int,
-             raws: list[Tensor], weights: list, value: Callable[[Expr], Values]) -> None:
+    def _map(self, v: Values, positions: list[int], axes: Sequence[frozenset[str]], bi: int, raws: list[Tensor],
+             weights: list[tuple[list[int], Values]], A: Values) -> None:
         t = axes[positions[0]]
         if t == WEIGHTS:
             weights.append((positions, v))
             return
         r0, r1 = self.blocks[bi]
-        A = value(Var("A")) if t == WEIGHT_MAP else None
         for li, raw in enumerate(raws):
             h, w = raw.shape[-2:]
             x = v[li]
-            if A is not None:
+            if t == WEIGHT_MAP:
                 m = torch.relu((x * A[li]).sum(3))
             else:
                 m = expand_value(x, (r1 - r0, 1, 1, 1, h, w), raw)
             raw[positions, r0:r1] = m.reshape(r1 - r0, h, w)
 
     def _weighted(self, weights: list[tuple[list[int], Values]], bi: int, relu: bool, raws: list[Tensor],
-                  value: Callable[[Expr], Values]) -> None:
+                  A: Values) -> None:
         r0, r1 = self.blocks[bi]
         b = r1 - r0
-        A = value(Var("A"))
         index = torch.tensor([i for positions, _ in weights for i in positions], device=raws[0].device)
         for li, raw in enumerate(raws):
             k, h, w = A[li].shape[3:]
             stack = torch.stack([expand_value(v[li], (b, 1, 1, k, 1, 1), raw).reshape(b, k)
                                  for positions, v in weights for _ in positions])
             raw[index, r0:r1] = weighted_maps(stack, A[li].reshape(b, k, h, w), relu=relu)
-

@@ -38,7 +38,11 @@ HEATMAP = frozenset("bhw")
 
 
 def nbytes(values: Sequence[Value]) -> int:
-    return sum(v.numel() * v.element_size() for v in values if isinstance(v, Tensor))
+    total = 0
+    for v in values:
+        if isinstance(v, Tensor):
+            total += v.numel() * v.element_size()
+    return total
 
 
 _TOKENS = itertools.count(1)
@@ -82,17 +86,20 @@ class ValueCache:
         size = nbytes(values)
         if size > self.budget:
             return                       # larger than the whole budget: never stored
-        old = self._data.pop(key, None)
+        stats, data = self.stats, self._data
+        old = data.pop(key, None)
         if old is not None:
-            self.stats.bytes -= old[1]
-        self._data[key] = (tuple(values), size)
-        self.stats.bytes += size
-        while self.stats.bytes > self.budget:
-            _, (_, s) = self._data.popitem(last=False)
-            self.stats.bytes -= s
-            self.stats.evictions += 1
-        self.stats.peak_bytes = max(self.stats.peak_bytes, self.stats.bytes)
-        self.stats.entries = len(self._data)
+            stats.bytes -= old[1]
+        data[key] = (tuple(values), size)
+        total = stats.bytes + size
+        while total > self.budget:
+            _, (_, s) = data.popitem(last=False)
+            total -= s
+            stats.evictions += 1
+        stats.bytes = total
+        if total > stats.peak_bytes:
+            stats.peak_bytes = total
+        stats.entries = len(data)
 
     def __contains__(self, key) -> bool:
         return key in self._data
