@@ -200,10 +200,11 @@ class BlockMemo:
                 uses[j] += 1
 
         weights: list[tuple[list[int], Values]] = []
+        scratch: list[Tensor] = []
         for r, positions in plan.roots.items():   # roots known before the sweep: terminals, cached values
             v = vals[r]
             if v is not None:
-                self._map(v, positions, axes, bi, raws, weights, A)
+                self._map(v, positions, axes, bi, raws, weights, A, scratch)
 
         # forward sweep: each operator once, on the block
         ops = 0
@@ -239,7 +240,7 @@ class BlockMemo:
             put((tok, bi, keys[i]), out)
             positions = plan.roots.get(i)
             if positions is not None:
-                self._map(out, positions, axes, bi, raws, weights, A)
+                self._map(out, positions, axes, bi, raws, weights, A, scratch)
             if uses[i]:
                 vals[i] = out
             for j in a_ids:
@@ -253,20 +254,27 @@ class BlockMemo:
             self._weighted(weights, bi, relu, raws, A)
 
     def _map(self, v: Values, positions: list[int], axes: Sequence[frozenset[str]], bi: int, raws: list[Tensor],
-             weights: list[tuple[list[int], Values]], A: Values) -> None:
+             weights: list[tuple[list[int], Values]], A: Values, scratch: list[Tensor]) -> None:
+        """A candidate's raw map on the block, written in place (a weight map's product W * A into
+        ``scratch``, one block-sized buffer per layer)."""
         t = axes[positions[0]]
         if t == WEIGHTS:
             weights.append((positions, v))
             return
         r0, r1 = self.blocks[bi]
+        b = r1 - r0
         for li, raw in enumerate(raws):
             h, w = raw.shape[-2:]
-            x = v[li]
+            dest = raw[positions[0], r0:r1]
             if t == WEIGHT_MAP:
-                m = torch.relu((x * A[li]).sum(3))
+                if len(scratch) <= li:
+                    scratch.append(torch.empty_like(A[li]))
+                torch.sum(torch.mul(v[li], A[li], out=scratch[li]), dim=3, out=dest.view(b, 1, 1, h, w))
+                dest.relu_()
             else:
-                m = expand_value(x, (r1 - r0, 1, 1, 1, h, w), raw)
-            raw[positions, r0:r1] = m.reshape(r1 - r0, h, w)
+                dest.copy_(expand_value(v[li], (b, 1, 1, 1, h, w), raw).reshape(b, h, w))
+            for p in positions[1:]:
+                raw[p, r0:r1] = dest
 
     def _weighted(self, weights: list[tuple[list[int], Values]], bi: int, relu: bool, raws: list[Tensor],
                   A: Values) -> None:
