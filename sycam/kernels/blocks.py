@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -37,10 +37,21 @@ from ..grammar.ast import Call, Expr, Num, Var
 from ..grammar.ops import OPS
 from .batched import weighted_maps
 from .compiler import lowering
-from .memo import (HEATMAP, WEIGHT_MAP, WEIGHTS, CandidateMaps, MiB, Value, ValueCache, candidate_maps, expand_value,
-                   new_token)
+from .memo import (
+    HEATMAP,
+    WEIGHT_MAP,
+    WEIGHTS,
+    CandidateMaps,
+    MiB,
+    Value,
+    ValueCache,
+    candidate_maps,
+    expand_value,
+    new_token,
+)
 
 Values = tuple[Value, ...]      # one value per layer
+Terminal = tuple[Tensor, ...]    # one tensor per layer
 
 
 def fast_layout(t: Tensor) -> Tensor:
@@ -140,7 +151,7 @@ class BlockMemo:
             self._block(plan, axes, relu, bi, raws, self._terminal(bi, "A") if reads_a else ())
         return candidate_maps(raws, self.evidence.input_size, fusion)
 
-    def _terminal(self, bi: int, name: str) -> Values:
+    def _terminal(self, bi: int, name: str) -> Terminal:
         r0, r1 = self.blocks[bi]
         try:
             views = tuple(terms[name][r0:r1] for terms in self._layers)
@@ -154,15 +165,15 @@ class BlockMemo:
         hit = self.cache.get(key)
         if hit is None:
             self.cache.put(key, fast)
-            hit = fast
-        return hit
+            return fast
+        return cast(Terminal, hit)
 
     def _block(self, plan: _Plan, axes: Sequence[frozenset[str]], relu: bool, bi: int, raws: list[Tensor],
-               A: Values) -> None:
+               A: Terminal) -> None:
         get, put, tok, L = self.cache.get, self.cache.put, self.token, len(self._layers)
         keys, args_of, prep_of, is_call = plan.keys, plan.args, plan.prep, plan.is_call
         n = len(plan.nodes)
-        vals: list[Values | None] = [None] * n
+        vals: list[Any] = [None] * n          # Values, or None where not (or no longer) held
         for i, node in enumerate(plan.nodes):
             if isinstance(node, Num):
                 vals[i] = (node.value,) * L
@@ -232,15 +243,16 @@ class BlockMemo:
                         prepared[t, j] = v
                     args.append(v)
             apply = plan.apply[i]
+            assert apply is not None
             if L == 1:
                 out: Values = (apply([a[0] for a in args]),)
             else:
                 out = tuple(apply([a[li] for a in args]) for li in range(L))
             ops += 1
             put((tok, bi, keys[i]), out)
-            positions = plan.roots.get(i)
-            if positions is not None:
-                self._map(out, positions, axes, bi, raws, weights, A, scratch)
+            at = plan.roots.get(i)
+            if at is not None:
+                self._map(out, at, axes, bi, raws, weights, A, scratch)
             if uses[i]:
                 vals[i] = out
             for j in a_ids:
@@ -254,7 +266,7 @@ class BlockMemo:
             self._weighted(weights, bi, relu, raws, A)
 
     def _map(self, v: Values, positions: list[int], axes: Sequence[frozenset[str]], bi: int, raws: list[Tensor],
-             weights: list[tuple[list[int], Values]], A: Values, scratch: list[Tensor]) -> None:
+             weights: list[tuple[list[int], Values]], A: Terminal, scratch: list[Tensor]) -> None:
         """A candidate's raw map on the block, written in place (a weight map's product W * A into
         ``scratch``, one block-sized buffer per layer)."""
         t = axes[positions[0]]
@@ -277,7 +289,7 @@ class BlockMemo:
                 raw[p, r0:r1] = dest
 
     def _weighted(self, weights: list[tuple[list[int], Values]], bi: int, relu: bool, raws: list[Tensor],
-                  A: Values) -> None:
+                  A: Terminal) -> None:
         r0, r1 = self.blocks[bi]
         b = r1 - r0
         index = torch.tensor([i for positions, _ in weights for i in positions], device=raws[0].device)

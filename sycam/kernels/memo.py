@@ -3,6 +3,9 @@
 * :class:`ValueCache` / :class:`Memo` - values of sub-terms keyed by AST node, so a candidate
   whose children were seen before costs one operator on stored tensors; least recently used
   values are evicted beyond a byte budget (and recomputed from their children if needed).
+  The search scores many candidates at once with :class:`sycam.kernels.blocks.BlockMemo` (the same
+  operators, scheduled for a chunk of candidates, block of images by block); ``Memo`` serves
+  one expression at a time (the enumerator's probe values, tests).
 * :func:`maps_from_values` - raw maps of n candidates: channel weights {b, k} are stacked into
   one ``weighted_maps`` product  L[n, b] = relu(sum_k w[n, b, k] A[b, k]);  per-position
   weights W (b, k, h, w) give relu(sum_k W A); heatmaps {b, h, w} are used as they are. A map

@@ -1,9 +1,10 @@
 """Scoring candidates of a search space with a metric, on evidence captured once.
 
 :class:`Evaluator` - candidates -> maps -> metric scores, batched over candidates and images,
-from memoised sub-terms (:class:`sycam.kernels.memo.Memo` on a
-:class:`sycam.evidence.sets.EvidenceSet`). A map with a NaN or infinity is *invalid*: its
-score is -inf, it never crashes the batch. Scores are returned "higher is better"
+from memoised sub-terms: the candidates' distinct sub-terms are computed together, once per block
+of images (:class:`sycam.kernels.blocks.BlockMemo` on a :class:`sycam.evidence.sets.EvidenceSet`),
+and their maps formed in the same pass (channel weights in one batched product). A map with a
+NaN or infinity is *invalid*: its score is -inf, it never crashes the batch. Scores are returned "higher is better"
 (``internal = direction.sign * metric``) next to the metric's own values. ``rows=`` scores a
 subset of the images (the multi-fidelity hook).
 
