@@ -130,3 +130,16 @@ def test_scores_do_not_depend_on_how_candidates_are_grouped():
     small = Evaluator(ev, space, "pointing_game", map_bytes=7 * per_map, chunk=3).score(cands)   # 7 at a time
     assert torch.equal(whole.valid, small.valid)
     assert torch.allclose(whole.value, small.value, equal_nan=True, rtol=0, atol=0)
+
+
+def test_a_cached_prepared_divisor_does_not_free_its_term_early():
+    """``G / (A * G)`` finds its prepared divisor in the cache and reads no value of A * G: the two
+    other readers of A * G still find it."""
+    ev = random_evidence(k=8, h=6, w=6)
+    space = SearchSpace.default()
+    memo = BlockMemo(ev, ValueCache(1 << 30), block_rows=4)
+    memo.maps([parse("1 / (A * G)")], [frozenset("bkhw")])
+    cands = [parse(t) for t in ["G / (A * G)", "A * G + 1", "relu(A * G)"]]
+    got = memo.maps(cands, [candidate_axes(c, space) for c in cands])
+    want = one_at_a_time(ev, space, cands)
+    assert torch.equal(got.raw[0], want.raw[0]) and torch.equal(got.valid, want.valid)

@@ -187,6 +187,7 @@ class BlockMemo:
             need[r] = True
         uses = [0] * n
         todo: list[int] = []
+        reads: dict[int, list[int]] = {}        # the values each computed sub-term reads from ``vals``
         for i in reversed(plan.calls):
             if not need[i]:
                 continue
@@ -195,6 +196,7 @@ class BlockMemo:
                 vals[i] = hit
                 continue
             todo.append(i)
+            read = reads[i] = []
             prep = prep_of[i]
             for pos, j in enumerate(args_of[i]):
                 if not is_call[j]:
@@ -209,6 +211,7 @@ class BlockMemo:
                         continue
                 need[j] = True
                 uses[j] += 1
+                read.append(j)
 
         weights: list[tuple[list[int], Values]] = []
         scratch: list[Tensor] = []
@@ -255,11 +258,10 @@ class BlockMemo:
                 self._map(out, at, axes, bi, raws, weights, A, scratch)
             if uses[i]:
                 vals[i] = out
-            for j in a_ids:
-                if uses[j]:
-                    uses[j] -= 1
-                    if not uses[j]:
-                        vals[j] = None
+            for j in reads[i]:
+                uses[j] -= 1
+                if not uses[j]:
+                    vals[j] = None
         self.ops += ops
 
         if weights:                             # every channel-weight candidate of the chunk: one product
