@@ -12,8 +12,12 @@ pointing game (forward-free).
 
 * **cached**: evidence captured once for all images (one forward + backward per chunk of
   images, timed separately and amortised in the last column), then
-  ``Evaluator.score(candidates)`` on every image: sub-terms memoised, one operator per new
-  node, maps and metric batched over candidates and images at feature resolution.
+  ``Evaluator.score(candidates)`` on every image (cold memo): all the candidates' distinct
+  sub-terms computed once per block of images (``sycam.kernels.blocks.BlockMemo``: one torch
+  call per sub-term and block, no Python per candidate and image; channels innermost in
+  memory), each candidate's map formed in the same pass (channel weights of all candidates in
+  one batched product, a weight map's sum over k in place), the metric batched over
+  candidates and images at feature resolution.
 * **naive**: what one does with a CAM library in a loop: for each candidate and each image,
   a ``sycam.CAM`` of the candidate's heatmap expression runs the model forward and backward
   on that image, then the metric scores the map. **grad-cam**: the same loop with

@@ -32,12 +32,30 @@ def apply_op(node: Call, args: Sequence[Value], *, prepared: bool = False) -> Va
     """One operator on its evaluated arguments (all in the 6-D layout, or floats), as its record
     computes it; ``prepared``: the record's operand transforms were applied by the caller."""
     op = OPS[node.op]
+    if prepared:
+        return lowering(node)(args)
     axes = dims(op.rule.acts_on(node.axes))
     try:
-        return op.lower(args, axes) if prepared else op.compute(args, axes)
+        return op.compute(args, axes)
     except RuntimeError:
         _check_grids(node, args)
         raise
+
+
+def lowering(node: Call) -> Callable[[Sequence[Value]], Value]:
+    """``apply_op(node, args, prepared=True)`` as a function of ``args``, with the record looked up
+    once: what a loop applying one node to many operand sets (row blocks, layers) calls."""
+    op = OPS[node.op]
+    lower = op.lower
+    axes = dims(op.rule.acts_on(node.axes))
+
+    def apply(args: Sequence[Value]) -> Value:
+        try:
+            return lower(args, axes)
+        except RuntimeError:
+            _check_grids(node, args)
+            raise
+    return apply
 
 
 def _check_grids(node: Call, args: Sequence[Value]) -> None:

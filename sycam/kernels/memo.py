@@ -3,6 +3,9 @@
 * :class:`ValueCache` / :class:`Memo` - values of sub-terms keyed by AST node, so a candidate
   whose children were seen before costs one operator on stored tensors; least recently used
   values are evicted beyond a byte budget (and recomputed from their children if needed).
+  The search scores many candidates at once with :class:`sycam.kernels.blocks.BlockMemo` (the same
+  operators, scheduled for a chunk of candidates, block of images by block); ``Memo`` serves
+  one expression at a time (the enumerator's probe values, tests).
 * :func:`maps_from_values` - raw maps of n candidates: channel weights {b, k} are stacked into
   one ``weighted_maps`` product  L[n, b] = relu(sum_k w[n, b, k] A[b, k]);  per-position
   weights W (b, k, h, w) give relu(sum_k W A); heatmaps {b, h, w} are used as they are. A map
@@ -13,6 +16,7 @@ The evidence is anything with ``layers`` ({layer: {terminal: 6-D tensor}}), ``in
 """
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +41,19 @@ HEATMAP = frozenset("bhw")
 
 
 def nbytes(values: Sequence[Value]) -> int:
-    return sum(v.numel() * v.element_size() for v in values if isinstance(v, Tensor))
+    total = 0
+    for v in values:
+        if isinstance(v, Tensor):
+            total += v.numel() * v.element_size()
+    return total
+
+
+_TOKENS = itertools.count(1)
+
+
+def new_token() -> int:
+    """A key prefix no other memo uses: memos of different evidence share one cache safely."""
+    return next(_TOKENS)
 
 
 @dataclass
@@ -73,17 +89,20 @@ class ValueCache:
         size = nbytes(values)
         if size > self.budget:
             return                       # larger than the whole budget: never stored
-        old = self._data.pop(key, None)
+        stats, data = self.stats, self._data
+        old = data.pop(key, None)
         if old is not None:
-            self.stats.bytes -= old[1]
-        self._data[key] = (tuple(values), size)
-        self.stats.bytes += size
-        while self.stats.bytes > self.budget:
-            _, (_, s) = self._data.popitem(last=False)
-            self.stats.bytes -= s
-            self.stats.evictions += 1
-        self.stats.peak_bytes = max(self.stats.peak_bytes, self.stats.bytes)
-        self.stats.entries = len(self._data)
+            stats.bytes -= old[1]
+        data[key] = (tuple(values), size)
+        total = stats.bytes + size
+        while total > self.budget:
+            _, (_, s) = data.popitem(last=False)
+            total -= s
+            stats.evictions += 1
+        stats.bytes = total
+        if total > stats.peak_bytes:
+            stats.peak_bytes = total
+        stats.entries = len(data)
 
     def __contains__(self, key) -> bool:
         return key in self._data
@@ -109,13 +128,10 @@ class Memo:
     passes than the division.
     """
 
-    _tokens = 0
-
     def __init__(self, evidence: Any, cache: ValueCache | int = 256 * MiB):
         self.evidence = evidence
         self.cache = cache if isinstance(cache, ValueCache) else ValueCache(cache)
-        Memo._tokens += 1
-        self.token = Memo._tokens
+        self.token = new_token()
         self._layers = list(evidence.layers.values())
         self.ops = 0   # operators applied (work done)
 
@@ -165,7 +181,7 @@ class Memo:
 
 
 
-def _full(value: Value, shape: Sequence[int], like: Tensor) -> Tensor:
+def expand_value(value: Value, shape: Sequence[int], like: Tensor) -> Tensor:
     """A layout value (or a float) expanded to ``shape`` (a view)."""
     if not isinstance(value, Tensor):
         value = torch.full((1,) * len(shape), float(value), dtype=like.dtype, device=like.device)
@@ -210,13 +226,13 @@ def layer_maps(values: Sequence[Value], axes: Sequence[frozenset[str]], A: Tenso
         if t == WEIGHTS:
             weights.append(i)
             continue
-        v = _full(values[i], full[t], A)
+        v = expand_value(values[i], full[t], A)
         if t == WEIGHT_MAP:
             out[i] = torch.relu((v.reshape(b, k, h, w) * A3).sum(1))
         else:
             out[i] = v.reshape(b, h, w)
     if weights:
-        stack = torch.stack([_full(values[i], full[WEIGHTS], A) for i in weights])
+        stack = torch.stack([expand_value(values[i], full[WEIGHTS], A) for i in weights])
         out[weights] = stacked_maps(stack, WEIGHTS, A, relu)
     return out
 
@@ -235,6 +251,12 @@ class CandidateMaps:
 
     def __len__(self) -> int:
         return int(self.valid.shape[0])
+
+    def part(self, start: int, stop: int) -> "CandidateMaps":
+        """The maps of candidates start..stop-1 (views)."""
+        if start == 0 and stop >= len(self):
+            return self
+        return CandidateMaps([r[start:stop] for r in self.raw], self.valid[start:stop], self.size, self.fusion)
 
     def lowres(self) -> LowResMaps:
         """Feature-resolution maps standing for min-max(upsample(raw)) (one layer only)."""
@@ -257,15 +279,22 @@ class CandidateMaps:
 def maps_from_values(values: Sequence[Sequence[Value]], axes: Sequence[frozenset[str]], evidence: Any,
                      relu: bool = True, fusion: str = "mean") -> CandidateMaps:
     """CandidateMaps from per-candidate, per-layer values (as a :class:`Memo` returns them)."""
-    raws: list[Tensor] = []
+    raws = [layer_maps([v[li] for v in values], axes, terms["A"] if "A" in terms else _shape_only(terms), relu)
+            for li, terms in enumerate(evidence.layers.values())]
+    return candidate_maps(raws, evidence.input_size, fusion)
+
+
+def candidate_maps(raws: Sequence[Tensor], size: tuple[int, int], fusion: str = "mean") -> CandidateMaps:
+    """CandidateMaps from raw (n, b, h_l, w_l) maps per layer: a candidate's map of an image is
+    valid where it is valid on every layer (``validity``); invalid maps become zeros."""
+    out: list[Tensor] = []
     valid: Tensor | None = None
-    for li, terms in enumerate(evidence.layers.values()):
-        raw = layer_maps([v[li] for v in values], axes, terms["A"] if "A" in terms else _shape_only(terms), relu)
+    for raw in raws:
         ok = validity(raw)
-        raws.append(torch.where(ok[..., None, None], raw, torch.zeros((), dtype=raw.dtype, device=raw.device)))
+        out.append(torch.where(ok[..., None, None], raw, torch.zeros((), dtype=raw.dtype, device=raw.device)))
         valid = ok if valid is None else valid & ok
     assert valid is not None, "evidence without layers"
-    return CandidateMaps(raws, valid, evidence.input_size, fusion)
+    return CandidateMaps(out, valid, size, fusion)
 
 
 def _shape_only(terms: Mapping[str, Tensor]) -> Tensor:

@@ -1,9 +1,10 @@
 """Scoring candidates of a search space with a metric, on evidence captured once.
 
 :class:`Evaluator` - candidates -> maps -> metric scores, batched over candidates and images,
-from memoised sub-terms (:class:`sycam.kernels.memo.Memo` on a
-:class:`sycam.evidence.sets.EvidenceSet`). A map with a NaN or infinity is *invalid*: its
-score is -inf, it never crashes the batch. Scores are returned "higher is better"
+from memoised sub-terms: the candidates' distinct sub-terms are computed together, once per block
+of images (:class:`sycam.kernels.blocks.BlockMemo` on a :class:`sycam.evidence.sets.EvidenceSet`),
+and their maps formed in the same pass (channel weights in one batched product). A map with a
+NaN or infinity is *invalid*: its score is -inf, it never crashes the batch. Scores are returned "higher is better"
 (``internal = direction.sign * metric``) next to the metric's own values. ``rows=`` scores a
 subset of the images (the working subset of the search's stages, :mod:`sycam.search.objectives`).
 Evaluators of several metrics share one value cache (:meth:`Evaluator.with_metric`).
@@ -30,7 +31,8 @@ from ..evidence.sets import EvidenceSet
 from ..grammar.ast import Expr, Num, Var
 from ..grammar.checker import infer
 from ..grammar.ops import OPS
-from ..kernels.memo import CacheStats, CandidateMaps, Memo, MiB, ValueCache, maps_from_values
+from ..kernels.blocks import BlockMemo
+from ..kernels.memo import CacheStats, CandidateMaps, MiB, ValueCache
 from ..metrics.base import GROUND_TRUTH, Metric, MetricError, missing_ground_truth
 from ..metrics.registry import get_metric
 from .space import OpSpec, SearchSpace
@@ -111,9 +113,10 @@ class Evaluator:
     """Scores candidates of a space on an evidence set with a metric, from memoised sub-terms.
 
     ``memo_bytes`` bounds the cached sub-term values (all row subsets together);
-    ``row_block`` images are scored at a time (default: on CPU as many as keep one terminal
-    tensor within ``CPU_BLOCK_BYTES``, so that a candidate's operators run on cache-resident
-    values - memory bandwidth is what limits elementwise search; elsewhere all images);
+    ``row_block`` images are computed at a time (:class:`~sycam.kernels.blocks.BlockMemo`;
+    default: on CPU as many as keep one terminal tensor within ``CPU_BLOCK_BYTES``, so that a
+    candidate's operators run on cache-resident values - memory bandwidth is what limits
+    element-wise search; elsewhere all images);
     ``map_bytes`` bounds the full-resolution maps materialised at once (candidates are
     chunked to fit). Callables a metric needs (``model_fn=``, ``model=``, ...) are passed as
     keyword arguments and handed to the metric.
@@ -138,7 +141,7 @@ class Evaluator:
         self.resources = {k: v for k, v in resources.items() if v is not None}
         self.batch_size = batch_size            # rows per model call of metrics that run the model
         self.higher_is_better = self.metric.direction.sign > 0
-        self._views: OrderedDict[tuple[int, ...], Memo] = OrderedDict()
+        self._views: OrderedDict[tuple[int, ...], BlockMemo] = OrderedDict()
         self._all = tuple(range(len(evidence)))
         self._axes: dict[Expr, frozenset[str]] = {}
         self.scored = 0          # candidate-images scored
@@ -157,13 +160,16 @@ class Evaluator:
         other.scored, other.seconds = 0, 0.0
         return other
 
-    def memo(self, rows: Sequence[int] | None = None) -> Memo:
-        """The memo of a subset of the images (all images when None); the last 3 subsets are kept."""
+    def memo(self, rows: Sequence[int] | None = None) -> BlockMemo:
+        """The memo of a subset of the images (all images when None), computed in blocks of
+        ``row_block`` images; the last 3 subsets are kept."""
         key = self._all if rows is None else tuple(int(r) for r in rows)
         memo = self._views.get(key)
-        if memo is None:
+        if memo is None or memo.block_rows != self.row_block:
             ev = self.evidence if key == self._all else self.evidence.rows(key)
-            memo = self._views[key] = Memo(ev, self.cache)
+            if memo is not None:
+                memo.forget()
+            memo = self._views[key] = BlockMemo(ev, self.cache, self.row_block)
             while len(self._views) > 3:
                 _, old = self._views.popitem(last=False)
                 old.forget()
@@ -203,33 +209,27 @@ class Evaluator:
 
     def maps(self, candidates: Sequence[Expr], rows: Sequence[int] | None = None) -> CandidateMaps:
         """Raw maps of the candidates on the images ``rows`` (all when None)."""
-        memo = self.memo(rows)
-        values = [memo(c) for c in candidates]
-        return maps_from_values(values, [self.axes(c) for c in candidates], memo.evidence, self.space.relu, self.fusion)
+        return self.memo(rows).maps(candidates, [self.axes(c) for c in candidates], self.space.relu, self.fusion)
 
     def score(self, candidates: Sequence[Expr], rows: Sequence[int] | None = None) -> Scores:
-        """Scores (n candidates x the images ``rows``), batched in chunks of candidates and, for
-        many images, in blocks of ``row_block`` images (each block's sub-term values are small
-        enough to stay in cache, and the memo holds many more of them)."""
-        all_rows = list(range(len(self))) if rows is None else [int(r) for r in rows]
-        if len(all_rows) > self.row_block:
-            blocks = [all_rows[i:i + self.row_block] for i in range(0, len(all_rows), self.row_block)]
-            parts = [self.score(candidates, block) for block in blocks]
-            return Scores(torch.cat([p.value for p in parts], 1), torch.cat([p.internal for p in parts], 1),
-                          torch.cat([p.valid for p in parts], 1), all_rows, self.higher_is_better)
+        """Scores (n candidates x the images ``rows``). As many candidates as their raw maps fit
+        ``map_bytes`` are computed together (their sub-terms once, block of images by block:
+        :class:`~sycam.kernels.blocks.BlockMemo`); the metric scores them ``chunk`` at a time, or
+        fewer where their maps at the input size would not fit ``map_bytes``."""
         memo = self.memo(rows)
         ev = memo.evidence
         b = len(ev)
+        grids = [max(t.shape[-1] * t.shape[-2] for t in terms.values()) for terms in ev.layers.values()]
         lowres = len(ev.layers) == 1 and self.metric.accepts_lowres
-        low = max(t.shape[-1] * t.shape[-2] for terms in ev.layers.values() for t in terms.values())
-        per_map = 4 * b * (low if lowres else ev.input_size[0] * ev.input_size[1])
+        per_map = 4 * b * (grids[0] if lowres else ev.input_size[0] * ev.input_size[1])
         step = max(1, min(self.chunk, self.map_bytes // max(per_map, 1)))
+        together = max(step, self.map_bytes // (4 * b * sum(grids)))
         parts = []
-        for i in range(0, len(candidates), step):
-            chunk = list(candidates[i:i + step])
-            cm = maps_from_values([memo(c) for c in chunk], [self.axes(c) for c in chunk], ev, self.space.relu,
-                                  self.fusion)
-            parts.append(self.score_maps(cm, rows))
+        for i in range(0, len(candidates), together):
+            chunk = list(candidates[i:i + together])
+            cm = memo.maps(chunk, [self.axes(c) for c in chunk], self.space.relu, self.fusion)
+            for j in range(0, len(chunk), step):
+                parts.append(self.score_maps(cm.part(j, j + step), rows))
         if not parts:
             empty = torch.zeros((0, b))
             return Scores(empty, empty, empty.bool(), list(memo_rows(rows, b)), self.higher_is_better)

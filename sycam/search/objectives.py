@@ -211,9 +211,6 @@ class Objectives:
         metrics = [(i, s) for i, s in enumerate(self.specs) if not s.is_size]
         first = Evaluator(evidence, space, metrics[0][1].metric(), memo_bytes=memo_bytes, fusion=fusion,
                           **dict(resources or {}))
-        # one block for all images: the memos of the working subset and of the other images are the
-        # row subsets the evaluator keeps; blocks of them would evict each other on every batch
-        first.row_block = max(first.row_block, n)
         self.evaluators: dict[int, Evaluator] = {metrics[0][0]: first}
         for i, s in metrics[1:]:
             self.evaluators[i] = first.with_metric(s.metric())
