@@ -31,6 +31,7 @@ from ..grammar.ops import OPS
 from ..kernels.memo import CacheStats, CandidateMaps, Memo, MiB, ValueCache, maps_from_values
 from ..metrics.base import GROUND_TRUTH, Metric, MetricError, missing_ground_truth
 from ..metrics.registry import get_metric
+from .reexplain import REEXPLAINED, unsearchable
 from .space import OpSpec, SearchSpace
 
 CPU_BLOCK_BYTES = 1 * MiB     # about one core's L2 cache
@@ -95,14 +96,22 @@ def resolve_metric(metric: str | Metric, **params: Any) -> Metric:
     return get_metric(metric, **params)
 
 
-def check_metric_inputs(metric: Metric, batch: Batch | None, resources: Mapping[str, Any]) -> None:
-    """Fail before any work if the metric lacks ground truth or callables it needs."""
+def check_metric_inputs(metric: Metric, batch: Batch | None, resources: Mapping[str, Any],
+                        space: SearchSpace | None = None, layers: Sequence[str] | None = None) -> None:
+    """Fail before any work if the metric cannot be searched (:func:`~sycam.search.reexplain.unsearchable`)
+    or lacks ground truth or callables it needs (a ``reexplainer=`` provides those that re-explain)."""
+    reason = unsearchable(metric, None if space is None else space.result_axes, layers)
+    if reason:
+        raise MetricError(reason)
+    provided = {k for k, v in resources.items() if v is not None}
+    if resources.get("reexplainer") is not None:
+        provided |= REEXPLAINED
     missing = missing_ground_truth(metric.needs, batch)
-    missing += [f"{need}=" for need in sorted(metric.needs - GROUND_TRUTH) if resources.get(need) is None]
+    missing += [f"{need}=" for need in sorted(metric.needs - GROUND_TRUTH) if need not in provided]
     if missing:
-        raise MetricError(f"metric {metric.name!r} needs {', '.join(dict.fromkeys(missing))}")
-    if metric.uses_maps is False:
-        raise MetricError(f"metric {metric.name!r} does not score maps; the search scores candidate maps")
+        hint = ("; give reexplainer=sycam.search.reexplain.Reexplainer(model, layers, space.evidence_terms)"
+                if set(metric.needs) & {"explainer", "explainer_factory", "axioms"} else "")
+        raise MetricError(f"metric {metric.name!r} needs {', '.join(dict.fromkeys(missing))}{hint}")
 
 
 class Evaluator:
@@ -126,7 +135,8 @@ class Evaluator:
             row_block = evidence.rows_per_block(CPU_BLOCK_BYTES) if evidence.device.type == "cpu" else len(evidence)
         self.row_block = max(1, int(row_block))
         self.metric = resolve_metric(metric, **dict(metric_params or {}))
-        check_metric_inputs(self.metric, evidence.batch, resources)
+        check_metric_inputs(self.metric, evidence.batch, resources, space, evidence.layer_names)
+        self.reexplainer = resources.pop("reexplainer", None)      # sycam.search.reexplain.Reexplainer
         evidence.require(space.evidence_terms)
         self.evidence = evidence
         self.cache = ValueCache(memo_bytes)
@@ -217,22 +227,31 @@ class Evaluator:
             chunk = list(candidates[i:i + step])
             cm = maps_from_values([memo(c) for c in chunk], [self.axes(c) for c in chunk], ev, self.space.relu,
                                   self.fusion)
-            parts.append(self.score_maps(cm, rows))
+            parts.append(self.score_maps(cm, rows, chunk))
         if not parts:
             empty = torch.zeros((0, b))
             return Scores(empty, empty, empty.bool(), list(memo_rows(rows, b)), self.higher_is_better)
         return Scores.cat(parts)
 
-    def score_maps(self, maps: CandidateMaps, rows: Sequence[int] | None = None) -> Scores:
-        """Scores of candidates whose raw maps on the images ``rows`` are already computed."""
+    def score_maps(self, maps: CandidateMaps, rows: Sequence[int] | None = None,
+                   candidates: Sequence[Expr] | None = None) -> Scores:
+        """Scores of candidates whose raw maps on the images ``rows`` are already computed (a metric
+        that re-explains also needs the ``candidates``)."""
         t0 = time.perf_counter()
-        ev = self.memo(rows).evidence
+        memo = self.memo(rows)
+        ev = memo.evidence
         b = len(ev)
         if maps.valid.shape[1] != b:
             raise SycamError(f"maps are for {maps.valid.shape[1]} images, rows name {b}")
+        resources = self.resources
+        if self.reexplainer is not None:
+            if candidates is None:
+                raise SycamError(f"metric {self.metric.name!r} re-explains: score_maps needs the candidates")
+            resources = {**resources, **self.reexplainer.resources(
+                self.metric, candidates, [self.axes(c) for c in candidates], memo)}
         lowres = len(maps.raw) == 1 and self.metric.accepts_lowres
-        m = maps.lowres() if lowres else maps.full()
-        value = self.metric(m, ev.batch, batch_size=self.batch_size, **self.resources).float()
+        m = None if not self.metric.uses_maps else maps.lowres() if lowres else maps.full()
+        value = self.metric(m, ev.batch, batch_size=self.batch_size, **resources).float()
         value = torch.where(maps.valid, value, torch.full_like(value, math.nan))
         internal = value * self.metric.direction.sign
         internal = torch.where(maps.valid, internal, torch.full_like(internal, -math.inf))
