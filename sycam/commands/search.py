@@ -92,6 +92,7 @@ def run(args) -> int:
     from ..search.objectives import Objectives, parse_objectives
     from ..search.optuna_space import GrammarSpace
     from ..search.pruning import WilcoxonPruner
+    from ..search.reexplain import Reexplainer, transform_digest
     from ..search.space import load_space
     from ..search.storage import check_study_name, open_store
 
@@ -112,10 +113,16 @@ def run(args) -> int:
 
     problem = load_problem(args, log=lambda m: console.print(m), images=images)
     train, held = split(problem.batch, args.held_out, args.split_seed)
-    resources = {"model_fn": problem.model, "model": problem.model}
+    # metrics that re-explain (robustness, equivariance, ADCC, sanity, axioms) get the candidates'
+    # maps on evidence of the transformed inputs / randomised models, captured once per image set
+    resources = {"model_fn": problem.model, "model": problem.model,
+                 "reexplainer": Reexplainer(problem.model, problem.layers, space.evidence_terms, relu=space.relu)}
     for s in specs:
         if not s.is_size:
-            check_metric_inputs(s.metric(), train, resources)
+            check_metric_inputs(s.metric(), train, resources, space, problem.layers)
+    # the seeded noise samples, transforms and randomised models, fixed with the study
+    transforms = {s.text: d for s in specs if not s.is_size
+                  for d in [transform_digest(s.metric(), train, problem.model)] if d is not None}
     fidelity = args.fidelity if len(specs) == 1 else 0
     # version 2: division is exact with x / 0 = 0 (no 1e-7 clamp): scores of version 1 studies differ
     settings = {"version": 2, "space": space.to_dict(), "objectives": [s.text for s in specs],
@@ -123,6 +130,8 @@ def run(args) -> int:
                 "data": problem.data, "fidelity": fidelity,
                 "split": {"held_out": args.held_out, "seed": args.split_seed, "train": names_digest(train),
                           "held": names_digest(held), "train_images": len(train), "held_images": len(held)}}
+    if transforms:
+        settings["transforms"] = transforms
     grammar = GrammarSpace(space)
     seeds = space.seeds()
     directions = [s.direction for s in specs]
