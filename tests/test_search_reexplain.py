@@ -103,24 +103,23 @@ def test_axiom_errors_of_the_search_equal_the_metric_on_hand_built_inputs(toy):
     image (the ablation terminal), the candidate's channel weights from the memo."""
     model, batch, layer, space, evidence = toy
     from sycam.metrics.axioms import AxiomInput
+    acts = {}
+    h = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: acts.__setitem__("A", o))
+    logits = model(batch.x)
+    h.remove()
+    A = acts["A"].detach().requires_grad_(True)
+
+    def head(a, labels):
+        pooled = (model.mix(a) * model.window).sum((2, 3))
+        return model.fc(pooled).gather(1, labels[:, None])[:, 0]
+    s = head(A, batch.labels)
+    torch.testing.assert_close(logits.gather(1, batch.labels[:, None])[:, 0], s.detach())
+    (g,) = torch.autograd.grad(s.sum(), A)
+    weights = g.sum((2, 3))                                            # sum(G, hw)
     for name in ("xgrad_conservation", "xgrad_sensitivity"):
         ev, _ = evaluator(toy, name)
         got = ev.score([parse("sum(G, hw)")]).value[0]
-        acts = {}
-        h = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: acts.__setitem__("A", o))
-        logits = model(batch.x)
-        h.remove()
-        A = acts["A"].detach()
-        A.requires_grad_(True)
-
-        def head(a, labels):
-            pooled = (model.mix(a) * model.window).sum((2, 3))
-            return model.fc(pooled).gather(1, labels[:, None])[:, 0]
-        s = head(A, batch.labels)
-        (g,) = torch.autograd.grad(s.sum(), A)
-        weights = g.sum((2, 3))
         want = get_metric(name)(None, batch, axioms=AxiomInput(A.detach(), weights, head=head))
-        torch.testing.assert_close(logits.gather(1, batch.labels[:, None])[:, 0], s.detach())
         torch.testing.assert_close(got, want.float(), atol=1e-4, rtol=1e-4)
 
 

@@ -31,7 +31,7 @@ from ..grammar.ops import OPS
 from ..kernels.memo import CacheStats, CandidateMaps, Memo, MiB, ValueCache, maps_from_values
 from ..metrics.base import GROUND_TRUTH, Metric, MetricError, missing_ground_truth
 from ..metrics.registry import get_metric
-from .reexplain import REEXPLAINED, unsearchable
+from .reexplain import REEXPLAINED, REEXPLAINS, unsearchable
 from .space import OpSpec, SearchSpace
 
 CPU_BLOCK_BYTES = 1 * MiB     # about one core's L2 cache
@@ -110,7 +110,7 @@ def check_metric_inputs(metric: Metric, batch: Batch | None, resources: Mapping[
     missing += [f"{need}=" for need in sorted(metric.needs - GROUND_TRUTH) if need not in provided]
     if missing:
         hint = ("; give reexplainer=sycam.search.reexplain.Reexplainer(model, layers, space.evidence_terms)"
-                if set(metric.needs) & {"explainer", "explainer_factory", "axioms"} else "")
+                if metric.needs & REEXPLAINS else "")
         raise MetricError(f"metric {metric.name!r} needs {', '.join(dict.fromkeys(missing))}{hint}")
 
 
@@ -244,7 +244,7 @@ class Evaluator:
         if maps.valid.shape[1] != b:
             raise SycamError(f"maps are for {maps.valid.shape[1]} images, rows name {b}")
         resources = self.resources
-        if self.reexplainer is not None:
+        if self.reexplainer is not None and self.metric.needs & REEXPLAINS:
             if candidates is None:
                 raise SycamError(f"metric {self.metric.name!r} re-explains: score_maps needs the candidates")
             resources = {**resources, **self.reexplainer.resources(

@@ -45,8 +45,10 @@ from ..metrics.robustness import Equivariance, NoiseRobustness
 from ..metrics.sanity import CascadingRandomisation
 from ..metrics.target import TargetPearson
 
+#: what a metric needs that makes it re-explain (the Reexplainer gives it per chunk of candidates)
+REEXPLAINS = frozenset({"explainer", "explainer_factory", "axioms"})
 #: the resources a Reexplainer provides to metrics
-REEXPLAINED = frozenset({"explainer", "explainer_factory", "axioms", "model_fn", "model"})
+REEXPLAINED = REEXPLAINS | {"model_fn", "model"}
 
 
 def unsearchable(metric: Metric, result_axes: Iterable[frozenset[str]] | None = None,
@@ -218,7 +220,7 @@ class Reexplainer:
         """The callables ``metric`` needs for this chunk of candidates (``memo``: the search's memo
         of the scored images, for the axioms)."""
         out: dict[str, Any] = {}
-        if "explainer" in metric.needs or "explainer_factory" in metric.needs:
+        if metric.needs & REEXPLAINS:
             out.update(model_fn=self.model_fn, model=self.model)
             out["explainer"] = CandidateExplainer(self, candidates, axes, self.model)
             out["explainer_factory"] = lambda model: CandidateExplainer(self, candidates, axes, model)
