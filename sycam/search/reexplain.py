@@ -26,6 +26,7 @@ chunk (the seeds) captures (``captures`` counts them), the others only evaluate.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -227,6 +228,15 @@ class Reexplainer:
         if "axioms" in metric.needs and memo is not None:
             out["axioms"] = self.axiom_input(memo, candidates, axes)
         return out
+
+    def cold(self) -> "Reexplainer":
+        """A copy that shares the captured evidence and logits but starts with an empty memo (what a
+        benchmark times as the per-candidate cost)."""
+        new = copy.copy(self)
+        new.cache = ValueCache(self.cache.budget)
+        new._sets = OrderedDict((k, (ev, Memo(ev, new.cache))) for k, (ev, _) in self._sets.items())
+        new._logits = OrderedDict(self._logits)
+        return new
 
     def stats(self) -> Mapping[str, int]:
         return {"captures": self.captures, "per_candidate": self.per_candidate, "forwards": self.forwards,
