@@ -25,7 +25,7 @@ CANDIDATES = ("A * G", "sum(G, hw)")      # a weight map and channel weights
 #: the same candidates as CAM expressions (a weight map W is the heatmap relu(sum(W * A, k)))
 AS_CAM = ("relu(sum(A * G * A, k))", "sum(G, hw)")
 #: metrics that cannot be searched on the toy classifier, and what their error says
-REFUSED = {"target_pearson": "reference maps", "det_deletion": "detector", "det_insertion": "detector"}
+REFUSED = {"target_pearson": "reference maps", "det_deletion": "detector's", "det_insertion": "detector's"}
 #: the toy model's prediction survives any noise, so responsiveness (over changed predictions) is NaN
 UNDEFINED = {"noise_responsiveness"}
 
@@ -49,9 +49,9 @@ def evaluator(toy, metric, **params):
 @pytest.mark.parametrize("name", available_metrics())
 def test_every_registered_metric_is_an_objective_or_says_why(toy, name):
     cands = [parse(c) for c in CANDIDATES]
-    if name in REFUSED:
-        with pytest.raises(SycamError, match=REFUSED[name]):
-            evaluator(toy, name)[0].score(cands)
+    if name in REFUSED:                    # refused when parsed: before any model work
+        with pytest.raises(ObjectiveError, match=REFUSED[name]):
+            parse_objective(name)
         return
     ev, _ = evaluator(toy, name)
     s = ev.score(cands)
@@ -194,3 +194,14 @@ def test_a_user_metric_that_re_explains_is_an_objective(toy):
     ev, _ = evaluator(toy, self_similarity)
     torch.testing.assert_close(ev.score([parse(c) for c in CANDIDATES]).value, torch.ones(2, len(toy[4])),
                                atol=1e-5, rtol=0)
+
+
+def test_a_user_metric_reading_the_axioms_gets_the_candidates_channel_weights(toy):
+    @define_metric("residual", direction="lower", needs=("axioms",))
+    def residual(maps, batch, axioms):
+        contrib = (axioms.candidate_weights()[0] * axioms.activations[None]).sum((-3, -2, -1))
+        return (axioms.score - contrib).abs() / axioms.score.abs()
+    cands = [parse(c) for c in CANDIDATES]
+    got = evaluator(toy, residual)[0].score(cands).value
+    want = evaluator(toy, "xgrad_conservation")[0].score(cands).value
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -66,6 +66,9 @@ def unsearchable(metric: Metric, result_axes: Iterable[frozenset[str]] | None = 
                     "have none: search --result weights or weight_maps")
         if layers is not None and len(layers) != 1:
             return f"metric {name!r} scores the channel weights of one layer; the search has {len(layers)} layers"
+    if getattr(metric, "reads_detections", False):
+        return (f"metric {name!r} scores a detector's re-matched detections; the search explains a "
+                "classifier's class scores (use det_pointing_box / det_energy_box, or deletion)")
     if isinstance(metric, TargetPearson) and metric.reference is None:
         return (f"metric {name!r} needs reference maps, which the command line cannot give: in Python, "
                 "get_metric('target_pearson', reference=maps, images=x, labels=classes) with maps from "
