@@ -218,7 +218,7 @@ class Evaluator:
         memo = self.memo(rows)
         ev = memo.evidence
         b = len(ev)
-        lowres = len(ev.layers) == 1 and self.metric.accepts_lowres
+        lowres = self._lowres(len(ev.layers))
         low = max(t.shape[-1] * t.shape[-2] for terms in ev.layers.values() for t in terms.values())
         per_map = 4 * b * (low if lowres else ev.input_size[0] * ev.input_size[1])
         step = max(1, min(self.chunk, self.map_bytes // max(per_map, 1)))
@@ -249,7 +249,7 @@ class Evaluator:
                 raise SycamError(f"metric {self.metric.name!r} re-explains: score_maps needs the candidates")
             resources = {**resources, **self.reexplainer.resources(
                 self.metric, candidates, [self.axes(c) for c in candidates], memo)}
-        lowres = len(maps.raw) == 1 and self.metric.accepts_lowres
+        lowres = self._lowres(len(maps.raw))
         m = None if not self.metric.uses_maps else maps.lowres() if lowres else maps.full()
         value = self.metric(m, ev.batch, batch_size=self.batch_size, **resources).float()
         value = torch.where(maps.valid, value, torch.full_like(value, math.nan))
@@ -258,6 +258,12 @@ class Evaluator:
         self.scored += len(maps) * b
         self.seconds += time.perf_counter() - t0
         return Scores(value, internal, maps.valid, list(memo_rows(rows, b)), self.higher_is_better)
+
+    def _lowres(self, layers: int) -> bool:
+        """Score at feature resolution: one layer, a metric exact there, and for a metric that
+        re-explains, a Reexplainer (whose maps of the copies are at feature resolution too)."""
+        return (layers == 1 and bool(self.metric.accepts_lowres)
+                and (self.reexplainer is not None or not self.metric.needs & REEXPLAINS))
 
     def score_staged(self, candidates: Sequence[Expr], stages: Sequence[int | Sequence[int]],
                      keep: float = 0.25) -> tuple[list[int], Scores]:
