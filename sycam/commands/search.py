@@ -173,6 +173,11 @@ def run(args) -> int:
                   f"{summary.invalid} invalid), {summary.duplicates} duplicate proposals, "
                   f"{summary.retried} trials of stopped workers retried, {summary.seconds:.1f} s; "
                   f"ended by {summary.reason}")
+    rx = resources["reexplainer"].stats()
+    if rx["captures"] or rx["per_candidate"]:
+        console.print(f"re-explained on cached evidence: {rx['captures']} captures of copies / randomised models "
+                      f"(once per image set), {rx['per_candidate']} of per-candidate inputs, "
+                      f"{rx['forwards']} model calls, {rx['hits']} cache hits")
     if summary.reason in ("stopped", "interrupted"):
         console.print("[yellow]interrupted: resume with the same command[/]")
         return 130
