@@ -91,6 +91,7 @@ def run(args) -> int:
     from ..search import Options, Problem
     from ..search import run as search
     from ..search.objectives import parse_objectives
+    from ..search.reexplain import Reexplainer
     from ..search.space import load_space
     from ..search.storage import check_study_name, open_store
 
@@ -115,8 +116,11 @@ def run(args) -> int:
     settings = {"model": problem.model_name, "weights": args.weights, "data": problem.data,
                 "split": {"held_out": args.held_out, "seed": args.split_seed, "train": names_digest(train),
                           "held": names_digest(held), "train_images": len(train), "held_images": len(held)}}
+    # one Reexplainer for the search and the report: re-explaining metrics' copies captured once
+    resources = {"model_fn": problem.model, "model": problem.model,
+                 "reexplainer": Reexplainer(problem.model, problem.layers, space.evidence_terms, relu=space.relu)}
     job = Problem(problem.model, problem.layers, train, held, space=space, objectives=specs, storage=store,
-                  study=args.study, settings=settings)
+                  study=args.study, settings=settings, resources=resources)
 
     stop = threading.Event()
     old = _stop_on_signals(stop)
@@ -139,6 +143,11 @@ def run(args) -> int:
                   f"{summary.invalid} invalid), {summary.duplicates} duplicate proposals, "
                   f"{summary.retried} trials of stopped workers retried, {summary.seconds:.1f} s; "
                   f"ended by {summary.reason}")
+    rx = resources["reexplainer"].stats()
+    if rx["captures"] or rx["per_candidate"]:
+        console.print(f"re-explained on cached evidence: {rx['captures']} captures of copies / randomised models "
+                      f"(once per image set), {rx['per_candidate']} of per-candidate inputs, "
+                      f"{rx['forwards']} model calls, {rx['hits']} cache hits")
     if summary.reason in ("stopped", "interrupted"):
         console.print("[yellow]interrupted: resume with the same command[/]")
         return 130
@@ -153,7 +162,6 @@ def run(args) -> int:
                 "duplicates_this_run": summary.duplicates, "search_seconds": round(summary.seconds, 1),
                 "total_seconds": round(time.perf_counter() - started, 1), "threads": _threads(),
                 "strategy": options.strategy, "budget": options.budget}
-    resources = {"model_fn": problem.model, "model": problem.model}
     report = write_search_report(out, study=result.study, space=space, objectives=specs, held_out=held_ev,
                                  held_batch=held, resources=resources, command=["sycam", *sys.argv[1:]],
                                  settings=result.settings, run=run_info, top=args.top, classes=problem.classes)

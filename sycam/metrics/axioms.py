@@ -36,12 +36,15 @@ class AxiomInput:
         layer to the target score (e.g. the logit). Needed for sensitivity, and for the score
         when ``score`` is not given.
     score: ``(b,)`` S(A); computed with ``head`` when None.
+    drops: ``(b,K)`` S(A) - S(A with channel k zeroed), when known (they do not depend on the
+        candidate: the search captures them once per image); computed with ``head`` when None.
     """
 
     activations: Tensor
     weights: Tensor
     head: Head | None = None
     score: Tensor | None = None
+    drops: Tensor | None = None
 
     def candidate_weights(self) -> tuple[Tensor, bool]:
         """Weights as ``(n,b,K,h,w)`` (broadcastable) and whether a candidate axis was given."""
@@ -102,6 +105,8 @@ class SensitivityError(_AxiomError):
 
     def ablation_drops(self, ax: AxiomInput, labels: Tensor, batch_size: int) -> Tensor:
         """S - S(A_{-k}) for every channel: ``(b,K)``."""
+        if ax.drops is not None:
+            return ax.drops.float()
         if ax.head is None:
             raise MetricError("xgrad_sensitivity needs AxiomInput.head to re-score ablated activations")
         a = ax.activations

@@ -86,6 +86,7 @@ class _DetectionCurve:
     """
 
     needs = frozenset({"model_fn", "boxes"})
+    reads_detections = True     # model_fn returns a detector's {boxes, scores, labels} per image
 
     def __init__(self, steps: int = 20, substrate=None, iou: float = 0.5, match: str = "iou",
                  score: str = "score"):

@@ -3,6 +3,12 @@
 Both metrics need the ``explainer`` (the candidate method(s) as a callable ``(x, labels) ->
 maps``); the similarity between maps is pluggable (a name from
 :data:`sycam.metrics.similarity.SIMILARITIES` or a callable ``(a, b) -> (...)``).
+
+With Pearson similarity (and, for equivariance, the horizontal flip) both are exact at feature
+resolution: given :class:`~sycam.kernels.lowres.LowResMaps` and an explainer with a
+``lowres(x, labels) -> (n,m,h,w)`` method (the search's, :mod:`sycam.search.reexplain`), the
+maps are compared by :func:`~sycam.metrics.similarity.pearson_lowres` (a flip commutes with the
+symmetric bilinear upsampling); otherwise they are compared at input resolution.
 """
 from __future__ import annotations
 
@@ -14,8 +20,10 @@ from torch import Tensor
 
 from ..data.batch import Batch
 from ..errors import UnknownNameError
+from ..kernels.fingerprint import fingerprint
+from ..kernels.lowres import LowResMaps
 from .base import Cost, Direction, Metric, MetricError, Resources, call_explainer, input_affine, logits_of
-from .similarity import Similarity, get_similarity
+from .similarity import Similarity, get_similarity, pearson, pearson_lowres
 
 NoiseFn = Callable[[Tensor, float, torch.Generator], Tensor]
 
@@ -80,19 +88,40 @@ class NoiseRobustness(Metric):
         self.name = {"consistency": "noise_consistency", "responsiveness": "noise_responsiveness",
                      "combined": "noise_robustness"}[kind]
         self.cost = Cost(shared_forwards=self.samples + 1, explainer_calls=self.samples)
+        self.accepts_lowres = self.similarity is pearson    # type: ignore[misc]
+        self._noisy: tuple[str, Tensor] | None = None
 
-    def parts(self, maps: Tensor, batch: Batch, res: Resources) -> dict[str, Tensor]:
-        """``similarity (n,b,T)`` and ``kept (b,T)`` for the ``T`` noisy samples."""
-        n, b = maps.shape[:2]
-        t = self.samples
+    def noisy_inputs(self, batch: Batch) -> Tensor:
+        """The ``T`` seeded noisy copies of the batch's images as model inputs ``(b*T,3,S,S)``,
+        image-major (a function of the images and the parameters; the last one is kept)."""
+        key = fingerprint(batch.images, batch.x)
+        if self._noisy is not None and self._noisy[0] == key:
+            return self._noisy[1]
         noise = NOISES[self.noise] if isinstance(self.noise, str) else self.noise
         aff = input_affine(batch)
-        gen = torch.Generator(device=maps.device).manual_seed(self.seed)
-        noisy = torch.stack([aff.to_input(noise(batch.images, self.level, gen)) for _ in range(t)], 1)
-        noisy = noisy.flatten(0, 1)  # (b*T,3,S,S), image-major
+        gen = torch.Generator(device=batch.x.device).manual_seed(self.seed)
+        noisy = torch.stack([aff.to_input(noise(batch.images, self.level, gen)) for _ in range(self.samples)], 1)
+        noisy = noisy.flatten(0, 1)
+        self._noisy = (key, noisy)
+        return noisy
+
+    def parts(self, maps: Tensor | LowResMaps, batch: Batch, res: Resources) -> dict[str, Tensor]:
+        """``similarity (n,b,T)`` and ``kept (b,T)`` for the ``T`` noisy samples."""
+        b = len(batch)
+        t = self.samples
+        noisy = self.noisy_inputs(batch)  # (b*T,3,S,S), image-major
         pred0 = logits_of(res.model_fn, batch.x, res.batch_size).argmax(1)  # type: ignore[arg-type]
         pred = logits_of(res.model_fn, noisy, res.batch_size).argmax(1).view(b, t)  # type: ignore[arg-type]
-        again = call_explainer(res.explainer, noisy, batch.labels.repeat_interleave(t), n,  # type: ignore[arg-type]
+        labels = batch.labels.repeat_interleave(t)
+        if isinstance(maps, LowResMaps):
+            n = maps.a.shape[0]
+            again = _lowres_again(res, noisy, labels, n)
+            if again is not None:
+                sim = pearson_lowres(maps.a[:, :, None], again.view(n, b, t, *again.shape[-2:]), maps.size)
+                return {"similarity": sim, "kept": pred == pred0[:, None]}
+            maps = maps.full()
+        n = maps.shape[0]
+        again = call_explainer(res.explainer, noisy, labels, n,  # type: ignore[arg-type]
                                res.batch_size).view(n, b, t, *maps.shape[-2:])
         sim = self.similarity(maps[:, :, None], again)
         return {"similarity": sim, "kept": pred == pred0[:, None]}
@@ -105,6 +134,23 @@ class NoiseRobustness(Metric):
         if self.kind == "responsiveness":
             return _masked_mean(1 - sim, ~kept)
         return torch.where(kept, sim, 1 - sim).mean(-1)
+
+
+def _lowres_again(res: Resources, x: Tensor, labels: Tensor, n: int) -> Tensor | None:
+    """Raw feature-resolution maps ``(n,m,h,w)`` of the candidates on inputs ``x`` from the
+    explainer's ``lowres`` method, in chunks of ``batch_size``; None if it has none (or declines)."""
+    lowres = getattr(res.explainer, "lowres", None)
+    if lowres is None:
+        return None
+    outs = []
+    for i in range(0, x.shape[0], res.batch_size):
+        out = lowres(x[i:i + res.batch_size], labels[i:i + res.batch_size])
+        if out is None:
+            return None
+        if out.dim() != 4 or out.shape[0] != n:
+            raise MetricError(f"explainer.lowres returned shape {tuple(out.shape)} for {n} candidate(s)")
+        outs.append(out)
+    return torch.cat(outs, dim=1)
 
 
 def _masked_mean(v: Tensor, m: Tensor) -> Tensor:
@@ -144,6 +190,7 @@ class Equivariance(Metric):
         self.similarity = get_similarity(similarity)
         self.name = {"hflip": "equivariance_flip", "shift": "equivariance_shift",
                      "scale": "equivariance_scale"}[transform]
+        self.accepts_lowres = transform == "hflip" and self.similarity is pearson    # type: ignore[misc]
 
     def apply(self, t: Tensor) -> Tensor:
         """T applied to images/inputs ``(m,C,S,S)`` (empty area = 0)."""
@@ -176,7 +223,15 @@ class Equivariance(Metric):
             return slice(o, o + size), slice(o, o + size)
         return slice(0, s), slice(0, s)
 
-    def compute(self, maps: Tensor, batch: Batch, res: Resources) -> Tensor:
+    def compute(self, maps: Tensor | LowResMaps, batch: Batch, res: Resources) -> Tensor:
+        if isinstance(maps, LowResMaps):
+            if maps.size[0] != maps.size[1]:
+                raise MetricError(f"{self.name} needs square inputs, got {maps.size}")
+            # hflip only (accepts_lowres): flip(Up(a)) = Up(flip(a)) for the symmetric upsampling
+            again = _lowres_again(res, self.apply(batch.x), batch.labels, maps.a.shape[0])
+            if again is not None:
+                return pearson_lowres(again, maps.a.flip(-1), maps.size)
+            maps = maps.full()
         n, b = maps.shape[:2]
         s = maps.shape[-1]
         if maps.shape[-2] != s:

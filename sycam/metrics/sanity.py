@@ -8,6 +8,7 @@ map. Low similarity passes the check.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -82,21 +83,28 @@ class CascadingRandomisation(Metric):
             plan.append(list(done))
         return plan
 
+    def randomised(self, model: nn.Module) -> Iterator[nn.Module]:
+        """The model after each stage of the plan: one deep copy, randomised further at each step
+        (seeded: the same models on every call)."""
+        copy_ = copy.deepcopy(model)
+        modules = dict(copy_.named_modules())
+        done: set[str] = set()
+        for stage in self._plan(copy_):
+            for i, name in enumerate(stage):
+                if name not in done:
+                    randomise_(modules[name], self.seed + i)
+                    done.add(name)
+            yield copy_
+
     def details(self, maps: Tensor, batch: Batch, res: Resources) -> dict[str, Tensor]:
         """``spearman`` and ``ssim`` per stage ``(S,n,b)`` and the ``layers`` of each stage."""
         model = res.model
         assert model is not None and res.explainer_factory is not None
         n = maps.shape[0]
-        copy_ = copy.deepcopy(model)
-        modules = dict(copy_.named_modules())
-        plan = self._plan(copy_)
-        rho, sim, done = [], [], set()
-        for stage in plan:
-            for i, name in enumerate(stage):
-                if name not in done:
-                    randomise_(modules[name], self.seed + i)
-                    done.add(name)
-            explainer = res.explainer_factory(copy_)
+        plan = self._plan(model)
+        rho, sim = [], []
+        for randomised in self.randomised(model):
+            explainer = res.explainer_factory(randomised)
             rand = call_explainer(explainer, batch.x, batch.labels, n, res.batch_size)
             rho.append(spearman(maps, rand))
             sim.append(ssim(maps, rand))

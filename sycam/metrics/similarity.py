@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import UnknownNameError
+from ..kernels.lowres import LowResMaps
 from .base import top_fraction_mask
 
 Similarity = Callable[[Tensor, Tensor], Tensor]
@@ -25,6 +26,31 @@ def pearson(a: Tensor, b: Tensor) -> Tensor:
     den = (a.square().sum(-1) * b.square().sum(-1)).sqrt()
     r = (a * b).sum(-1) / den.clamp_min(1e-300)
     return torch.where(den > 0, r, torch.zeros_like(r)).float()
+
+
+def pearson_lowres(a: Tensor, b: Tensor, size: tuple[int, int]) -> Tensor:
+    """:func:`pearson` of ``Up(a)`` and ``Up(b)``, the bilinear upsampling of feature-resolution maps
+    ``(...,h,w)`` to ``size``, computed without upsampling (exact up to rounding).
+
+    Up(a) = R a C^T is linear, so with U = kron(R, C), N = H W and M = U^T (I - 11^T/N) U,
+    Pearson = a'Mb / sqrt(a'Ma b'Mb), where a'Mb = <R^T R a C^T C, b> - (r'ac)(r'bc)/N (r, c the
+    column sums of R, C). Pearson is invariant to a per-map min-max (a positive affine change),
+    so this is also the Pearson of the post-processed maps. 0 where either map is constant.
+    """
+    h, w = a.shape[-2:]
+    R, C = (m.double() for m in LowResMaps(torch.zeros(1, h, w, device=a.device), size).matrices())
+    RtR, CtC = R.T @ R, C.T @ C
+    r, c = R.sum(0), C.sum(0)
+    n = float(size[0] * size[1])
+    a, b = a.double(), b.double()
+    ka, kb = RtR @ a @ CtC, RtR @ b @ CtC
+    sa, sb = (a * (r[:, None] * c[None, :])).sum((-2, -1)), (b * (r[:, None] * c[None, :])).sum((-2, -1))
+    aa, bb = (ka * a).sum((-2, -1)), (kb * b).sum((-2, -1))
+    ab = (ka * b).sum((-2, -1)) - sa * sb / n
+    va, vb = aa - sa * sa / n, bb - sb * sb / n
+    ok = (va > 1e-12 * aa.clamp_min(1e-300)) & (vb > 1e-12 * bb.clamp_min(1e-300))
+    den = (va.clamp_min(0) * vb.clamp_min(0)).sqrt()
+    return torch.where(ok, ab / den.clamp_min(1e-300), torch.zeros_like(ab)).clamp(-1, 1).float()
 
 
 def midranks(x: Tensor) -> Tensor:

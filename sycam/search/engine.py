@@ -38,6 +38,7 @@ from .ledger import INFO, WORKING
 from .objectives import Objectives, ObjectiveSpec, parse_objectives
 from .optuna_space import GrammarSpace
 from .pruning import WilcoxonPruner
+from .reexplain import REEXPLAINS, Reexplainer, transform_digest
 from .space import SearchSpace
 from .storage import Store, check_study_name, open_store
 
@@ -150,14 +151,24 @@ def run(problem: Problem, options: Options | None = None, *, progress: Callable[
     specs = problem.specs()
     check_study_name(problem.study)
     store = problem.storage if isinstance(problem.storage, Store) else open_store(problem.storage)
+    # metrics that re-explain (robustness, equivariance, ADCC, sanity, axioms) get the candidates'
+    # maps on evidence of the transformed inputs / randomised models, captured once per image set
     resources = dict(problem.resources) if problem.resources is not None else {"model_fn": problem.model,
                                                                                 "model": problem.model}
+    if any(s.metric().needs & REEXPLAINS for s in specs if not s.is_size) and "reexplainer" not in resources:
+        resources["reexplainer"] = Reexplainer(problem.model, list(problem.layers), space.evidence_terms,
+                                               relu=space.relu)
     for s in specs:
         if not s.is_size:
-            check_metric_inputs(s.metric(), problem.working, resources)
+            check_metric_inputs(s.metric(), problem.working, resources, space, list(problem.layers))
     seeds = space.seeds() if problem.seeds is None else dict(problem.seeds)
     fidelity = options.fidelity if len(specs) == 1 else 0
     settings = _settings(problem, specs, fidelity)
+    # the seeded noise samples, transforms and randomised models, fixed with the study
+    transforms = {s.text: d for s in specs if not s.is_size
+                  for d in [transform_digest(s.metric(), problem.working, problem.model)] if d is not None}
+    if transforms:
+        settings["transforms"] = transforms
     directions = [s.direction for s in specs]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = WilcoxonPruner(p_threshold=0.1) if fidelity else None

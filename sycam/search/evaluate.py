@@ -35,6 +35,7 @@ from ..kernels.blocks import BlockMemo
 from ..kernels.memo import CacheStats, CandidateMaps, MiB, ValueCache
 from ..metrics.base import GROUND_TRUTH, Metric, MetricError, missing_ground_truth
 from ..metrics.registry import get_metric
+from .reexplain import REEXPLAINED, REEXPLAINS, unsearchable
 from .space import OpSpec, SearchSpace
 
 CPU_BLOCK_BYTES = 1 * MiB     # about one core's L2 cache
@@ -99,14 +100,22 @@ def resolve_metric(metric: str | Metric, **params: Any) -> Metric:
     return get_metric(metric, **params)
 
 
-def check_metric_inputs(metric: Metric, batch: Batch | None, resources: Mapping[str, Any]) -> None:
-    """Fail before any work if the metric lacks ground truth or callables it needs."""
+def check_metric_inputs(metric: Metric, batch: Batch | None, resources: Mapping[str, Any],
+                        space: SearchSpace | None = None, layers: Sequence[str] | None = None) -> None:
+    """Fail before any work if the metric cannot be searched (:func:`~sycam.search.reexplain.unsearchable`)
+    or lacks ground truth or callables it needs (a ``reexplainer=`` provides those that re-explain)."""
+    reason = unsearchable(metric, None if space is None else space.result_axes, layers)
+    if reason:
+        raise MetricError(reason)
+    provided = {k for k, v in resources.items() if v is not None}
+    if resources.get("reexplainer") is not None:
+        provided |= REEXPLAINED
     missing = missing_ground_truth(metric.needs, batch)
-    missing += [f"{need}=" for need in sorted(metric.needs - GROUND_TRUTH) if resources.get(need) is None]
+    missing += [f"{need}=" for need in sorted(metric.needs - GROUND_TRUTH) if need not in provided]
     if missing:
-        raise MetricError(f"metric {metric.name!r} needs {', '.join(dict.fromkeys(missing))}")
-    if metric.uses_maps is False:
-        raise MetricError(f"metric {metric.name!r} does not score maps; the search scores candidate maps")
+        hint = ("; give reexplainer=sycam.search.reexplain.Reexplainer(model, layers, space.evidence_terms)"
+                if metric.needs & REEXPLAINS else "")
+        raise MetricError(f"metric {metric.name!r} needs {', '.join(dict.fromkeys(missing))}{hint}")
 
 
 class Evaluator:
@@ -131,7 +140,8 @@ class Evaluator:
             row_block = evidence.rows_per_block(CPU_BLOCK_BYTES) if evidence.device.type == "cpu" else len(evidence)
         self.row_block = max(1, int(row_block))
         self.metric = resolve_metric(metric, **dict(metric_params or {}))
-        check_metric_inputs(self.metric, evidence.batch, resources)
+        check_metric_inputs(self.metric, evidence.batch, resources, space, evidence.layer_names)
+        self.reexplainer = resources.pop("reexplainer", None)      # sycam.search.reexplain.Reexplainer
         evidence.require(space.evidence_terms)
         self.evidence = evidence
         self.cache = ValueCache(memo_bytes)
@@ -155,7 +165,7 @@ class Evaluator:
         row-subset memos: a sub-term is computed once per image set, whatever the number of metrics."""
         other = copy.copy(self)
         other.metric = resolve_metric(metric, **dict(metric_params or {}))
-        check_metric_inputs(other.metric, self.evidence.batch, self.resources)
+        check_metric_inputs(other.metric, self.evidence.batch, {**self.resources, "reexplainer": self.reexplainer})
         other.higher_is_better = other.metric.direction.sign > 0
         other.scored, other.seconds = 0, 0.0
         return other
@@ -220,7 +230,7 @@ class Evaluator:
         ev = memo.evidence
         b = len(ev)
         grids = [max(t.shape[-1] * t.shape[-2] for t in terms.values()) for terms in ev.layers.values()]
-        lowres = len(ev.layers) == 1 and self.metric.accepts_lowres
+        lowres = self._lowres(len(ev.layers))
         per_map = 4 * b * (grids[0] if lowres else ev.input_size[0] * ev.input_size[1])
         step = max(1, min(self.chunk, self.map_bytes // max(per_map, 1)))
         together = max(step, self.map_bytes // (4 * b * sum(grids)))
@@ -229,28 +239,43 @@ class Evaluator:
             chunk = list(candidates[i:i + together])
             cm = memo.maps(chunk, [self.axes(c) for c in chunk], self.space.relu, self.fusion)
             for j in range(0, len(chunk), step):
-                parts.append(self.score_maps(cm.part(j, j + step), rows))
+                parts.append(self.score_maps(cm.part(j, j + step), rows, chunk[j:j + step]))
         if not parts:
             empty = torch.zeros((0, b))
             return Scores(empty, empty, empty.bool(), list(memo_rows(rows, b)), self.higher_is_better)
         return Scores.cat(parts)
 
-    def score_maps(self, maps: CandidateMaps, rows: Sequence[int] | None = None) -> Scores:
-        """Scores of candidates whose raw maps on the images ``rows`` are already computed."""
+    def score_maps(self, maps: CandidateMaps, rows: Sequence[int] | None = None,
+                   candidates: Sequence[Expr] | None = None) -> Scores:
+        """Scores of candidates whose raw maps on the images ``rows`` are already computed (a metric
+        that re-explains also needs the ``candidates``)."""
         t0 = time.perf_counter()
-        ev = self.memo(rows).evidence
+        memo = self.memo(rows)
+        ev = memo.evidence
         b = len(ev)
         if maps.valid.shape[1] != b:
             raise SycamError(f"maps are for {maps.valid.shape[1]} images, rows name {b}")
-        lowres = len(maps.raw) == 1 and self.metric.accepts_lowres
-        m = maps.lowres() if lowres else maps.full()
-        value = self.metric(m, ev.batch, batch_size=self.batch_size, **self.resources).float()
+        resources = self.resources
+        if self.reexplainer is not None and self.metric.needs & REEXPLAINS:
+            if candidates is None:
+                raise SycamError(f"metric {self.metric.name!r} re-explains: score_maps needs the candidates")
+            resources = {**resources, **self.reexplainer.resources(
+                self.metric, candidates, [self.axes(c) for c in candidates], memo)}
+        lowres = self._lowres(len(maps.raw))
+        m = None if not self.metric.uses_maps else maps.lowres() if lowres else maps.full()
+        value = self.metric(m, ev.batch, batch_size=self.batch_size, **resources).float()
         value = torch.where(maps.valid, value, torch.full_like(value, math.nan))
         internal = value * self.metric.direction.sign
         internal = torch.where(maps.valid, internal, torch.full_like(internal, -math.inf))
         self.scored += len(maps) * b
         self.seconds += time.perf_counter() - t0
         return Scores(value, internal, maps.valid, list(memo_rows(rows, b)), self.higher_is_better)
+
+    def _lowres(self, layers: int) -> bool:
+        """Score at feature resolution: one layer, a metric exact there, and for a metric that
+        re-explains, a Reexplainer (whose maps of the copies are at feature resolution too)."""
+        return (layers == 1 and bool(self.metric.accepts_lowres)
+                and (self.reexplainer is not None or not self.metric.needs & REEXPLAINS))
 
     @property
     def memo_stats(self) -> CacheStats:

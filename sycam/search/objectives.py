@@ -29,6 +29,7 @@ from ..grammar.ast import Expr, complexity
 from ..metrics.base import Metric
 from ..metrics.registry import get_metric
 from .evaluate import Evaluator, Scores
+from .reexplain import unsearchable
 from .space import SearchSpace
 
 SIZE = "size"
@@ -103,9 +104,9 @@ def parse_objective(text: str) -> ObjectiveSpec:
         if params:
             raise ObjectiveError("the size objective takes no parameters")
         return spec
-    m = spec.metric()          # UnknownNameError with close matches / bad parameters
-    if getattr(m, "uses_maps", True) is False:
-        raise ObjectiveError(f"metric {name!r} does not score maps; the search scores candidate maps")
+    reason = unsearchable(spec.metric())   # UnknownNameError with close matches / bad parameters
+    if reason:
+        raise ObjectiveError(reason)
     return spec
 
 
