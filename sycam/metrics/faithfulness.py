@@ -25,6 +25,7 @@ from .base import (
     Resources,
     ScoreFn,
     call_explainer_per_candidate,
+    dedup_rows,
     input_affine,
     logits_of,
     run_model,
@@ -97,11 +98,19 @@ def _ranks(maps: Tensor) -> Tensor:
 
 
 class _PerturbationCurve(Metric):
-    """Shared machinery of insertion and deletion."""
+    """Shared machinery of insertion and deletion.
+
+    All candidates' perturbed inputs stream through the model in full batches; the two endpoints
+    (original image, full substrate) are run once per call for all candidates, and inputs that two
+    candidates share (same image, same curve point, same pixels perturbed: maps that order those
+    pixels first alike, constant maps, duplicate maps) run once (``dedup``; False only to measure
+    what it saves -- the scores are the same).
+    """
 
     needs = frozenset({"model_fn"})
     mode = ""
     default_substrate: Substrate = "zero"
+    dedup = True
 
     def __init__(self, steps: int = 20, substrate: Substrate | None = None, score: str | ScoreFn = "prob"):
         self.steps, self.score = int(steps), score
@@ -117,23 +126,25 @@ class _PerturbationCurve(Metric):
         npx = maps.shape[-1] * maps.shape[-2]
         counts = curve_counts(npx, self.steps)
         p = len(counts)
+        inner = max(p - 2, 0)
         base = make_substrate(x, self.substrate)
         flat_maps = maps.reshape(n * b, npx)
         cnt = torch.tensor(counts[1:-1], device=x.device, dtype=torch.int32)
         xf, bf = x.flatten(2), base.flatten(2)
         src, dst = (bf, xf) if self.mode == "deletion" else (xf, bf)  # value of ranked pixels / others
         ends = torch.cat([x, base])  # map-independent endpoints: the original image, the full substrate
+        jobs, where = self._jobs(flat_maps, cnt, n, b)
 
         def build(i: int, j: int) -> tuple[Tensor, Tensor]:
-            # jobs 0..2b-1 are the endpoints, then (map, point) pairs: one stream, full batches
-            job = torch.arange(max(i, 2 * b), max(j, 2 * b), device=x.device) - 2 * b
+            # inputs 0..2b-1 are the endpoints, then the (map, point) jobs: one stream, full batches
+            job = jobs[max(i, 2 * b) - 2 * b:max(j, 2 * b) - 2 * b]
             parts, labs = [], []
             if i < 2 * b:
                 e = torch.arange(i, min(j, 2 * b), device=x.device)
                 parts.append(ends[e])
                 labs.append(labels[e % b])
             if job.numel():
-                mb, k = job // (p - 2), job % (p - 2)
+                mb, k = job // inner, job % inner
                 uniq, inv = torch.unique(mb, return_inverse=True)
                 ranked = _ranks(flat_maps[uniq])[inv] < cnt[k][:, None]  # (m, HW)
                 img = mb % b
@@ -141,14 +152,35 @@ class _PerturbationCurve(Metric):
                 labs.append(labels[img])
             return torch.cat(parts), torch.cat(labs)
 
-        scores = run_model(model_fn, 2 * b + n * b * max(p - 2, 0), build, batch_size, self.score)
+        scores = run_model(model_fn, 2 * b + jobs.numel(), build, batch_size, self.score)
         orig, full = scores[:b], scores[b:2 * b]
         first, last = (orig, full) if self.mode == "deletion" else (full, orig)
         out = torch.empty(n, b, p, device=x.device)
         out[..., 0], out[..., -1] = first, last
-        out[..., 1:-1] = scores[2 * b:].view(n, b, max(p - 2, 0))
+        out[..., 1:-1] = scores[2 * b:][where].view(n, b, inner)
         frac = torch.tensor(counts, device=x.device, dtype=torch.float32) / npx
         return frac, out
+
+    def _jobs(self, flat_maps: Tensor, cnt: Tensor, n: int, b: int) -> tuple[Tensor, Tensor]:
+        """``(jobs to run (u,), where (n*b*P',))``: job ``m*P' + k`` perturbs the ``cnt[k]`` first
+        pixels of map ``m = candidate*b + image``; two jobs of one image and point with the same
+        pixel set are one input (:func:`~sycam.metrics.base.dedup_rows`)."""
+        inner = cnt.numel()
+        total = n * b * inner
+        device = flat_maps.device
+        if not self.dedup or n < 2 or inner == 0:
+            every = torch.arange(total, device=device)
+            return every, every
+
+        def groups():
+            for img in range(b):
+                mb = torch.arange(img, n * b, b, device=device)   # every candidate's map of this image
+                ranks = _ranks(flat_maps[mb])
+                for k in range(inner):
+                    yield mb * inner + k, ranks < cnt[k]
+
+        jobs, where = dedup_rows(total, groups)
+        return jobs.to(device), where.to(device)
 
     def compute(self, maps: Tensor, batch: Batch, res: Resources) -> Tensor:
         frac, curve = self.curves(maps, batch, res.model_fn, res.batch_size)  # type: ignore[arg-type]
