@@ -346,3 +346,23 @@ def test_shared_inputs_run_once_and_scores_equal_one_candidate_at_a_time(cls):
     model.rows = 0
     assert torch.equal(plain(maps, batch, model_fn=model, batch_size=5), together)
     assert model.rows == 2 * b + n * b * (steps - 1)
+
+
+@pytest.mark.parametrize("metric", [AverageDrop(), AverageIncrease(space="normalised"), FinerConfidenceDrop(0.25)],
+                         ids=["average_drop", "average_increase", "finer"])
+def test_one_input_per_image_metrics_run_a_shared_input_once(metric):
+    b, s = 2, 8
+    model = Counting(tiny_cnn())
+    torch.manual_seed(5)
+    images = torch.rand(b, 3, s, s)
+    batch = batch_of((images - 0.5) / 0.25, images, labels=[1, 4])
+    maps = alike_candidates(b, s)    # 0 = 2; 4 and 5 mask the same pixels (Finer); 3 and 6 share 0's top
+    n = maps.shape[0]
+    together = metric(maps, batch, model_fn=model, batch_size=3)
+    rows, model.rows = model.rows, 0
+    alone = torch.stack([metric(maps[i], batch, model_fn=model, batch_size=3) for i in range(n)])
+    assert model.rows == 2 * n * b and torch.allclose(together, alone, atol=1e-6)
+    if isinstance(metric, FinerConfidenceDrop):   # a quarter masked: 0, 2, 3, 6 alike and 4, 5 alike
+        assert rows == b + 3 * b
+    else:                                         # E = x * L: only the duplicate map 2 of 0 is shared
+        assert rows == b + (n - 1) * b

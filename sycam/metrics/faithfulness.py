@@ -215,6 +215,21 @@ class Insertion(_PerturbationCurve):
 
 
 # ---------------------------------------------------------------------- explanation map E = x * L
+def per_image_dedup(rows: Tensor, n: int, b: int) -> tuple[Tensor, Tensor]:
+    """``(jobs, where)`` of :func:`~sycam.metrics.base.dedup_rows` for one input per candidate
+    and image, job ``candidate*b + image``: candidates whose ``rows[:, image]`` (a map or a mask
+    ``(n,b,...)``) are equal share that image's input."""
+    def groups():
+        for img in range(b):
+            yield torch.arange(img, n * b, b), rows[:, img]
+
+    if n < 2:
+        every = torch.arange(n * b, device=rows.device)
+        return every, every
+    jobs, where = dedup_rows(n * b, groups)
+    return jobs.to(rows.device), where.to(rows.device)
+
+
 def _explanation_builder(maps: Tensor, batch: Batch, space: str) -> Callable[[Tensor], Tensor]:
     """``rows -> E`` for flat candidate-image rows: the input with every pixel scaled by L.
 
@@ -241,12 +256,12 @@ def _confidences(maps: Tensor, batch: Batch, res: Resources, space: str, score: 
     y = run_model(mf, b, lambda i, j: (batch.x[i:j], batch.labels[i:j]), res.batch_size, score)  # type: ignore[arg-type]
     make = _explanation_builder(maps, batch, space)
 
-    def build(i: int, j: int) -> tuple[Tensor, Tensor]:
-        rows = torch.arange(i, j, device=maps.device)
+    def build_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
         return make(rows), batch.labels[rows % b]
 
-    o = run_model(mf, n * b, build, res.batch_size, score).view(n, b)  # type: ignore[arg-type]
-    return y, o
+    jobs, where = per_image_dedup(maps, n, b)      # equal maps of an image: one explanation map E
+    o = run_model(mf, jobs.numel(), lambda i, j: build_rows(jobs[i:j]), res.batch_size, score)  # type: ignore[arg-type]
+    return y, o[where].view(n, b)
 
 
 class AverageDrop(Metric):
@@ -360,18 +375,20 @@ class FinerConfidenceDrop(Metric):
 
         r0 = rel(logits, labels, refs)
         base = make_substrate(x, self.substrate)
-        top = top_fraction_mask(maps, self.fraction).flatten(0, 1)  # (n*b,H,W)
+        top = top_fraction_mask(maps, self.fraction)  # (n,b,H,W)
+        jobs, where = per_image_dedup(top, n, b)       # the same pixels masked: one input
+        top = top.flatten(0, 1)
 
         def build(i: int, j: int) -> tuple[Tensor, Tensor]:
-            rows = torch.arange(i, j, device=x.device)
+            rows = jobs[i:j]
             img = rows % b
             return torch.where(top[rows][:, None], base[img], x[img]), img
 
         def score(lg: Tensor, img: Tensor) -> Tensor:
             return rel(lg, labels[img], refs[img])
 
-        r1 = run_model(res.model_fn, n * b, build, res.batch_size, score).view(n, b)  # type: ignore[arg-type]
-        return r0[None] - r1
+        r1 = run_model(res.model_fn, jobs.numel(), build, res.batch_size, score)  # type: ignore[arg-type]
+        return r0[None] - r1[where].view(n, b)
 
 
 __all__ = ["ADCC", "AverageDrop", "AverageIncrease", "Deletion", "FinerConfidenceDrop", "Insertion",
