@@ -134,6 +134,17 @@ class _PerturbationCurve(Metric):
         src, dst = (bf, xf) if self.mode == "deletion" else (xf, bf)  # value of ranked pixels / others
         ends = torch.cat([x, base])  # map-independent endpoints: the original image, the full substrate
         jobs, where = self._jobs(flat_maps, cnt, n, b)
+        last: dict[int, Tensor] = {}   # ranks of the maps of the previous chunk (jobs run map by map)
+
+        def ranks_of(mb: Tensor) -> Tensor:
+            uniq, inv = torch.unique(mb, return_inverse=True)
+            keys = uniq.tolist()
+            new = [m for m in keys if m not in last]
+            fresh = dict(zip(new, _ranks(flat_maps[new]))) if new else {}
+            got = {m: last[m] if m in last else fresh[m] for m in keys}
+            last.clear()
+            last.update(got)
+            return torch.stack([got[m] for m in keys])[inv]
 
         def build(i: int, j: int) -> tuple[Tensor, Tensor]:
             # inputs 0..2b-1 are the endpoints, then the (map, point) jobs: one stream, full batches
@@ -145,8 +156,7 @@ class _PerturbationCurve(Metric):
                 labs.append(labels[e % b])
             if job.numel():
                 mb, k = job // inner, job % inner
-                uniq, inv = torch.unique(mb, return_inverse=True)
-                ranked = _ranks(flat_maps[uniq])[inv] < cnt[k][:, None]  # (m, HW)
+                ranked = ranks_of(mb) < cnt[k][:, None]  # (m, HW)
                 img = mb % b
                 parts.append(torch.where(ranked[:, None, :], src[img], dst[img]).view(-1, *x.shape[1:]))
                 labs.append(labels[img])
