@@ -1,7 +1,10 @@
 """Faithfulness metrics: does the model's confidence follow the pixels the map calls important?
 
 All run ``model_fn`` on perturbed inputs, batched over images, candidate maps and steps, built
-chunk by chunk (never all in memory). The score of an input is the target class's softmax
+chunk by chunk (never all in memory). What does not depend on a candidate (the original's
+score, the substrate, the curves' endpoints) is computed once per call, and an input that
+several candidates share (the same pixels of an image perturbed) is run once: scoring many
+candidates in one call is what a search does, and gives each the score it gets alone. The score of an input is the target class's softmax
 probability (``score="prob"``; ``"logit"`` or a callable ``(logits, labels) -> (m,)`` also
 work). The target class is ``batch.labels`` (the explained class), not the top-1 prediction.
 """
