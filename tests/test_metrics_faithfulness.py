@@ -366,3 +366,18 @@ def test_one_input_per_image_metrics_run_a_shared_input_once(metric):
         assert rows == b + 3 * b
     else:                                         # E = x * L: only the duplicate map 2 of 0 is shared
         assert rows == b + (n - 1) * b
+
+
+def test_first_equal_compares_rows_bit_for_bit_and_dedup_rows_maps_every_job_to_its_run():
+    from sycam.metrics.base import dedup_rows, first_equal
+
+    nan = float("nan")
+    rows = torch.tensor([[1.0, nan], [0.0, 1.0], [1.0, nan], [-0.0, 1.0], [0.0, 1.0]])
+    assert first_equal(rows).tolist() == [0, 1, 0, 3, 1]       # NaN = the same NaN; -0.0 is not 0.0
+    assert first_equal(rows[:1]).tolist() == [0]
+    # two groups: jobs 0, 2, 4 (rows a, b, a) and 1, 3 (rows a, a): equal rows in different groups stay apart
+    a, b = torch.tensor([1, 0]), torch.tensor([0, 1])
+    unique, where = dedup_rows(5, lambda: [(torch.tensor([0, 2, 4]), torch.stack([a, b, a])),
+                                           (torch.tensor([1, 3]), torch.stack([a, a]))])
+    assert unique.tolist() == [0, 1, 2]
+    assert unique[where].tolist() == [0, 1, 2, 1, 0]

@@ -4,9 +4,11 @@ All run ``model_fn`` on perturbed inputs, batched over images, candidate maps an
 chunk by chunk (never all in memory). What does not depend on a candidate (the original's
 score, the substrate, the curves' endpoints) is computed once per call, and an input that
 several candidates share (the same pixels of an image perturbed) is run once: scoring many
-candidates in one call is what a search does, and gives each the score it gets alone. The score of an input is the target class's softmax
-probability (``score="prob"``; ``"logit"`` or a callable ``(logits, labels) -> (m,)`` also
-work). The target class is ``batch.labels`` (the explained class), not the top-1 prediction.
+candidates in one call is what a search does, and gives each the score it gets alone.
+
+The score of an input is the target class's softmax probability (``score="prob"``; ``"logit"``
+or a callable ``(logits, labels) -> (m,)`` also work). The target class is ``batch.labels``
+(the explained class), not the top-1 prediction.
 """
 from __future__ import annotations
 
