@@ -297,3 +297,87 @@ def test_finer_confidence_drop_by_hand():
     elsewhere[0, 10:14, 10:15] = 1
     assert FinerConfidenceDrop(k=2)(elsewhere, batch_of(x), model_fn=model).item() == pytest.approx(0.0, abs=1e-7)
     assert get_metric("finer_confidence_drop").direction.sign > 0
+
+
+# ---------------------------------------------------------------------- many candidates in one call
+class Counting(nn.Module):
+    """Counts the inputs (rows) a model sees."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.rows = model, 0
+
+    def forward(self, x):
+        self.rows += x.shape[0]
+        return self.model(x)
+
+
+def alike_candidates(b: int = 2, s: int = 8) -> torch.Tensor:
+    """Maps (7, b, s, s) with shared inputs: a duplicate, a monotone transform (same ranks), two
+    constant maps (ties: position order), a map that agrees with the first on its top quarter only."""
+    torch.manual_seed(3)
+    m = torch.rand(b, s, s)
+    top = m.flatten(1) >= m.flatten(1).quantile(0.75, dim=1, keepdim=True)
+    other = torch.where(top.view_as(m), m, torch.rand(b, s, s) * 0.5)    # same top quarter, rest redrawn
+    return torch.stack([m, torch.rand(b, s, s), m.clone(), m ** 3, torch.zeros(b, s, s),
+                        torch.full((b, s, s), 0.7), other])
+
+
+@pytest.mark.parametrize("cls", [Deletion, Insertion])
+def test_shared_inputs_run_once_and_scores_equal_one_candidate_at_a_time(cls):
+    b, s, steps = 2, 8, 8                      # 8 px per point, 7 inner points
+    model = Counting(tiny_cnn())
+    batch = batch_of(torch.randn(b, 3, s, s), labels=[1, 4])
+    maps = alike_candidates(b, s)
+    n = maps.shape[0]
+    metric = cls(steps=steps)
+    together = metric(maps, batch, model_fn=model, batch_size=5)
+    rows_together, model.rows = model.rows, 0
+    alone = torch.stack([cls(steps=steps)(maps[i], batch, model_fn=model, batch_size=5) for i in range(n)])
+    assert model.rows == n * b * (steps + 1)   # alone: both endpoints and 7 points per candidate
+    assert torch.allclose(together, alone, atol=1e-6)
+    assert together[0].tolist() == together[2].tolist() == together[3].tolist()
+    assert together[4].tolist() == together[5].tolist()
+    # together: endpoints once; candidates 2 and 3 repeat 0, 5 repeats 4 (so 0, 1, 4 run every
+    # point), 6 repeats the first two points of 0 (its top quarter)
+    assert rows_together == 2 * b + 3 * b * (steps - 1) + b * (steps - 1 - 2)
+    plain = cls(steps=steps)
+    plain.dedup = False
+    model.rows = 0
+    assert torch.equal(plain(maps, batch, model_fn=model, batch_size=5), together)
+    assert model.rows == 2 * b + n * b * (steps - 1)
+
+
+@pytest.mark.parametrize("metric", [AverageDrop(), AverageIncrease(space="normalised"), FinerConfidenceDrop(0.25)],
+                         ids=["average_drop", "average_increase", "finer"])
+def test_one_input_per_image_metrics_run_a_shared_input_once(metric):
+    b, s = 2, 8
+    model = Counting(tiny_cnn())
+    torch.manual_seed(5)
+    images = torch.rand(b, 3, s, s)
+    batch = batch_of((images - 0.5) / 0.25, images, labels=[1, 4])
+    maps = alike_candidates(b, s)    # 0 = 2; 4 and 5 mask the same pixels (Finer); 3 and 6 share 0's top
+    n = maps.shape[0]
+    together = metric(maps, batch, model_fn=model, batch_size=3)
+    rows, model.rows = model.rows, 0
+    alone = torch.stack([metric(maps[i], batch, model_fn=model, batch_size=3) for i in range(n)])
+    assert model.rows == 2 * n * b and torch.allclose(together, alone, atol=1e-6)
+    if isinstance(metric, FinerConfidenceDrop):   # a quarter masked: 0, 2, 3, 6 alike and 4, 5 alike
+        assert rows == b + 3 * b
+    else:                                         # E = x * L: only the duplicate map 2 of 0 is shared
+        assert rows == b + (n - 1) * b
+
+
+def test_first_equal_compares_rows_bit_for_bit_and_dedup_rows_maps_every_job_to_its_run():
+    from sycam.metrics.base import dedup_rows, first_equal
+
+    nan = float("nan")
+    rows = torch.tensor([[1.0, nan], [0.0, 1.0], [1.0, nan], [-0.0, 1.0], [0.0, 1.0]])
+    assert first_equal(rows).tolist() == [0, 1, 0, 3, 1]       # NaN = the same NaN; -0.0 is not 0.0
+    assert first_equal(rows[:1]).tolist() == [0]
+    # two groups: jobs 0, 2, 4 (rows a, b, a) and 1, 3 (rows a, a): equal rows in different groups stay apart
+    a, b = torch.tensor([1, 0]), torch.tensor([0, 1])
+    unique, where = dedup_rows(5, lambda: [(torch.tensor([0, 2, 4]), torch.stack([a, b, a])),
+                                           (torch.tensor([1, 3]), torch.stack([a, a]))])
+    assert unique.tolist() == [0, 1, 2]
+    assert unique[where].tolist() == [0, 1, 2, 1, 0]

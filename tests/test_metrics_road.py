@@ -204,3 +204,32 @@ def _res(model):
     from sycam.metrics import Resources
 
     return Resources(model_fn=model)
+
+
+def test_inputs_candidates_share_are_imputed_and_scored_once_with_the_same_scores():
+    from test_metrics_faithfulness import Counting, alike_candidates
+
+    b, s = 2, 12
+    model = Counting(tiny_cnn())
+    torch.manual_seed(1)
+    batch = Batch(torch.randn(b, 3, s, s), torch.rand(b, 3, s, s), torch.tensor([2, 0]))
+    maps = alike_candidates(b, s)   # 0 = 2 = 3 (same order), 4 = 5 (constant), 6 = 0 on its top quarter
+    n = maps.shape[0]
+    fractions = (0.2, 0.7)
+    together = ROAD("combined", fractions, seed=3).deltas(maps, batch, _res(model))
+    rows, model.rows = model.rows, 0
+    for i in range(n):
+        alone = ROAD("combined", fractions, seed=3).deltas(maps[i:i + 1], batch, _res(model))
+        for name in ("morf", "lerf"):
+            assert torch.allclose(together[name][i], alone[name][0], atol=1e-6), (i, name)
+    assert model.rows == n * b * (1 + 2 * len(fractions))
+    assert torch.equal(together["morf"][0], together["morf"][3])
+    assert torch.equal(together["lerf"][4], together["lerf"][5])
+    # once per image: the original; 0, 1, 4 run 2 orders x 2 fractions; 6 shares MoRF at 20 % with 0
+    assert rows == b + 3 * b * 4 + b * 3
+    plain = ROAD("combined", fractions, seed=3)
+    plain.dedup = False
+    model.rows = 0
+    again = plain.deltas(maps, batch, _res(model))
+    assert model.rows == b + n * b * 4
+    assert all(torch.allclose(again[k], together[k], atol=1e-6) for k in ("morf", "lerf"))

@@ -224,6 +224,43 @@ class FunctionMetric(Metric):
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 
+def first_equal(rows: Tensor) -> Tensor:
+    """For each row of ``rows (m, ...)``, the index of the first row exactly equal to it.
+
+    ``rows[first_equal(rows)]`` equals ``rows``; a row is its own representative iff
+    ``first_equal(rows)[i] == i``. Floating rows are compared bit for bit (NaN equals the same NaN,
+    0.0 and -0.0 differ), so equal rows are interchangeable inputs to any computation.
+    """
+    m = rows.shape[0]
+    idx = torch.arange(m, device=rows.device)
+    if m <= 1:
+        return idx
+    flat = rows.reshape(m, -1)
+    if flat.is_floating_point():
+        flat = flat.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()])
+    _, inv = torch.unique(flat, dim=0, return_inverse=True)
+    first = torch.full((m,), m, dtype=torch.long, device=rows.device).scatter_reduce_(0, inv, idx, "amin")
+    return first[inv]
+
+
+def dedup_rows(n_jobs: int, groups: Callable[[], Iterable[tuple[Tensor, Tensor]]]) -> tuple[Tensor, Tensor]:
+    """Identical model inputs, computed once: ``(unique (u,), where (n_jobs,))``.
+
+    ``groups()`` yields ``(jobs (m,), rows (m, ...))``: jobs whose model inputs are equal iff their
+    rows are (jobs in different groups are never equal). ``unique`` lists the jobs to run (each the
+    first of its class), ``where[j]`` the position in ``unique`` of job ``j``'s representative, so
+    ``scores_of_unique[where]`` are the scores of every job.
+    """
+    rep = torch.arange(n_jobs)
+    for jobs, rows in groups():
+        jobs = jobs.cpu()
+        rep[jobs] = jobs[first_equal(rows).cpu()]
+    own = rep == torch.arange(n_jobs)
+    unique = own.nonzero()[:, 0]
+    position = own.long().cumsum(0) - 1
+    return unique, position[rep]
+
+
 def target_score(logits: Tensor, labels: Tensor, score: str | ScoreFn = "prob") -> Tensor:
     """Score of the explained class: softmax probability (``"prob"``), logit, or a callable."""
     if callable(score):

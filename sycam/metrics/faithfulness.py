@@ -1,9 +1,14 @@
 """Faithfulness metrics: does the model's confidence follow the pixels the map calls important?
 
 All run ``model_fn`` on perturbed inputs, batched over images, candidate maps and steps, built
-chunk by chunk (never all in memory). The score of an input is the target class's softmax
-probability (``score="prob"``; ``"logit"`` or a callable ``(logits, labels) -> (m,)`` also
-work). The target class is ``batch.labels`` (the explained class), not the top-1 prediction.
+chunk by chunk (never all in memory). What does not depend on a candidate (the original's
+score, the substrate, the curves' endpoints) is computed once per call, and an input that
+several candidates share (the same pixels of an image perturbed) is run once: scoring many
+candidates in one call is what a search does, and gives each the score it gets alone.
+
+The score of an input is the target class's softmax probability (``score="prob"``; ``"logit"``
+or a callable ``(logits, labels) -> (m,)`` also work). The target class is ``batch.labels``
+(the explained class), not the top-1 prediction.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from .base import (
     Resources,
     ScoreFn,
     call_explainer_per_candidate,
+    dedup_rows,
     input_affine,
     logits_of,
     run_model,
@@ -97,11 +103,19 @@ def _ranks(maps: Tensor) -> Tensor:
 
 
 class _PerturbationCurve(Metric):
-    """Shared machinery of insertion and deletion."""
+    """Shared machinery of insertion and deletion.
+
+    All candidates' perturbed inputs stream through the model in full batches; the two endpoints
+    (original image, full substrate) are run once per call for all candidates, and inputs that two
+    candidates share (same image, same curve point, same pixels perturbed: maps that order those
+    pixels first alike, constant maps, duplicate maps) run once (``dedup``; False only to measure
+    what it saves -- the scores are the same).
+    """
 
     needs = frozenset({"model_fn"})
     mode = ""
     default_substrate: Substrate = "zero"
+    dedup = True
 
     def __init__(self, steps: int = 20, substrate: Substrate | None = None, score: str | ScoreFn = "prob"):
         self.steps, self.score = int(steps), score
@@ -117,38 +131,71 @@ class _PerturbationCurve(Metric):
         npx = maps.shape[-1] * maps.shape[-2]
         counts = curve_counts(npx, self.steps)
         p = len(counts)
+        inner = max(p - 2, 0)
         base = make_substrate(x, self.substrate)
         flat_maps = maps.reshape(n * b, npx)
         cnt = torch.tensor(counts[1:-1], device=x.device, dtype=torch.int32)
         xf, bf = x.flatten(2), base.flatten(2)
         src, dst = (bf, xf) if self.mode == "deletion" else (xf, bf)  # value of ranked pixels / others
         ends = torch.cat([x, base])  # map-independent endpoints: the original image, the full substrate
+        jobs, where = self._jobs(flat_maps, cnt, n, b)
+        last: dict[int, Tensor] = {}   # ranks of the maps of the previous chunk (jobs run map by map)
+
+        def ranks_of(mb: Tensor) -> Tensor:
+            uniq, inv = torch.unique(mb, return_inverse=True)
+            keys = uniq.tolist()
+            new = [m for m in keys if m not in last]
+            fresh = dict(zip(new, _ranks(flat_maps[new]))) if new else {}
+            got = {m: last[m] if m in last else fresh[m] for m in keys}
+            last.clear()
+            last.update(got)
+            return torch.stack([got[m] for m in keys])[inv]
 
         def build(i: int, j: int) -> tuple[Tensor, Tensor]:
-            # jobs 0..2b-1 are the endpoints, then (map, point) pairs: one stream, full batches
-            job = torch.arange(max(i, 2 * b), max(j, 2 * b), device=x.device) - 2 * b
+            # inputs 0..2b-1 are the endpoints, then the (map, point) jobs: one stream, full batches
+            job = jobs[max(i, 2 * b) - 2 * b:max(j, 2 * b) - 2 * b]
             parts, labs = [], []
             if i < 2 * b:
                 e = torch.arange(i, min(j, 2 * b), device=x.device)
                 parts.append(ends[e])
                 labs.append(labels[e % b])
             if job.numel():
-                mb, k = job // (p - 2), job % (p - 2)
-                uniq, inv = torch.unique(mb, return_inverse=True)
-                ranked = _ranks(flat_maps[uniq])[inv] < cnt[k][:, None]  # (m, HW)
+                mb, k = job // inner, job % inner
+                ranked = ranks_of(mb) < cnt[k][:, None]  # (m, HW)
                 img = mb % b
                 parts.append(torch.where(ranked[:, None, :], src[img], dst[img]).view(-1, *x.shape[1:]))
                 labs.append(labels[img])
             return torch.cat(parts), torch.cat(labs)
 
-        scores = run_model(model_fn, 2 * b + n * b * max(p - 2, 0), build, batch_size, self.score)
+        scores = run_model(model_fn, 2 * b + jobs.numel(), build, batch_size, self.score)
         orig, full = scores[:b], scores[b:2 * b]
         first, last = (orig, full) if self.mode == "deletion" else (full, orig)
         out = torch.empty(n, b, p, device=x.device)
         out[..., 0], out[..., -1] = first, last
-        out[..., 1:-1] = scores[2 * b:].view(n, b, max(p - 2, 0))
+        out[..., 1:-1] = scores[2 * b:][where].view(n, b, inner)
         frac = torch.tensor(counts, device=x.device, dtype=torch.float32) / npx
         return frac, out
+
+    def _jobs(self, flat_maps: Tensor, cnt: Tensor, n: int, b: int) -> tuple[Tensor, Tensor]:
+        """``(jobs to run (u,), where (n*b*P',))``: job ``m*P' + k`` perturbs the ``cnt[k]`` first
+        pixels of map ``m = candidate*b + image``; two jobs of one image and point with the same
+        pixel set are one input (:func:`~sycam.metrics.base.dedup_rows`)."""
+        inner = cnt.numel()
+        total = n * b * inner
+        device = flat_maps.device
+        if not self.dedup or n < 2 or inner == 0:
+            every = torch.arange(total, device=device)
+            return every, every
+
+        def groups():
+            for img in range(b):
+                mb = torch.arange(img, n * b, b, device=device)   # every candidate's map of this image
+                ranks = _ranks(flat_maps[mb])
+                for k in range(inner):
+                    yield mb * inner + k, ranks < cnt[k]
+
+        jobs, where = dedup_rows(total, groups)
+        return jobs.to(device), where.to(device)
 
     def compute(self, maps: Tensor, batch: Batch, res: Resources) -> Tensor:
         frac, curve = self.curves(maps, batch, res.model_fn, res.batch_size)  # type: ignore[arg-type]
@@ -183,6 +230,21 @@ class Insertion(_PerturbationCurve):
 
 
 # ---------------------------------------------------------------------- explanation map E = x * L
+def per_image_dedup(rows: Tensor, n: int, b: int) -> tuple[Tensor, Tensor]:
+    """``(jobs, where)`` of :func:`~sycam.metrics.base.dedup_rows` for one input per candidate
+    and image, job ``candidate*b + image``: candidates whose ``rows[:, image]`` (a map or a mask
+    ``(n,b,...)``) are equal share that image's input."""
+    def groups():
+        for img in range(b):
+            yield torch.arange(img, n * b, b), rows[:, img]
+
+    if n < 2:
+        every = torch.arange(n * b, device=rows.device)
+        return every, every
+    jobs, where = dedup_rows(n * b, groups)
+    return jobs.to(rows.device), where.to(rows.device)
+
+
 def _explanation_builder(maps: Tensor, batch: Batch, space: str) -> Callable[[Tensor], Tensor]:
     """``rows -> E`` for flat candidate-image rows: the input with every pixel scaled by L.
 
@@ -209,12 +271,12 @@ def _confidences(maps: Tensor, batch: Batch, res: Resources, space: str, score: 
     y = run_model(mf, b, lambda i, j: (batch.x[i:j], batch.labels[i:j]), res.batch_size, score)  # type: ignore[arg-type]
     make = _explanation_builder(maps, batch, space)
 
-    def build(i: int, j: int) -> tuple[Tensor, Tensor]:
-        rows = torch.arange(i, j, device=maps.device)
+    def build_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
         return make(rows), batch.labels[rows % b]
 
-    o = run_model(mf, n * b, build, res.batch_size, score).view(n, b)  # type: ignore[arg-type]
-    return y, o
+    jobs, where = per_image_dedup(maps, n, b)      # equal maps of an image: one explanation map E
+    o = run_model(mf, jobs.numel(), lambda i, j: build_rows(jobs[i:j]), res.batch_size, score)  # type: ignore[arg-type]
+    return y, o[where].view(n, b)
 
 
 class AverageDrop(Metric):
@@ -328,18 +390,20 @@ class FinerConfidenceDrop(Metric):
 
         r0 = rel(logits, labels, refs)
         base = make_substrate(x, self.substrate)
-        top = top_fraction_mask(maps, self.fraction).flatten(0, 1)  # (n*b,H,W)
+        top = top_fraction_mask(maps, self.fraction)  # (n,b,H,W)
+        jobs, where = per_image_dedup(top, n, b)       # the same pixels masked: one input
+        top = top.flatten(0, 1)
 
         def build(i: int, j: int) -> tuple[Tensor, Tensor]:
-            rows = torch.arange(i, j, device=x.device)
+            rows = jobs[i:j]
             img = rows % b
             return torch.where(top[rows][:, None], base[img], x[img]), img
 
         def score(lg: Tensor, img: Tensor) -> Tensor:
             return rel(lg, labels[img], refs[img])
 
-        r1 = run_model(res.model_fn, n * b, build, res.batch_size, score).view(n, b)  # type: ignore[arg-type]
-        return r0[None] - r1
+        r1 = run_model(res.model_fn, jobs.numel(), build, res.batch_size, score)  # type: ignore[arg-type]
+        return r0[None] - r1[where].view(n, b)
 
 
 __all__ = ["ADCC", "AverageDrop", "AverageIncrease", "Deletion", "FinerConfidenceDrop", "Insertion",

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.batch import Batch
-from .base import Cost, Direction, Metric, MetricError, Resources, ScoreFn, run_model
+from .base import Cost, Direction, Metric, MetricError, Resources, ScoreFn, dedup_rows, run_model
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -219,7 +219,8 @@ def spsolve_impute(x: Tensor, remove: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------------- removal masks
 def removal_masks(maps: Tensor, fractions: Tensor, order: str, selection: str = "threshold") -> Tensor:
-    """Pixels removed for each fraction: ``maps (m,H,W)``, ``fractions (m,)`` -> ``(m,H,W)`` bool.
+    """Pixels removed for each fraction: ``maps (m,H,W)``, ``fractions (m,)`` -> ``(m,H,W)`` bool,
+    or ``fractions (m,F)`` -> ``(m,F,H,W)`` (every fraction of a map from one sort of it).
 
     ``selection="threshold"`` (the reference code): MoRF removes ``L >= q_{1-r}(L)`` with q the
     linear-interpolation quantile; LeRF applies the same rule to ``-L``. With ties (flat maps)
@@ -231,22 +232,28 @@ def removal_masks(maps: Tensor, fractions: Tensor, order: str, selection: str = 
         raise MetricError(f"order must be 'morf' or 'lerf', got {order!r}")
     key = flat if order == "morf" else -flat
     npx = flat.shape[1]
+    single = fractions.dim() == 1
+    fr = fractions.to(torch.float64)
+    fr = fr[:, None] if single else fr
     if selection == "threshold":
         srt = key.sort(dim=1).values
-        pos = (1 - fractions.to(torch.float64)) * (npx - 1)
+        pos = (1 - fr) * (npx - 1)
         lo = pos.floor().long().clamp(0, npx - 1)
         hi = (lo + 1).clamp(max=npx - 1)
-        t = (pos - lo).to(flat.dtype)[:, None]
-        a, b = srt.gather(1, lo[:, None]), srt.gather(1, hi[:, None])
+        t = (pos - lo).to(flat.dtype)
+        a, b = srt.gather(1, lo), srt.gather(1, hi)
         thr = a + (b - a) * t
-        return (key >= thr).view(maps.shape)
-    if selection == "rank":
-        k = (fractions.to(torch.float64) * npx).round().long()
+        out = key[:, None, :] >= thr[:, :, None]
+    elif selection == "rank":
+        k = (fr * npx).round().long()
         order_idx = key.argsort(dim=1, descending=True, stable=True)
         positions = torch.arange(npx, device=maps.device).expand_as(order_idx)
         ranks = torch.empty_like(order_idx).scatter_(1, order_idx, positions)
-        return (ranks < k[:, None]).view(maps.shape)
-    raise MetricError(f"selection must be 'threshold' or 'rank', got {selection!r}")
+        out = ranks[:, None, :] < k[:, :, None]
+    else:
+        raise MetricError(f"selection must be 'threshold' or 'rank', got {selection!r}")
+    out = out.view(maps.shape[0], fr.shape[1], *maps.shape[1:])
+    return out[:, 0] if single else out
 
 
 # ---------------------------------------------------------------------- the metric
@@ -260,11 +267,15 @@ class ROAD(Metric):
     The ``fractions`` are the *removed* shares; grad-cam's ``percentile=p`` removes 100-p %.
     Cost: one forward per fraction and order per map and image, + 1 shared (original).
     The imputation noise is drawn per (seed, order, fraction, image): every candidate sees the
-    same noise, and a score does not depend on the batch size or on the other candidates.
+    same noise, and a score does not depend on the batch size or on the other candidates (up to
+    the solver's tolerance). All candidates' inputs are imputed and scored in shared batches, the
+    original's score once per call, and an input two candidates share (the same pixels removed
+    of an image at a fraction) once.
     """
 
     name = "road_combined"
     needs = frozenset({"model_fn"})
+    dedup = True  # an input several candidates share is imputed and scored once (False: to measure it)
 
     def __init__(self, order: str = "combined", fractions: tuple[float, ...] | list[float] = DEFAULT_FRACTIONS,
                  noise: float = 0.01, selection: str = "threshold", score: str | ScoreFn = "prob",
@@ -298,13 +309,15 @@ class ROAD(Metric):
         share = (fr * 10_000).round().long()
         flat = maps.flatten(0, 1)  # (n*b,H,W)
         y = run_model(res.model_fn, b, lambda i, j: (x[i:j], labels[i:j]), res.batch_size, self.score)  # type: ignore[arg-type]
-        total = len(orders) * n * b * nf
+        # job ((order*n + candidate)*b + image)*F + fraction; `jobs` are those to run, one per input
+        jobs, where = self._jobs(flat, fr, orders, n, b)
+        total = jobs.numel()
         # systems imputed together (more per solve = fewer, larger tensor ops): ~32 of 224x224
         block = self.impute_batch or max(1, (32 * 224 * 224) // (maps.shape[-1] * maps.shape[-2]))
         cache: dict[str, Any] = {"start": 0, "stop": 0, "x": None}
 
         def impute(start: int, stop: int) -> Tensor:
-            job = torch.arange(start, stop, device=x.device)
+            job = jobs[start:stop]
             o, rest = job // (n * b * nf), job % (n * b * nf)
             mb, f = rest // nf, rest % nf
             img = mb % b
@@ -312,12 +325,14 @@ class ROAD(Metric):
             for oi, name in enumerate(orders):
                 sel = o == oi
                 if sel.any():
-                    rm[sel] = removal_masks(flat[mb[sel]], fr[f[sel]], name, self.selection)
+                    uniq, inv = torch.unique(mb[sel], return_inverse=True)   # one sort per map
+                    rm[sel] = removal_masks(flat[uniq], fr.expand(len(uniq), nf), name, self.selection)[inv, f[sel]]
             xs = x[img]
             imp = linear_impute(xs, rm, tol=self.tol) if self.solver == "cg" else spsolve_impute(xs, rm)
             if self.noise > 0:
                 key = (order_id[o] * 10_001 + share[f]) * b + img
-                imp = imp + self.noise * self._draws(key, xs.shape[1:], xs.device) * rm[:, None]
+                keys, kinv = torch.unique(key, return_inverse=True)           # one draw per key
+                imp = imp + self.noise * self._draws(keys, xs.shape[1:], xs.device)[kinv] * rm[:, None]
             return imp
 
         def build(i: int, j: int) -> tuple[Tensor, Tensor]:
@@ -330,12 +345,32 @@ class ROAD(Metric):
                 take = min(j, cache["stop"]) - k
                 parts.append(cache["x"][k - cache["start"]:k - cache["start"] + take])
                 k += take
-            job = torch.arange(i, j, device=x.device)
-            return torch.cat(parts), labels[(job % (n * b * nf)) // nf % b]
+            return torch.cat(parts), labels[(jobs[i:j] % (n * b * nf)) // nf % b]
 
         scores = run_model(res.model_fn, total, build, res.batch_size, self.score)  # type: ignore[arg-type]
-        d = scores.view(len(orders), n, b, nf) - y.view(1, 1, b, 1)
+        d = scores[where].view(len(orders), n, b, nf) - y.view(1, 1, b, 1)
         return {name: d[k] for k, name in enumerate(orders)}
+
+    def _jobs(self, flat: Tensor, fr: Tensor, orders: list[str], n: int, b: int) -> tuple[Tensor, Tensor]:
+        """``(jobs to run, where)`` (:func:`~sycam.metrics.base.dedup_rows`): two candidates that
+        remove the same pixels of an image, in the same order and fraction, impute the same input
+        (the noise is the same for every candidate), so it is imputed and scored once."""
+        nf = fr.numel()
+        total = len(orders) * n * b * nf
+        if not self.dedup or n < 2:
+            every = torch.arange(total, device=flat.device)
+            return every, every
+
+        def groups():
+            for oi, name in enumerate(orders):
+                for img in range(b):
+                    mb = torch.arange(img, n * b, b, device=flat.device)   # every candidate's map of it
+                    masks = removal_masks(flat[mb], fr.expand(n, nf), name, self.selection)
+                    for f in range(nf):
+                        yield (oi * n * b + mb) * nf + f, masks[:, f]
+
+        jobs, where = dedup_rows(total, groups)
+        return jobs.to(flat.device), where.to(flat.device)
 
     def _draws(self, keys: Tensor, shape: torch.Size, device: torch.device) -> Tensor:
         """N(0,1) noise per job, seeded by (seed, order, fraction, image): the same draws for every
