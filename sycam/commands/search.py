@@ -56,6 +56,10 @@ def add(sub) -> None:
                         "clear losers (0: off; one objective only)")
     g.add_argument("--probe", type=int, default=8, help="images the enumerator's equivalence oracle compares on")
     g.add_argument("--seed", type=int, help="sampler seed (default: a random one)")
+    g.add_argument("--tolerance", default="se",
+                   help="select the smallest candidate whose working score is within this of the best: 'se' "
+                        "(default: one standard error of the best's per-image scores) or a number in the "
+                        "metric's units (0: the best)")
     g = p.add_argument_group("study")
     g.add_argument("--study", default="search", help="study name (same name + storage = same search)")
     g.add_argument("--storage", help="journal:PATH (default <out>/study.journal), sqlite:///PATH, "
@@ -103,7 +107,7 @@ def run(args) -> int:
     specs = parse_objectives(args.metrics or [DEFAULT_METRIC])
     options = Options(strategy=args.strategy, budget=args.budget or None, seconds=args.time,
                       enumerate_size=args.enumerate_size, batch=args.batch, sampler=args.sampler, seed=args.seed,
-                      grace=args.grace)
+                      grace=args.grace, tolerance=args.tolerance)
     check_data_arg(args)
     images = read_data(args)
     out = check_out(args.out or Path("results") / "search" / args.study)
@@ -180,7 +184,8 @@ def run(args) -> int:
                 "strategy": options.strategy, "budget": options.budget}
     report = write_search_report(out, study=study, space=space, objectives=specs, held_out=held_ev, held_batch=held,
                                  resources=resources, command=["sycam", *sys.argv[1:]], settings=settings,
-                                 run=run_info, top=args.top, classes=problem.classes)
+                                 run=run_info, top=args.top, classes=problem.classes,
+                                 tolerance=options.tolerance)
     console.print(rich_table(report.table, specs, f"held-out leaderboard ({len(held)} images)"))
     colour = "green" if report.verdict.beats_every_seed else "red"
     console.print(f"[{colour}]{report.verdict.message}[/]")

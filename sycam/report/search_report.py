@@ -70,16 +70,18 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
                         objectives: Sequence[ObjectiveSpec], held_out: EvidenceSet, held_batch: Batch,
                         resources: Mapping[str, Any] | None = None, command: Sequence[str] = (),
                         settings: Mapping[str, Any] | None = None, run: Mapping[str, Any] | None = None,
-                        top: int = 10, grid_images: int = 6, classes: Sequence[str] | None = None) -> SearchReport:
-    """Score the study's best candidates and every seed on the held-out images and write the
-    report; ``classes``: class names for the overlay labels (default the class indices)."""
+                        top: int = 10, grid_images: int = 6, classes: Sequence[str] | None = None,
+                        tolerance: str | float = heldout.SE) -> SearchReport:
+    """Score the study's selected and best candidates and every seed on the held-out images and write
+    the report; ``classes``: class names for the overlay labels (default the class indices);
+    ``tolerance``: the selection's (:mod:`sycam.search.selection`)."""
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     directions = [s.direction for s in objectives]
     first = next(s for s in objectives if not s.is_size)
     k0 = list(objectives).index(first)
-    tops, seeds, front = heldout.select(study, space, directions, top)
+    tops, seeds, front = heldout.select(study, space, directions, top, tolerance=tolerance, objective=k0)
     extra = [e for e in front if e.trial not in {t.trial for t in tops}]
     heldout.score([*tops, *extra, *seeds], objectives, held_out, space, resources)
     best = tops[0] if tops else None

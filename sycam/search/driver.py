@@ -53,6 +53,7 @@ from .ledger import INFO, SETTINGS, WORKER, Ledger, View, expression_key, info
 from .objectives import Objectives, Outcome
 from .optuna_space import EncodingError, GrammarSpace
 from .sampling import SnapshotSampler
+from .selection import SE, parse_tolerance, winner
 from .space import SearchSpace
 from .storage import Store
 from .workers import DEFAULT_GRACE, DEFAULT_HEARTBEAT, Worker
@@ -83,6 +84,7 @@ class Options:
     duplicate_rate: float = 0.75        # above this share of duplicates among recent TPE proposals,
                                         # the next batch is drawn uniformly from the grammar
     max_duplicates: int = 200           # repeats in a row with no new candidate nor mutation: exhausted
+    tolerance: str | float = SE         # the simplest winner within this of the best (sycam.search.selection)
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -97,6 +99,7 @@ class Options:
             raise SearchError("give a budget: a number of candidates, a time limit, or both")
         if self.batch < 1 or self.chunk < 1:
             raise SearchError("batch and chunk sizes must be at least 1")
+        self.tolerance = parse_tolerance(self.tolerance)
 
 
 @dataclass
@@ -223,17 +226,10 @@ class _Incumbent:
         return self._best
 
 
-def best_of(trials, directions: Sequence[str]):
-    """The best complete non-duplicate trial on the first objective (None if none)."""
-    sign = 1.0 if directions[0] == "maximize" else -1.0
-    best, best_v = None, -math.inf
-    for t in trials:
-        if t.state != TrialState.COMPLETE or "duplicate_of" in info(t) or not t.values:
-            continue
-        v = sign * t.values[0]
-        if v > best_v:
-            best, best_v = t, v
-    return best
+def best_of(trials, directions: Sequence[str], tolerance: str | float = 0.0, objective: int = 0):
+    """The selected complete non-duplicate trial on objective ``objective`` (None if none): the
+    simplest within ``tolerance`` of the best (:func:`sycam.search.selection.winner`; 0: the best)."""
+    return winner(trials, directions, objective=objective, tolerance=tolerance)
 
 
 class Search:
@@ -328,7 +324,7 @@ class Search:
                 self.summary.retried += len(failed)
                 self.log(f"trials {failed} of stopped workers failed and queued again")
             view = self.ledger.view()
-        self._incumbent = best_of(view.trials, self.directions)
+        self._incumbent = best_of(view.trials, self.directions, self.options.tolerance, self.objectives.first)
         self._report(view, "")
         return view
 
@@ -471,6 +467,7 @@ class Search:
     def _tell(self, trial, i: dict, o: Outcome) -> None:
         self.summary.evaluated += 1
         if o.status == "complete":
+            trial.set_user_attr(INFO, {**i, "se": o.se})
             self.study.tell(trial, o.values)
             return
         if o.status == "invalid":
@@ -535,6 +532,8 @@ class Search:
                 params, dists = {}, {}
             if o.status == "invalid":
                 i["invalid"] = o.reason
+            elif o.status == "complete":
+                i["se"] = o.se
             state = TrialState.COMPLETE if o.status == "complete" else TrialState.PRUNED
             frozen.append((k, o, create_trial(state=state, values=o.values, params=params, distributions=dists,
                                               user_attrs={INFO: i, WORKER: self.token},

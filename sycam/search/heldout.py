@@ -30,6 +30,7 @@ from ..metrics.aggregate import summarise
 from .evaluate import Evaluator
 from .ledger import info
 from .objectives import ObjectiveSpec
+from .selection import SE, winner
 from .space import SearchSpace
 
 #: fewer paired images than this: no significance claim, whatever the test says
@@ -128,24 +129,27 @@ def _entry(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> Entry:
                  list(trial.values) if trial.values else None)
 
 
-def select(study: optuna.Study, space: SearchSpace, directions: Sequence[str], top: int = 10
-           ) -> tuple[list[Entry], list[Entry], list[Entry]]:
-    """(top synthesised candidates by the first objective on the working images, the seeds,
-    the Pareto front for several objectives). Duplicates and pruned candidates are left out."""
-    sign = 1.0 if directions[0] == "maximize" else -1.0
+def select(study: optuna.Study, space: SearchSpace, directions: Sequence[str], top: int = 10, *,
+           tolerance: str | float = SE, objective: int = 0) -> tuple[list[Entry], list[Entry], list[Entry]]:
+    """(top synthesised candidates on the working images, the seeds, the Pareto front for several
+    objectives). The first is THE selected one: the simplest within ``tolerance`` of the best on
+    objective ``objective`` (:func:`sycam.search.selection.winner`); the rest follow by score.
+    Duplicates and pruned candidates are left out."""
+    sign = 1.0 if directions[objective] == "maximize" else -1.0
     done = [t for t in study.get_trials(deepcopy=False)
             if "duplicate_of" not in info(t) and info(t).get("expr")]
     seeds = [_entry(t, space) for t in done if info(t).get("source") == "seed"
              and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE and info(t).get("source") != "seed"]
-    complete.sort(key=lambda t: (-sign * t.values[0], len(info(t)["expr"])))
+    chosen = winner(complete, directions, objective=objective, tolerance=tolerance)
+    complete.sort(key=lambda t: (t is not chosen, -sign * t.values[objective], len(info(t)["expr"])))
     tops = [_entry(t, space) for t in complete[:top]]
     front: list[Entry] = []
     if len(directions) > 1:
         for t in study.best_trials:
             if "duplicate_of" not in info(t) and info(t).get("expr"):
                 front.append(_entry(t, space))
-        front.sort(key=lambda e: -sign * e.train[0])
+        front.sort(key=lambda e: -sign * e.train[objective])
     return tops, seeds, front
 
 

@@ -25,6 +25,7 @@ from ..evidence.sets import EvidenceSet
 from ..grammar.ast import Expr, complexity
 from ..metrics.registry import get_metric
 from .evaluate import Evaluator, Scores
+from .selection import standard_error
 from .space import SearchSpace
 
 SIZE = "size"
@@ -124,7 +125,8 @@ class Outcome:
 
     status: ``complete`` (values set), ``pruned`` (stopped after the first stage) or ``invalid``;
     steps: per-image values of the first objective on the first-stage images (image -> value;
-    empty without multi-fidelity).
+    empty without multi-fidelity); se: the standard error of the first objective's per-image
+    values (what :mod:`sycam.search.selection` reads as its default tolerance).
     """
 
     status: str
@@ -132,6 +134,7 @@ class Outcome:
     steps: dict[int, float] = field(default_factory=dict)
     images: int = 0
     reason: str = ""
+    se: float = math.nan
 
 
 def _mean_values(scores: Scores, i: int) -> float:
@@ -194,6 +197,7 @@ class Objectives:
                 continue
             alive.append(i)
         firsts: dict[int, float] = {}
+        ses: dict[int, float] = {}
         if self.rest and alive:
             s2 = first.score([candidates[i] for i in alive], self.rest)
             for j, i in enumerate(alive):
@@ -205,9 +209,11 @@ class Objectives:
                 both = torch.cat([s1.value[i], s2.value[j]])
                 ok = ~torch.isnan(both)
                 firsts[i] = float(both[ok].mean()) if bool(ok.any()) else math.nan
+                ses[i] = standard_error(both.tolist())
         else:
             for i in alive:
                 firsts[i] = _mean_values(s1, i)
+                ses[i] = standard_error(s1.value[i].tolist())
         alive = [i for i in alive if out[i] is None]
         others = {k: ev.score([candidates[i] for i in alive]) for k, ev in self.evaluators.items()
                   if k != self.first} if alive else {}
@@ -228,5 +234,5 @@ class Objectives:
                 out[i] = Outcome("invalid", steps=steps_of[i], images=len(self.evidence),
                                  reason=reason or "metric undefined on every image")
             else:
-                out[i] = Outcome("complete", values=row, steps=steps_of[i], images=len(self.evidence))
+                out[i] = Outcome("complete", values=row, steps=steps_of[i], images=len(self.evidence), se=ses[i])
         return out   # every slot is set
