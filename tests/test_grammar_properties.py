@@ -10,7 +10,7 @@ from sycam.errors import ExpressionValueError, SycamError
 from sycam.evidence.terminals import TERMINALS
 from sycam.grammar import check, parse, result_kind, to_text
 from sycam.grammar.ast import Call, Num, Var, call
-from sycam.grammar.symbolic import canonical_key, latex
+from sycam.grammar.symbolic import canonical_form, canonical_key, has_root_factor, latex
 from sycam.kernels import compile_expression, finalize, to_layout
 
 ALPHABET = "AGSW23k hw()+-*/^,.<>=!0123456789eE_relusmaxbpcgn\n\t$#"
@@ -167,3 +167,67 @@ def test_latex_never_crashes(tree):
 def test_constant_only_maps_are_constant_zero():
     maps, valid = finalize(compile_expression(parse("sum(A * 0, k)"), TERMINALS)(EVIDENCE["random"])[0])
     assert valid.all() and (maps == 0).all() and not math.isnan(float(maps.sum()))
+
+
+# --- the canonical form a report shows (issue 8): no positive factor that min-max removes ------------------------
+
+SCALABLE = ["relu", "abs", "neg"]
+
+
+@st.composite
+def scaled(draw):
+    """A heatmap with positive constant factors put where min-max makes them irrelevant: at the root,
+    under relu / abs / sum, or inside a product (relu(2 * x) = 2 * relu(x))."""
+    tree = draw(typed(frozenset("bhw"), 2))
+    c = Num(draw(st.sampled_from([2.0, 0.5, 3.0, 10.0])))
+    where = draw(st.sampled_from(["root", "left", "relu", "abs", "sum", "div"]))
+    if where == "root":
+        return Call("mul", (tree, c))
+    if where == "left":
+        return Call("mul", (c, tree))
+    if where == "div":
+        return Call("div", (tree, c))
+    if where == "sum":
+        inner = draw(typed(frozenset("bkhw"), 2))
+        return Call("sum", (Call("mul", (Call("mul", (inner, c)), Var("A"))),), "k")
+    return Call(where, (Call("mul", (c, tree)),))
+
+
+def _normalised(tree):
+    try:
+        raw = compile_expression(tree, TERMINALS)(EVIDENCE["random"])[0].double()
+    except ExpressionValueError:
+        return None
+    return raw, finalize(raw)[0]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(scaled(), HEATMAPS))
+@example(parse("relu(sum((G - G2) * (A * 2) * A, k))"))
+@example(parse("relu(2 * sum(G * A, k)) / 4 + 3"))
+def test_the_canonical_form_has_no_positive_root_factor_and_the_same_maps(tree):
+    shown = canonical_form(tree)
+    assert not has_root_factor(shown), to_text(shown)
+    if isinstance(shown, Call) and shown.op in ("mul", "div"):
+        assert not any(isinstance(a, Num) and a.value > 0 for a in shown.args[1 if shown.op == "div" else 0:])
+    assert shown.size <= tree.size and check(shown, TERMINALS) == frozenset("bhw")
+    before, after = _normalised(tree), _normalised(shown)
+    if before is None:
+        return
+    raw, maps = before
+    span = (raw.flatten(1).amax(1) - raw.flatten(1).amin(1)).abs()
+    scale = raw.flatten(1).abs().amax(1)
+    ok = torch.isfinite(raw).flatten(1).all(1) & (span > 1e-3 * scale) & (scale < 1e30)
+    # equal maps where float32 rounding cannot decide them: a span above 1e-3 of the magnitude
+    assert after is not None
+    assert torch.allclose(maps[ok].float(), after[1][ok].float(), atol=2e-3), to_text(shown)
+
+
+def test_the_demo_expression_loses_its_factor_of_two():
+    demo = parse("relu(sum((G - G2) * (A * 2) * A, k))")
+    shown = canonical_form(demo)
+    assert to_text(shown) == "relu(sum((G - G2) * A * A, k))"
+    assert "2" not in to_text(shown).replace("G2", "")
+    assert to_text(canonical_form(parse("2 * relu(sum(A * G, k)) + 3"))) == "relu(sum(A * G, k))"
+    assert to_text(canonical_form(parse("-relu(sum(A, k)) * 2"))) == "-relu(sum(A, k))"   # the sign stays
+    assert has_root_factor(parse("relu(2 * sum(A, k))")) and not has_root_factor(parse("-relu(sum(A, k))"))

@@ -29,6 +29,7 @@ from ..search import heldout
 from ..search.evaluate import Evaluator
 from ..search.ledger import info, is_evaluation
 from ..search.objectives import ObjectiveSpec
+from ..search.selection import parse_tolerance
 from ..search.space import SearchSpace
 from . import figures, header, leaderboard
 from .html import Page, esc
@@ -76,6 +77,7 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
     the report; ``classes``: class names for the overlay labels (default the class indices);
     ``tolerance``: the selection's (:mod:`sycam.search.selection`)."""
     started = time.perf_counter()
+    tolerance = parse_tolerance(tolerance)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     directions = [s.direction for s in objectives]
@@ -94,12 +96,16 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
     chosen = best or (max(seeds, key=lambda e: sign * e.held[first.text].mean) if seeds else None)
     if chosen is not None:
         files["best"] = out / "best.txt"
-        files["best"].write_text(to_text(space.heatmap(chosen.candidate)) + "\n")
+        row = next((r for r in table if r["label"] == chosen.label), None)
+        files["best"].write_text((row["expression"] if row else to_text(space.heatmap(chosen.candidate))) + "\n")
     if command:
         files["command"] = out / "command.txt"
         files["command"].write_text(shlex.join(command) + "\n")
+    rule = ("the smallest candidate whose working score is within " +
+            ("one standard error of the best's per-image scores" if tolerance == heldout.SE else f"{tolerance:g}")
+            + " of the best (--tolerance)")
     counts = study_counts(study)
-    payload = {"study": study.study_name, "objectives": [s.text for s in objectives], "directions": directions,
+    payload = {"selection": rule, "study": study.study_name, "objectives": [s.text for s in objectives], "directions": directions,
                "verdict": v.as_dict(), "best": table[0] if best is not None else None,
                "comparisons": [c.as_dict() for c in v.comparisons],
                "pareto_front": [r["label"] for r in table if any(r["label"] == e.label for e in front)],
@@ -151,7 +157,7 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
 
     report_seconds = time.perf_counter() - started
     files["html"] = _html(out / "report.html", study, space, objectives, table, v, best, files, counts, command,
-                          settings, run, held_out, front, report_seconds)
+                          settings, run, held_out, front, report_seconds, rule)
     return SearchReport(out, best, v, table, files)
 
 
@@ -182,7 +188,7 @@ def header_rows(study_name: str, settings: Mapping[str, Any] | None, run: Mappin
 
 
 def _html(path: Path, study, space: SearchSpace, objectives, table, v: heldout.Verdict, best, files, counts, command,
-          settings, run, held_out, front, report_seconds: float | None = None) -> Path:
+          settings, run, held_out, front, report_seconds: float | None = None, rule: str = "") -> Path:
     page = Page(f"sycam search: {study.study_name}")
     page.header(header_rows(study.study_name, settings, run, objectives, report_seconds))
     page.paragraph(v.message, cls="verdict " + ("good" if v.beats_every_seed else "bad"))
@@ -192,10 +198,11 @@ def _html(path: Path, study, space: SearchSpace, objectives, table, v: heldout.V
     if best is not None:
         r = table[0]
         page.heading("Selected expression")
-        page.raw(f"<p>Selected on the working images (trial {esc(r['label'])}), scored here on {len(held_out)} "
-                 f"held-out images.</p>"
-                 f"<p><b>CAM</b> <code>{esc(r['expression'])}</code><br><b>{esc(cand)}</b> "
-                 f"<code>{esc(r['candidate'])}</code><br><b>simplified</b> <code>{esc(r['simplified'])}</code>"
+        page.raw(f"<p>Selected on the working images (trial {esc(r['label'])}: {esc(rule)}), scored here on "
+                 f"{len(held_out)} held-out images.</p>"
+                 f"<p><b>CAM</b> <code>{esc(r['expression'])}</code> (canonical: no positive factor that the "
+                 f"min-max normalisation removes; the smallest equivalent form known)<br><b>as searched</b> "
+                 f"<code>{esc(r['searched'])}</code><br><b>{esc(cand)}</b> <code>{esc(r['candidate'])}</code>"
                  f"<br><b>size</b> {r['size']}</p>")
         page.image(files.get("latex"), "LaTeX (mathtext rendering)")
         page.code(r["latex"])
@@ -208,11 +215,11 @@ def _html(path: Path, study, space: SearchSpace, objectives, table, v: heldout.V
     page.heading("Leaderboard")
     if weight_space:
         page.paragraph(f"The {cand.split(' (')[0]} column is in weight-map space: the search builds w and the CAM is "
-                       "heatmap = relu(sum(w * A, k)), shown simplified in the 'CAM (simplified)' column "
+                       "heatmap = relu(sum(w * A, k)), shown in its canonical form in the 'CAM (canonical)' column "
                        "(so HiResCAM is the candidate G). Working = the images the search saw; held-out = the "
                        "others, with a 95 % bootstrap interval.", cls="note")
-    cols = ["rank", "label", "source", "candidate", "simplified", "size"]
-    labels = {"candidate": cand, "simplified": "CAM (simplified)"}
+    cols = ["rank", "label", "source", "expression", "candidate", "size"]
+    labels = {"candidate": cand, "expression": "CAM (canonical)"}
     rows = []
     for r in table:
         row = dict(r)
@@ -224,7 +231,7 @@ def _html(path: Path, study, space: SearchSpace, objectives, table, v: heldout.V
         cols += [f"train_{s.text}", f"held-out {s.text}"]
         labels[f"train_{s.text}"] = f"working {s.text}"
         labels[f"held-out {s.text}"] = f"held-out {s.text} [95% CI]"
-    page.table(rows, cols, labels=labels, code=("candidate", "simplified"), wide=True)
+    page.table(rows, cols, labels=labels, code=("expression", "candidate"), wide=True)
     page.image(files.get("bars"), "held-out score of every candidate and seed")
     page.image(files.get("overlays"), "overlays on held-out images: ground-truth boxes in green; under each "
                                       "picture the target class and the image's score")

@@ -72,6 +72,7 @@ class Entry:
     train: list[float] | None = None          # the study's values (working images); None if pruned
     held: dict[str, Interval] = field(default_factory=dict)
     per_image: dict[str, Tensor] = field(default_factory=dict)
+    smallest: Expr | None = None              # the smallest candidate of the study with the same key
 
     @property
     def text(self) -> str:
@@ -122,11 +123,26 @@ class Comparison:
                 "significantly_worse": self.worse, "verdict": self.verdict}
 
 
-def _entry(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> Entry:
+def _entry(trial: optuna.trial.FrozenTrial, space: SearchSpace, smallest: Mapping[str, str] | None = None) -> Entry:
     i = info(trial)
     label = i.get("seed") or f"#{trial.number}"
+    known = (smallest or {}).get(i.get("key", ""))
     return Entry(label, parse(i["expr"]), i.get("source", "?"), trial.number, i.get("seed"),
-                 list(trial.values) if trial.values else None)
+                 list(trial.values) if trial.values else None,
+                 smallest=parse(known) if known and known != i["expr"] else None)
+
+
+def smallest_forms(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[str, str]:
+    """key -> the smallest expression the study holds with that key (duplicates included: the
+    study's algebraic equivalence class of a candidate)."""
+    out: dict[str, tuple[int, str]] = {}
+    for t in trials:
+        i = info(t)
+        if i.get("key") and i.get("expr"):
+            size = int(i.get("size", len(i["expr"])))
+            if i["key"] not in out or (size, len(i["expr"])) < (out[i["key"]][0], len(out[i["key"]][1])):
+                out[i["key"]] = (size, i["expr"])
+    return {k: v for k, (_, v) in out.items()}
 
 
 def select(study: optuna.Study, space: SearchSpace, directions: Sequence[str], top: int = 10, *,
@@ -136,19 +152,20 @@ def select(study: optuna.Study, space: SearchSpace, directions: Sequence[str], t
     objective ``objective`` (:func:`sycam.search.selection.winner`); the rest follow by score.
     Duplicates and pruned candidates are left out."""
     sign = 1.0 if directions[objective] == "maximize" else -1.0
-    done = [t for t in study.get_trials(deepcopy=False)
-            if "duplicate_of" not in info(t) and info(t).get("expr")]
+    trials = study.get_trials(deepcopy=False)
+    known = smallest_forms(trials)
+    done = [t for t in trials if "duplicate_of" not in info(t) and info(t).get("expr")]
     seeds = [_entry(t, space) for t in done if info(t).get("source") == "seed"
              and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE and info(t).get("source") != "seed"]
     chosen = winner(complete, directions, objective=objective, tolerance=tolerance)
     complete.sort(key=lambda t: (t is not chosen, -sign * t.values[objective], len(info(t)["expr"])))
-    tops = [_entry(t, space) for t in complete[:top]]
+    tops = [_entry(t, space, known) for t in complete[:top]]
     front: list[Entry] = []
     if len(directions) > 1:
         for t in study.best_trials:
             if "duplicate_of" not in info(t) and info(t).get("expr"):
-                front.append(_entry(t, space))
+                front.append(_entry(t, space, known))
         front.sort(key=lambda e: -sign * e.train[objective])
     return tops, seeds, front
 
