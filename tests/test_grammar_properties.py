@@ -231,3 +231,17 @@ def test_the_demo_expression_loses_its_factor_of_two():
     assert to_text(canonical_form(parse("2 * relu(sum(A * G, k)) + 3"))) == "relu(sum(A * G, k))"
     assert to_text(canonical_form(parse("-relu(sum(A, k)) * 2"))) == "-relu(sum(A, k))"   # the sign stays
     assert has_root_factor(parse("relu(2 * sum(A, k))")) and not has_root_factor(parse("-relu(sum(A, k))"))
+
+
+def test_latex_of_orders_is_never_a_subscript():
+    from sycam.evidence.terminals import Terminal, register_terminal, unregister_terminal
+
+    tex = latex(parse("relu(sum(G2 / (2 * G2 + sum(A, hw) * G3) * A, k))"))
+    assert "G^{(2)}" in tex and "G^{(3)}" in tex and "G_{2}" not in tex and "G_{3}" not in tex
+    assert "G^{(2)}_{v}" in latex(parse("sum(G2v, v)")) and r"\mathrm{score\_ss}" in latex(parse("score_ss"))
+    register_terminal(Terminal("Q7", "bkhw", "test", lambda c: c["A"], needs=("A",), latex=r"\tilde{Q}"))
+    try:
+        assert r"\tilde{Q}" in latex(parse("relu(sum(Q7 * A, k))"))
+    finally:
+        unregister_terminal("Q7")
+    assert "Q^{(7)}" in latex(parse("relu(sum(Q7 * A, k))"))

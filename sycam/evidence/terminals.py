@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import EvidenceError, SycamError, UnknownNameError
 from ..grammar.ops import AXES, BATCH, OPS
+from ..grammar.printer import TERMINAL_LATEX
 from .options import OPTIONS, EvidenceOptions, Option, declare
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class Terminal:
     needs: tuple[str, ...] = ()                # terminals the compute function reads from the context
     options: tuple[Option, ...] = ()           # the evidence options it reads
     needs_logits: bool = True                  # a classifier's (False: a detector's target may read it too)
+    latex: str = ""                            # its LaTeX (default: grammar.printer.terminal_latex's rule)
 
 
 #: every terminal, by name, in registration order (a terminal after those it needs)
@@ -109,6 +111,8 @@ def register_terminal(terminal: Terminal) -> Terminal:
                              f"{OPTIONS[option.name]}; read that one")
     for option in terminal.options:
         declare(option)
+    if terminal.latex:
+        TERMINAL_LATEX[name] = terminal.latex
     TERMINALS[name] = terminal
     return terminal
 
@@ -121,6 +125,7 @@ def unregister_terminal(name: str) -> Terminal:
     if users:
         raise SycamError(f"{', '.join(users)} need terminal {name}: unregister them first")
     terminal = TERMINALS.pop(name)
+    TERMINAL_LATEX.pop(name, None)
     still_read = {o.name for t in TERMINALS.values() for o in t.options}
     for option in terminal.options:
         if option.name not in still_read:

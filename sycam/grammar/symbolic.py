@@ -28,7 +28,7 @@ import sympy
 
 from .ast import CONSTANT_MAX, Call, Expr, Num, Var, call, terminals, walk
 from .ops import OPS, SympyForm
-from .printer import to_text
+from .printer import terminal_latex, to_text
 
 #: Integer exponents up to this magnitude are exact sympy powers; larger ones stay uninterpreted.
 MAX_EXACT_POWER = 64
@@ -486,7 +486,8 @@ def latex(expr: Expr) -> str:
     if s.has(*_UNDEFINED):
         with sympy.evaluate(False):
             s = _unevaluated(expr)
-    return sympy.latex(s)
+    names = {sym: terminal_latex(sym.name) for sym in s.free_symbols if isinstance(sym, sympy.Symbol)}
+    return sympy.latex(s, symbol_names=names)
 
 
 def _unevaluated(expr: Expr) -> sympy.Expr:
