@@ -66,6 +66,10 @@ def add(sub) -> None:
                                      "postgresql://user:pw@host:port/db, or memory")
     g.add_argument("--out", help="report folder (default results/search/<study>)")
     g.add_argument("--top", type=int, default=10, help="synthesised candidates in the leaderboard")
+    g.add_argument("--seed-cost-cap", type=float, default=None,
+                   help="seeds outside the search space (Score-CAM, Ablation-CAM, MI-CAM, ...) are compared on the "
+                        "held-out images when they cost at most this many model passes per image beyond the shared "
+                        "one (default 600; 0: only those that need none); the report lists those left out")
     g.add_argument("--no-report", action="store_true", help="only search (e.g. extra workers)")
     g.add_argument("--grace", type=float, default=60.0,
                    help="seconds without a heartbeat before another machine's worker counts as dead")
@@ -95,6 +99,7 @@ def run(args) -> int:
     from ..search.evaluate import check_metric_inputs
     from ..search.objectives import Objectives, parse_objectives
     from ..search.optuna_space import GrammarSpace
+    from ..search.baselines import check_cap
     from ..search.pruning import WilcoxonPruner
     from ..search.space import load_space
     from ..search.storage import check_study_name, open_store
@@ -105,6 +110,7 @@ def run(args) -> int:
     space = load_space(args.space, operators=args.operators, terminals=args.terminals, constants=args.constants,
                        max_size=args.max_size, max_depth=args.max_depth, result=args.result)
     specs = parse_objectives(args.metrics or [DEFAULT_METRIC])
+    seed_cost_cap = check_cap(args.seed_cost_cap)
     options = Options(strategy=args.strategy, budget=args.budget or None, seconds=args.time,
                       enumerate_size=args.enumerate_size, batch=args.batch, sampler=args.sampler, seed=args.seed,
                       grace=args.grace, tolerance=args.tolerance)
@@ -185,7 +191,8 @@ def run(args) -> int:
     report = write_search_report(out, study=study, space=space, objectives=specs, held_out=held_ev, held_batch=held,
                                  resources=resources, command=["sycam", *sys.argv[1:]], settings=settings,
                                  run=run_info, top=args.top, classes=problem.classes,
-                                 tolerance=options.tolerance)
+                                 tolerance=options.tolerance, model=problem.model, layers=problem.layers,
+                                 seed_cost_cap=seed_cost_cap)
     console.print(rich_table(report.table, specs, f"held-out leaderboard ({len(held)} images)"))
     colour = "green" if report.verdict.beats_every_seed else "red"
     console.print(f"[{colour}]{report.verdict.message}[/]")

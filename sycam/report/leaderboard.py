@@ -27,7 +27,7 @@ def forms(space: SearchSpace, entry: Entry) -> dict[str, str]:
     ``best.txt``: :func:`~sycam.grammar.symbolic.canonical_form` of the smallest equivalent candidate
     the study holds, so no positive factor that min-max removes), ``searched`` (the heatmap
     expression the search scored), the candidate, and LaTeX of the canonical form."""
-    heat = space.heatmap(entry.candidate)
+    heat = entry.expression(space)
     shown = []
     for tree in [heat] + ([space.heatmap(entry.smallest)] if entry.smallest is not None else []):
         try:
@@ -49,7 +49,7 @@ def rows(entries: Sequence[Entry], seeds: Sequence[Entry], space: SearchSpace, o
     for rank, e in enumerate([*entries, *seeds_sorted], start=1):
         row: dict[str, Any] = {"rank": rank, "label": e.label, "source": e.source,
                                "trial": e.trial if e.trial is not None else "", **forms(space, e),
-                               "size": e.candidate.size}
+                               "size": e.candidate.size, "in_space": not e.full}
         for k, spec in enumerate(objectives):
             row[f"train_{spec.text}"] = e.train[k] if e.train else float("nan")
             iv = e.held[spec.text]

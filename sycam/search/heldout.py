@@ -73,6 +73,8 @@ class Entry:
     held: dict[str, Interval] = field(default_factory=dict)
     per_image: dict[str, Tensor] = field(default_factory=dict)
     smallest: Expr | None = None              # the smallest candidate of the study with the same key
+    full: bool = False                        # candidate is a whole CAM expression (a seed outside the space)
+    maps: Tensor | None = None                # its maps on the first held-out images, where not from evidence
 
     @property
     def text(self) -> str:
@@ -81,6 +83,10 @@ class Entry:
     @property
     def is_seed(self) -> bool:
         return self.source == "seed"
+
+    def expression(self, space: SearchSpace) -> Expr:
+        """The whole CAM expression (heatmap) of the entry."""
+        return self.candidate if self.full else space.heatmap(self.candidate)
 
 
 @dataclass
@@ -229,34 +235,39 @@ class Verdict:
 
 
 def verdict(best: Entry | None, seeds: Sequence[Entry], spec: ObjectiveSpec, direction: str,
-            name: str | None = None) -> Verdict:
-    """The honest statement the report leads with; ``name``: how it names the best candidate
-    (its CAM expression; default its label)."""
+            name: str | None = None, expression: str | None = None) -> Verdict:
+    """The honest statement the report leads with, Holm-corrected over every seed compared;
+    ``expression``: the best candidate's CAM expression, which the verdict names (``name``: the
+    whole phrase; default the label)."""
     if best is None:
         return Verdict(spec.text, None, False, None, None, [], "no synthesised candidate was completed")
     comps = [compare(best, s, spec, direction) for s in seeds]
     for c, adjusted in zip(comps, holm([c.paired.p for c in comps])):
         c.paired.p_holm = adjusted
-    called = name or best.label
+    called = name or (f"The selected expression {expression}" if expression else best.label)
+    label = expression or best.label
     if not comps:
-        return Verdict(spec.text, best.label, True, None, None, [],
+        return Verdict(spec.text, label, True, None, None, [],
                        f"{called}: the space contains no seed to compare with")
     weakest = min(comps, key=lambda c: c.diff.mean)          # the strongest seed: smallest margin
     beats = all(c.diff.mean > 0 for c in comps)
     n = weakest.diff.images
+    underpowered = (f"the comparison is underpowered: too few images to conclude ({n}, fewer than {MIN_IMAGES}): "
+                    "no significance claimed")
     if beats:
         sig = sum(c.better for c in comps)
-        msg = (f"{called} beats every seed on {spec.text} on {n} held-out images: by {weakest.diff.mean:+.4f} "
-               f"over the strongest seed {weakest.other} (95% CI {weakest.diff.low:+.4f} .. {weakest.diff.high:+.4f}); "
+        msg = (f"{called} beats every seed compared ({len(comps)}) on {spec.text} on {n} held-out images: by "
+               f"{weakest.diff.mean:+.4f} over the strongest seed {weakest.other} (95% CI {weakest.diff.low:+.4f} .. "
+               f"{weakest.diff.high:+.4f}); "
                + (f"the difference is significant against {sig} of {len(comps)} seeds (sign-flip tests, "
-                  f"Holm-corrected over the {len(comps)} seeds)" if weakest.conclusive
-                  else f"too few images to conclude ({n}, fewer than {MIN_IMAGES}): no significance claimed"))
+                  f"Holm-corrected over the {len(comps)} seeds)" if weakest.conclusive else underpowered))
     else:
         losers = [c.other for c in comps if c.diff.mean <= 0]
-        msg = (f"{called} does NOT beat every seed on {spec.text} on {n} held-out images: "
+        msg = (f"{called} does NOT beat every seed compared ({len(comps)}) on {spec.text} on {n} held-out images: "
                f"{', '.join(losers)} score as well or better; vs {weakest.other} it is {weakest.diff.mean:+.4f} "
-               f"(95% CI {weakest.diff.low:+.4f} .. {weakest.diff.high:+.4f})")
-    return Verdict(spec.text, best.label, beats, weakest.other, weakest.diff, comps, msg)
+               f"(95% CI {weakest.diff.low:+.4f} .. {weakest.diff.high:+.4f})"
+               + ("" if weakest.conclusive else f"; {underpowered}"))
+    return Verdict(spec.text, label, beats, weakest.other, weakest.diff, comps, msg)
 
 
 # ----------------------------------------------------------------------------- paired comparisons
