@@ -95,11 +95,11 @@ def run(args) -> int:
     # deferred: torch, optuna and the search engine load here: `sycam search --help` starts without them
     from ..data import split
     from ..evidence.sets import EvidenceSet
+    from ..search.baselines import check_cap
     from ..search.driver import Options, Search, make_sampler, open_study, seed_enqueuer
     from ..search.evaluate import check_metric_inputs
     from ..search.objectives import Objectives, parse_objectives
     from ..search.optuna_space import GrammarSpace
-    from ..search.baselines import check_cap
     from ..search.pruning import WilcoxonPruner
     from ..search.space import load_space
     from ..search.storage import check_study_name, open_store
