@@ -103,7 +103,8 @@ def test_search_reports_held_out_scores_of_the_selected_expression(tmp_path, cap
     assert not any(c["significantly_better"] or c["significantly_worse"] for c in board["comparisons"])
     assert "underpowered" in board["verdict"]["message"] and "significant against" not in board["verdict"]["message"]
     # the verdict names the (canonical) expression, not a trial number
-    assert board["verdict"]["best"] == best and best in board["verdict"]["message"] and "#" not in board["verdict"]["best"]
+    named = board["verdict"]["best"]
+    assert named == best and best in board["verdict"]["message"] and "#" not in named
     seed_rows = {r["label"]: r for r in seeds}
     assert math.isclose(seed_rows["scorecam"]["held_energy_pointing_game"],
                         mean_on_method("scorecam", model, layer, held), abs_tol=1e-6)
