@@ -84,3 +84,16 @@ def test_bad_tolerances_fail_clearly():
             parse_tolerance(bad)
     with pytest.raises(SelectionError):     # the driver's options check it before any model work
         Options(tolerance="-0.5")
+
+
+def test_the_leaderboard_shows_the_demo_winner_without_its_factor_of_two():
+    from sycam.grammar import parse
+    from sycam.report.leaderboard import forms
+
+    entry = heldout.Entry("#7", parse("(G - G2) * (A * 2)"), "enumerate")
+    f = forms(SPACE, entry)
+    assert f["searched"] == "relu(sum((G - G2) * (A * 2) * A, k))"
+    assert f["expression"] == "relu(sum((G - G2) * A * A, k))" and "G^{(2)}" in f["latex"]
+    # the smallest candidate of the study with the same key is shown when smaller (the study vouches for the key)
+    f = forms(SPACE, heldout.Entry("#8", parse("(G - G2) * (A * 2)"), "optuna", smallest=parse("G")))
+    assert f["expression"] == "relu(sum(G * A, k))" and f["searched"] == "relu(sum((G - G2) * (A * 2) * A, k))"
