@@ -69,7 +69,7 @@ def add(sub) -> None:
     g.add_argument("--seed-cost-cap", type=float, default=None,
                    help="seeds outside the search space (Score-CAM, Ablation-CAM, MI-CAM, ...) are compared on the "
                         "held-out images when they cost at most this many model passes per image beyond the shared "
-                        "one (default 600; 0: only those that need none); the report lists those left out")
+                        "one (default 100; 0: only those that need none); the report lists those left out")
     g.add_argument("--no-report", action="store_true", help="only search (e.g. extra workers)")
     g.add_argument("--grace", type=float, default=60.0,
                    help="seconds without a heartbeat before another machine's worker counts as dead")

@@ -85,8 +85,9 @@ class Terminal:
     options: tuple[Option, ...] = ()           # the evidence options it reads
     needs_logits: bool = True                  # a classifier's (False: a detector's target may read it too)
     latex: str = ""                            # its LaTeX (default: grammar.printer.terminal_latex's rule)
-    # model passes (forwards or backwards) per image beyond the first pass, from the layer's channels K,
-    # positions HW and the options; terminals with the same ``shares`` run the same passes (counted once)
+    # model passes (forwards or backwards at 224 px) per image beyond the first pass, from the layer's
+    # channels K, positions HW and the options (work other than passes in pass equivalents: MI-CAM's K
+    # histograms ~ K / 40, measured); terminals with the same ``shares`` run the same passes (counted once)
     passes: Callable[[int, int, EvidenceOptions], float] = lambda k, hw, o: 0.0
     shares: str = ""
 
@@ -253,6 +254,11 @@ _PERTURBED = ("max_batch", "skip_constant", "top_k")   # every masked-input fami
 _HESSIAN = _options("derivatives", "hutchinson_n", "max_hessian_elements", "max_batch", "seed")
 _NOISE = _options("noise_n", "noise_sigma", "seed", "max_batch")
 
+def _scale_passes(k: int, hw: int, o: EvidenceOptions) -> float:
+    """CAMERAS: a forward and a backward per scale, in passes at 224 px (a pass costs its pixels)."""
+    return 2 * sum((s / 224) ** 2 for s in o.scales)
+
+
 for _t in [
     # the first pass: one forward gives A and S, one backward G (and W, through the head); HA, Gx, FB
     # and GB below come from the same forward
@@ -302,16 +308,16 @@ for _t in [
              "K passes of the layers after", needs=("A",), options=_options("ablation_value", "max_batch"),
              passes=lambda k, hw, o: k),
     Terminal("mi", "bk", "MI-CAM: mutual information of Up(A_k) and the grey image", _mi, "K histograms",
-             needs=("A",), options=_options("mi_bins", "max_batch")),
+             needs=("A",), options=_options("mi_bins", "max_batch"), passes=lambda k, hw, o: k / 40),
     # evidence over input scales (CAMERAS) and noise samples (Smooth Grad-CAM++): sycam.evidence.axes
     Terminal("As", "bskhw", "activations at each input scale, resized to a common size", _from(_scales, "As"),
              "R forwards + R backwards", options=_options("scales", "scale_size"),
-             passes=lambda k, hw, o: 2 * len(o.scales), shares="scales"),
+             passes=_scale_passes, shares="scales"),
     Terminal("Gs", "bskhw", "gradients at each input scale, resized to a common size", _from(_scales, "Gs"),
              "R forwards + R backwards", options=_options("scales", "scale_size"),
-             passes=lambda k, hw, o: 2 * len(o.scales), shares="scales"),
+             passes=_scale_passes, shares="scales"),
     Terminal("keep", "bs", "1 where the scale's top-1 equals the top-1 on the original images", _from(_scales, "keep"),
-             "R forwards", options=_options("scales"), passes=lambda k, hw, o: 2 * len(o.scales), shares="scales"),
+             "R forwards", options=_options("scales"), passes=_scale_passes, shares="scales"),
     Terminal("Av", "bvkhw", "activations of noisy copies x + N(0, sigma^2)", _from(_noise, "Av"),
              "N forwards + N backwards", options=_NOISE, passes=lambda k, hw, o: 2 * o.noise_n, shares="noise"),
     Terminal("Gv", "bvkhw", "gradients of noisy copies", _from(_noise, "Gv"), "N forwards + N backwards",
