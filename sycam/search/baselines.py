@@ -141,7 +141,7 @@ def score_extra(p: SeedPlan, model: Any, layers: Any, batch: Batch, objectives: 
                                                       if v is not None}).double().cpu()
                 entry.per_image[spec.text] = values
                 entry.held[spec.text] = interval(values)
-        except SycamError as err:
+        except (SycamError, RuntimeError) as err:   # a model or layer the seed cannot run on: listed, not fatal
             del p.extra[name]
             p.left_out[name] = f"not applicable to this model / layer / metric: {err}".split("\n")[0][:300]
             continue
