@@ -6,6 +6,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from sycam.grammar import parse
+from sycam.grammar.ast import complexity
 from sycam.search import heldout
 from sycam.search.driver import Options, best_of
 from sycam.search.ledger import INFO
@@ -87,7 +89,7 @@ def test_bad_tolerances_fail_clearly():
 
 
 def test_the_leaderboard_shows_the_demo_winner_without_its_factor_of_two():
-    from sycam.grammar import parse
+
     from sycam.report.leaderboard import forms
 
     entry = heldout.Entry("#7", parse("(G - G2) * (A * 2)"), "enumerate")
@@ -97,3 +99,41 @@ def test_the_leaderboard_shows_the_demo_winner_without_its_factor_of_two():
     # the smallest candidate of the study with the same key is shown when smaller (the study vouches for the key)
     f = forms(SPACE, heldout.Entry("#8", parse("(G - G2) * (A * 2)"), "optuna", smallest=parse("G")))
     assert f["expression"] == "relu(sum(G * A, k))" and f["searched"] == "relu(sum((G - G2) * (A * 2) * A, k))"
+
+
+def test_a_search_stores_each_candidates_standard_error_and_reads_the_winner_by_the_rule(tmp_path):
+    import torch
+
+    from sycam.evidence.sets import EvidenceSet
+    from sycam.search.driver import Search, make_sampler, open_study, seed_enqueuer
+    from sycam.search.objectives import Objectives, parse_objectives
+    from sycam.search.optuna_space import GrammarSpace
+    from sycam.search.storage import open_store
+    from sycam.search.toy import toy_problem
+
+    torch.manual_seed(0)
+    model, batch, layer = toy_problem(12)
+    evidence = EvidenceSet.capture(model, batch, [layer], needs=SPACE.evidence_terms)
+    specs = parse_objectives(["energy_pointing_game"])
+    objectives = Objectives(specs, evidence, SPACE)
+    store = open_store("memory")
+    study, _ = open_study(store, "s", {"space": SPACE.to_dict()}, objectives.directions, make_sampler("tpe", 0, 1),
+                          seeds=seed_enqueuer(SPACE, GrammarSpace(SPACE), SPACE.seeds()))
+    progress = []
+    Search(store, study, SPACE, objectives, Options(strategy="enumerate", budget=40, enumerate_size=3, seed=0),
+           probe=evidence.rows(range(6)), seeds=SPACE.seeds(), progress=progress.append).run()
+    done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(done) > 10
+    for t in done:                         # the standard error of the per-image scores of each candidate
+        scores = objectives.evaluators[0].score([parse(t.user_attrs[INFO]["expr"])]).value[0]
+        assert t.user_attrs[INFO]["se"] == pytest.approx(standard_error(scores.tolist()), rel=1e-5)
+    chosen = winner(study.trials, ["maximize"])
+    assert progress[-1].best == chosen.user_attrs[INFO]["expr"]       # the driver reports the selected one
+    best = max(done, key=lambda t: t.values[0])
+    floor = best.values[0] - best.user_attrs[INFO]["se"]
+    assert chosen.values[0] >= floor
+
+    def size(t):
+        return complexity(parse(t.user_attrs[INFO]["expr"]))
+
+    assert all(size(t) >= size(chosen) for t in done if t.values[0] >= floor)

@@ -466,7 +466,8 @@ class Search:
     def _tell(self, trial, i: dict, o: Outcome) -> None:
         self.summary.evaluated += 1
         if o.status == "complete":
-            trial.set_user_attr(INFO, {**i, "se": o.se})
+            if o.se == o.se:                           # stored only where defined (strict JSON)
+                trial.set_user_attr(INFO, {**i, "se": o.se})
             self.study.tell(trial, o.values)
             return
         if o.status == "invalid":
@@ -531,7 +532,7 @@ class Search:
                 params, dists = {}, {}
             if o.status == "invalid":
                 i["invalid"] = o.reason
-            elif o.status == "complete":
+            elif o.status == "complete" and o.se == o.se:
                 i["se"] = o.se
             state = TrialState.COMPLETE if o.status == "complete" else TrialState.PRUNED
             frozen.append((k, o, create_trial(state=state, values=o.values, params=params, distributions=dists,
