@@ -466,7 +466,8 @@ def canonical_form(expr: Expr, *, max_size: int = 60, seconds: float | None = No
                 forms.insert(0, scale_free(_shortest(forms[0])))
         except _Timeout:
             pass
-    known = [e for e in map(_expressible, forms) if e is not None]
+    # a rewrite that cancels a terminal away may change the type (sum(A - A, k) + S is S: {b}, not a map)
+    known = [e for e in map(_expressible, forms) if e is not None and terminals(e) == terminals(tree)]
     shown = [e for e in [tree, *known] if not has_root_factor(e)] or [*known, tree]
     return min(shown, key=lambda e: e.size)      # the first of the smallest: the tree's own order
 
