@@ -98,7 +98,7 @@ class SeedPlan:
         if self.extra:
             out += (f" Outside the search space, explained on the held-out images (cost cap {self.cap:g} model "
                     "passes per image beyond the shared one): "
-                    + ", ".join(f"{k} ({v:g})" for k, v in self.extra.items()) + ".")
+                    + ", ".join(f"{k} ({v:.4g})" for k, v in self.extra.items()) + ".")
         if self.left_out:
             out += " Left out: " + "; ".join(f"{k}: {why}" for k, why in self.left_out.items()) + "."
         return out
@@ -113,7 +113,7 @@ def plan(in_study: Sequence[str], cap: float, channels: int, positions: int,
             continue
         cost = seed_passes(seed, channels, positions, options)
         if cost > cap:
-            p.left_out[name] = f"{cost:g} model passes per image (K = {channels}) > the cap {cap:g}"
+            p.left_out[name] = f"{cost:.4g} model passes per image (K = {channels}) > the cap {cap:g}"
         else:
             p.extra[name] = cost
     for name in META_METHODS:
