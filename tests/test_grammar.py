@@ -155,4 +155,4 @@ def test_latex_of_gradcam():
 
 
 def test_latex_of_a_squared_reduction_wraps_it_in_parentheses():
-    assert latex(parse("A * sum(G2, hw) * sum(G2, hw)")) == r"A \left(\sum_{h,w} G_{2}\right)^{2}"
+    assert latex(parse("A * sum(G2, hw) * sum(G2, hw)")) == r"A \left(\sum_{h,w} G^{(2)}\right)^{2}"

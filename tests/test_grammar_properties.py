@@ -10,7 +10,7 @@ from sycam.errors import ExpressionValueError, SycamError
 from sycam.evidence.terminals import TERMINALS
 from sycam.grammar import check, parse, result_kind, to_text
 from sycam.grammar.ast import Call, Num, Var, call
-from sycam.grammar.symbolic import canonical_key, latex
+from sycam.grammar.symbolic import canonical_form, canonical_key, has_root_factor, latex
 from sycam.kernels import compile_expression, finalize, to_layout
 
 ALPHABET = "AGSW23k hw()+-*/^,.<>=!0123456789eE_relusmaxbpcgn\n\t$#"
@@ -167,3 +167,98 @@ def test_latex_never_crashes(tree):
 def test_constant_only_maps_are_constant_zero():
     maps, valid = finalize(compile_expression(parse("sum(A * 0, k)"), TERMINALS)(EVIDENCE["random"])[0])
     assert valid.all() and (maps == 0).all() and not math.isnan(float(maps.sum()))
+
+
+# --- the canonical form a report shows (issue 8): no positive factor that min-max removes ------------------------
+
+SCALABLE = ["relu", "abs", "neg"]
+
+
+@st.composite
+def scaled(draw):
+    """A heatmap with positive constant factors put where min-max makes them irrelevant: at the root,
+    under relu / abs / sum, or inside a product (relu(2 * x) = 2 * relu(x))."""
+    tree = draw(typed(frozenset("bhw"), 2))
+    c = Num(draw(st.sampled_from([2.0, 0.5, 3.0, 10.0])))
+    where = draw(st.sampled_from(["root", "left", "relu", "abs", "sum", "div"]))
+    if where == "root":
+        return Call("mul", (tree, c))
+    if where == "left":
+        return Call("mul", (c, tree))
+    if where == "div":
+        return Call("div", (tree, c))
+    if where == "sum":
+        inner = draw(typed(frozenset("bkhw"), 2))
+        return Call("sum", (Call("mul", (Call("mul", (inner, c)), Var("A"))),), "k")
+    return Call(where, (Call("mul", (c, tree)),))
+
+
+def _exact_evidence():
+    """float64 evidence with G of order 1: the rounding of float32 (G2 + 0.5 with G2 ~ 1e-6) cannot decide maps."""
+    g = torch.Generator().manual_seed(1)
+    shape = (2, 3, 4, 5)
+    A = torch.rand(shape, generator=g, dtype=torch.float64) * (torch.rand(shape, generator=g) > 0.3)
+    G = torch.randn(shape, generator=g, dtype=torch.float64)
+    terms = {"A": (A, "bkhw"), "G": (G, "bkhw"), "G2": (G ** 2, "bkhw"), "G3": (G ** 3, "bkhw"),
+             "S": (torch.tensor([1.5, -2.0], dtype=torch.float64), "b"),
+             "W": (torch.randn(2, 3, generator=g, dtype=torch.float64), "bk")}
+    return {k: to_layout(t, a) for k, (t, a) in terms.items()}
+
+
+EXACT = _exact_evidence()
+
+
+def _normalised(tree):
+    try:
+        raw = compile_expression(tree, TERMINALS)(EXACT)[0].double()
+    except ExpressionValueError:
+        return None
+    return raw, finalize(raw)[0]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(scaled(), HEATMAPS))
+@example(parse("relu(sum((G - G2) * (A * 2) * A, k))"))
+@example(parse("relu(2 * sum(G * A, k)) / 4 + 3"))
+@example(parse("sum(norm(G2 + 0.5, h) * 2 * A, k)"))
+@example(parse("-(sum(A, k) * 0) * 2"))
+def test_the_canonical_form_has_no_positive_root_factor_and_the_same_maps(tree):
+    shown = canonical_form(tree)
+    assert not has_root_factor(shown), to_text(shown)
+    if isinstance(shown, Call) and shown.op in ("mul", "div"):
+        assert not any(isinstance(a, Num) and a.value > 0 for a in shown.args[1 if shown.op == "div" else 0:])
+    assert shown.size <= tree.size and check(shown, TERMINALS) == frozenset("bhw")
+    before, after = _normalised(tree), _normalised(shown)
+    if before is None:
+        return
+    raw, maps = before
+    span = (raw.flatten(1).amax(1) - raw.flatten(1).amin(1)).abs()
+    scale = raw.flatten(1).abs().amax(1)
+    ok = torch.isfinite(raw).flatten(1).all(1) & (span > 1e-9 * scale) & (scale < 1e100)
+    # equal maps where rounding cannot decide them (a span above 1e-9 of the magnitude, in float64)
+    assert after is not None
+    assert torch.allclose(maps[ok], after[1][ok], atol=1e-6), to_text(shown)
+
+
+def test_the_demo_expression_loses_its_factor_of_two():
+    demo = parse("relu(sum((G - G2) * (A * 2) * A, k))")
+    shown = canonical_form(demo)
+    assert to_text(shown) == "relu(sum((G - G2) * A * A, k))"
+    assert "2" not in to_text(shown).replace("G2", "")
+    assert to_text(canonical_form(parse("2 * relu(sum(A * G, k)) + 3"))) == "relu(sum(A * G, k))"
+    assert to_text(canonical_form(parse("-relu(sum(A, k)) * 2"))) == "-relu(sum(A, k))"   # the sign stays
+    assert has_root_factor(parse("relu(2 * sum(A, k))")) and not has_root_factor(parse("-relu(sum(A, k))"))
+
+
+def test_latex_of_orders_is_never_a_subscript():
+    from sycam.evidence.terminals import Terminal, register_terminal, unregister_terminal
+
+    tex = latex(parse("relu(sum(G2 / (2 * G2 + sum(A, hw) * G3) * A, k))"))
+    assert "G^{(2)}" in tex and "G^{(3)}" in tex and "G_{2}" not in tex and "G_{3}" not in tex
+    assert "G^{(2)}_{v}" in latex(parse("sum(G2v, v)")) and r"\mathrm{score\_ss}" in latex(parse("score_ss"))
+    register_terminal(Terminal("Q7", "bkhw", "test", lambda c: c["A"], needs=("A",), latex=r"\tilde{Q}"))
+    try:
+        assert r"\tilde{Q}" in latex(parse("relu(sum(Q7 * A, k))"))
+    finally:
+        unregister_terminal("Q7")
+    assert "Q^{(7)}" in latex(parse("relu(sum(Q7 * A, k))"))

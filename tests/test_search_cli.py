@@ -1,6 +1,7 @@
 """``sycam search`` and ``sycam ablate`` end to end on the toy problem: errors before work, held-out report."""
 import json
 import math
+from html import unescape
 
 import optuna
 import pytest
@@ -22,6 +23,13 @@ def _no_nan(token: str):
     raise AssertionError(f"{token} is not JSON")
 
 
+def mean_on_method(method, model, layer, b):
+    from sycam.methods.build import explain
+
+    v = get_metric("energy_pointing_game")(explain(method, model, b.x, [layer], targets=b.labels).detach(), b)
+    return float(v[~v.isnan()].mean())
+
+
 def run_search(tmp_path, *extra, study="t"):
     return main(["--threads", "1", "search", *TOY, "--study", study, "--out", str(tmp_path / "out"), *extra])
 
@@ -33,6 +41,10 @@ def run_search(tmp_path, *extra, study="t"):
     (["--metric", "size"], "size alone"),
     (["--storage", "mysql://u@localhost/db"], "unsupported storage scheme"),
     (["--data", "no/such/folder"], "neither one of"),
+    (["--seed-cost-cap", "-1"], "leaves no seed to compare with"),
+    (["--seed-cost-cap", "nan"], "leaves no seed to compare with"),
+    (["--tolerance", "-0.1"], "--tolerance must be"),
+    (["--tolerance", "half"], "--tolerance is 'se'"),
 ])
 def test_bad_space_metric_storage_or_data_fail_before_any_work(tmp_path, capsys, args, message):
     assert run_search(tmp_path, *args) == 2
@@ -71,11 +83,32 @@ def test_search_reports_held_out_scores_of_the_selected_expression(tmp_path, cap
     assert top["expression"] == best and top["source"] != "seed"
     assert math.isclose(top["held_energy_pointing_game"], mean_on(held), abs_tol=2e-3)
     assert math.isclose(top["train_energy_pointing_game"], mean_on(train), abs_tol=2e-3)
-    # every seed of the space is on the board, each compared with the best on the same held-out images
+    # every seed is on the board, each compared with the best on the same held-out images: those of the
+    # space, and the others the toy model allows within the cost cap (perturbation seeds included)
     seeds = [r for r in board["leaderboard"] if r["source"] == "seed"]
-    assert {r["label"] for r in seeds} == {"gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "ssgradcam",
-                                           "ssgradcampp"}
+    in_space = {"gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "ssgradcam", "ssgradcampp"}
+    assert {r["label"] for r in seeds if r["in_space"]} == in_space
+    assert {"scorecam", "sscam", "iscam", "ablationcam", "micam", "eigencam", "cam"} <= {r["label"] for r in seeds}
     assert {c["seed"] for c in board["comparisons"]} == {r["label"] for r in seeds}
+    plan = board["seeds"]
+    assert set(plan["in_study"]) >= in_space and set(plan["extra"]) == {r["label"] for r in seeds} - in_space
+    assert plan["extra"]["scorecam"]["passes_per_image"] == 8                 # K = 8 channels of the toy layer
+    assert set(plan["left_out"]) >= {"gpnncam", "metacam", "adaptivegradcam"}   # every seed compared or left out
+    from sycam.methods.seeds import META_METHODS, SEEDS
+    assert set(plan["in_study"]) | set(plan["extra"]) | set(plan["left_out"]) == set(SEEDS) | set(META_METHODS)
+    assert " ".join(plan["text"].split()) in " ".join(unescape(html).split())
+    # Holm over every seed compared; 6 held-out images: underpowered, nothing called significant
+    tested = [c for c in board["comparisons"] if c["p"] == c["p"]]
+    lowest = min(tested, key=lambda c: c["p"])
+    assert len(tested) > 7 and math.isclose(lowest["p_holm"], min(1.0, len(tested) * lowest["p"]))
+    assert not any(c["significantly_better"] or c["significantly_worse"] for c in board["comparisons"])
+    assert "underpowered" in board["verdict"]["message"] and "significant against" not in board["verdict"]["message"]
+    # the verdict names the (canonical) expression, not a trial number
+    named = board["verdict"]["best"]
+    assert named == best and best in board["verdict"]["message"] and "#" not in named
+    seed_rows = {r["label"]: r for r in seeds}
+    assert math.isclose(seed_rows["scorecam"]["held_energy_pointing_game"],
+                        mean_on_method("scorecam", model, layer, held), abs_tol=1e-6)
     for c in board["comparisons"]:
         seed_row = next(r for r in seeds if r["label"] == c["seed"])
         assert math.isclose(c["mean"], top[f"vs_{c['seed']}"], abs_tol=1e-9)

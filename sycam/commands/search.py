@@ -57,12 +57,20 @@ def add(sub) -> None:
                         "subset (counterexamples) (0: off; one objective only)")
     g.add_argument("--probe", type=int, default=8, help="images the enumerator's equivalence oracle compares on")
     g.add_argument("--seed", type=int, help="sampler seed (default: a random one)")
+    g.add_argument("--tolerance", default="se",
+                   help="select the smallest candidate whose working score is within this of the best: 'se' "
+                        "(default: one standard error of the best's per-image scores) or a number in the "
+                        "metric's units (0: the best)")
     g = p.add_argument_group("study")
     g.add_argument("--study", default="search", help="study name (same name + storage = same search)")
     g.add_argument("--storage", help="journal:PATH (default <out>/study.journal), sqlite:///PATH, "
                                      "postgresql://user:pw@host:port/db, or memory")
     g.add_argument("--out", help="report folder (default results/search/<study>)")
     g.add_argument("--top", type=int, default=10, help="synthesised candidates in the leaderboard")
+    g.add_argument("--seed-cost-cap", type=float, default=None,
+                   help="seeds outside the search space (Score-CAM, Ablation-CAM, MI-CAM, ...) are compared on the "
+                        "held-out images when they cost at most this many model passes per image beyond the shared "
+                        "one (default 100; 0: only those that need none); the report lists those left out")
     g.add_argument("--no-report", action="store_true", help="only search (e.g. extra workers)")
     g.add_argument("--grace", type=float, default=60.0,
                    help="seconds without a heartbeat before another machine's worker counts as dead")
@@ -90,6 +98,7 @@ def run(args) -> int:
     from ..evidence.sets import EvidenceSet
     from ..search import Options, Problem
     from ..search import run as search
+    from ..search.baselines import check_cap
     from ..search.objectives import parse_objectives
     from ..search.reexplain import Reexplainer
     from ..search.space import load_space
@@ -101,9 +110,10 @@ def run(args) -> int:
     space = load_space(args.space, operators=args.operators, terminals=args.terminals, constants=args.constants,
                        max_size=args.max_size, max_depth=args.max_depth, result=args.result)
     specs = parse_objectives(args.metrics or [DEFAULT_METRIC])
+    seed_cost_cap = check_cap(args.seed_cost_cap)
     options = Options(strategy=args.strategy, budget=args.budget or None, seconds=args.time,
                       enumerate_size=args.enumerate_size, batch=args.batch, sampler=args.sampler, seed=args.seed,
-                      grace=args.grace, fidelity=args.fidelity, probe=args.probe)
+                      grace=args.grace, fidelity=args.fidelity, probe=args.probe, tolerance=args.tolerance)
     check_data_arg(args)
     images = read_data(args)
     out = check_out(args.out or Path("results") / "search" / args.study)
@@ -164,7 +174,9 @@ def run(args) -> int:
                 "strategy": options.strategy, "budget": options.budget}
     report = write_search_report(out, study=result.study, space=space, objectives=specs, held_out=held_ev,
                                  held_batch=held, resources=resources, command=["sycam", *sys.argv[1:]],
-                                 settings=result.settings, run=run_info, top=args.top, classes=problem.classes)
+                                 settings=result.settings, run=run_info, top=args.top, classes=problem.classes,
+                                 tolerance=options.tolerance, model=problem.model, layers=problem.layers,
+                                 seed_cost_cap=seed_cost_cap)
     console.print(rich_table(report.table, specs, f"held-out leaderboard ({len(held)} images)"))
     colour = "green" if report.verdict.beats_every_seed else "red"
     console.print(f"[{colour}]{report.verdict.message}[/]")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import EvidenceError, SycamError, UnknownNameError
 from ..grammar.ops import AXES, BATCH, OPS
+from ..grammar.printer import TERMINAL_LATEX
 from .options import OPTIONS, EvidenceOptions, Option, declare
 
 if TYPE_CHECKING:
@@ -83,6 +84,12 @@ class Terminal:
     needs: tuple[str, ...] = ()                # terminals the compute function reads from the context
     options: tuple[Option, ...] = ()           # the evidence options it reads
     needs_logits: bool = True                  # a classifier's (False: a detector's target may read it too)
+    latex: str = ""                            # its LaTeX (default: grammar.printer.terminal_latex's rule)
+    # model passes (forwards or backwards at 224 px) per image beyond the first pass, from the layer's
+    # channels K, positions HW and the options (work other than passes in pass equivalents: MI-CAM's K
+    # histograms ~ K / 40, measured); terminals with the same ``shares`` run the same passes (counted once)
+    passes: Callable[[int, int, EvidenceOptions], float] = lambda k, hw, o: 0.0
+    shares: str = ""
 
 
 #: every terminal, by name, in registration order (a terminal after those it needs)
@@ -109,6 +116,8 @@ def register_terminal(terminal: Terminal) -> Terminal:
                              f"{OPTIONS[option.name]}; read that one")
     for option in terminal.options:
         declare(option)
+    if terminal.latex:
+        TERMINAL_LATEX[name] = terminal.latex
     TERMINALS[name] = terminal
     return terminal
 
@@ -121,6 +130,7 @@ def unregister_terminal(name: str) -> Terminal:
     if users:
         raise SycamError(f"{', '.join(users)} need terminal {name}: unregister them first")
     terminal = TERMINALS.pop(name)
+    TERMINAL_LATEX.pop(name, None)
     still_read = {o.name for t in TERMINALS.values() for o in t.options}
     for option in terminal.options:
         if option.name not in still_read:
@@ -244,6 +254,11 @@ _PERTURBED = ("max_batch", "skip_constant", "top_k")   # every masked-input fami
 _HESSIAN = _options("derivatives", "hutchinson_n", "max_hessian_elements", "max_batch", "seed")
 _NOISE = _options("noise_n", "noise_sigma", "seed", "max_batch")
 
+def _scale_passes(k: int, hw: int, o: EvidenceOptions) -> float:
+    """CAMERAS: a forward and a backward per scale, in passes at 224 px (a pass costs its pixels)."""
+    return 2 * sum((s / 224) ** 2 for s in o.scales)
+
+
 for _t in [
     # the first pass: one forward gives A and S, one backward G (and W, through the head); HA, Gx, FB
     # and GB below come from the same forward
@@ -255,17 +270,20 @@ for _t in [
              needs_logits=False),
     # true diagonal derivatives, from autograd over the model's suffix (sycam.evidence.derivatives)
     Terminal("H2", "bkhw", "true diagonal second derivative d2S/dA2 (autograd, opt-in)", _from(_derivatives, "H2"),
-             "one Hessian-vector product per layer element, or N for an estimate", needs=("A",), options=_HESSIAN),
+             "one Hessian-vector product per layer element, or N for an estimate", needs=("A",), options=_HESSIAN,
+             passes=lambda k, hw, o: k * hw if o.derivatives == "exact" else o.hutchinson_n),
     Terminal("H3", "bkhw", "true diagonal third derivative d3S/dA3 (autograd, opt-in)", _from(_derivatives, "H3"),
-             "per layer element", needs=("A",), options=_options("max_hessian_elements", "max_batch")),
+             "per layer element", needs=("A",), options=_options("max_hessian_elements", "max_batch"),
+             passes=lambda k, hw, o: k * hw),
     Terminal("HA", "bkhw", "H A: the Hessian d2S/dA2 times A, one Hessian-vector product (ShapleyCAM)",
-             _first_pass("HA"), "1 backward to the layer keeping its graph + 1 Hessian-vector product"),
+             _first_pass("HA"), "1 backward to the layer keeping its graph + 1 Hessian-vector product",
+             passes=lambda k, hw, o: 2),
     Terminal("S", "b", "target score (e.g. the class logit)", _first_pass("S"), needs_logits=False),
     Terminal("W", "bk", "classifier weights dS/dz at the input z of a GAP + linear head (CAM)", _first_pass("W"),
              "1 backward through the head"),
     Terminal("R", "bkhw", "LRP relevance of the target score at the layer's output (options lrp_rule, "
              "lrp_contrast; sycam.evidence.relevance)", _from(_relevance), "1 forward + 1 LRP backward to the layer",
-             options=_options("lrp_rule", "lrp_epsilon", "lrp_contrast")),
+             options=_options("lrp_rule", "lrp_epsilon", "lrp_contrast"), passes=lambda k, hw, o: 2),
     # at the input's resolution (k: the colour channels, h w: the input's grid); a layer's map meets
     # them through resize(x, like). Refused on detectors, whose maps pass through their input frame.
     Terminal("X", "bkhw", "the model input x", lambda c: c.x),
@@ -275,31 +293,38 @@ for _t in [
              "1 backward to the input, with a probe on every Conv2d / BatchNorm2d bias"),
     Terminal("GB", "bkhw", "guided-backpropagation input gradient: dS/dx through ReLUs passing back only "
              "positive gradients (sycam.evidence.guided)", _first_pass("GB"),
-             "1 backward to the input through guided ReLUs (a second backward when other gradients are read)"),
+             "1 backward to the input through guided ReLUs (a second backward when other gradients are read)",
+             passes=lambda k, hw, o: 1),
     # channel scores from perturbed inputs (sycam.evidence.perturbation), with the CAM's own target
     Terminal("score", "bk", "Score-CAM: the target on x * M_k, M_k = minmax(Up(A_k))", _score, "K forwards",
-             needs=("A",), options=_options("score_variant", *_PERTURBED)),
+             needs=("A",), options=_options("score_variant", *_PERTURBED), passes=lambda k, hw, o: k),
     Terminal("score_ss", "bk", "SS-CAM: Score-CAM averaged over N noisy masks (or inputs)", _score_ss,
-             "N K forwards", needs=("A",), options=_options("ss_n", "ss_sigma", "ss_noise", "seed", *_PERTURBED)),
+             "N K forwards", needs=("A",), options=_options("ss_n", "ss_sigma", "ss_noise", "seed", *_PERTURBED),
+             passes=lambda k, hw, o: o.ss_n * k),
     Terminal("score_is", "bk", "IS-CAM: Score-CAM averaged over N scaled masks (before its softmax)", _score_is,
-             "N K forwards", needs=("A",), options=_options("is_n", "is_schedule", *_PERTURBED)),
+             "N K forwards", needs=("A",), options=_options("is_n", "is_schedule", *_PERTURBED),
+             passes=lambda k, hw, o: o.is_n * k),
     Terminal("ablation", "bk", "Ablation-CAM: (y - y with channel k zeroed) / y", _ablation,
-             "K passes of the layers after", needs=("A",), options=_options("ablation_value", "max_batch")),
+             "K passes of the layers after", needs=("A",), options=_options("ablation_value", "max_batch"),
+             passes=lambda k, hw, o: k),
     Terminal("mi", "bk", "MI-CAM: mutual information of Up(A_k) and the grey image", _mi, "K histograms",
-             needs=("A",), options=_options("mi_bins", "max_batch")),
+             needs=("A",), options=_options("mi_bins", "max_batch"), passes=lambda k, hw, o: k / 40),
     # evidence over input scales (CAMERAS) and noise samples (Smooth Grad-CAM++): sycam.evidence.axes
     Terminal("As", "bskhw", "activations at each input scale, resized to a common size", _from(_scales, "As"),
-             "R forwards + R backwards", options=_options("scales", "scale_size")),
+             "R forwards + R backwards", options=_options("scales", "scale_size"),
+             passes=_scale_passes, shares="scales"),
     Terminal("Gs", "bskhw", "gradients at each input scale, resized to a common size", _from(_scales, "Gs"),
-             "R forwards + R backwards", options=_options("scales", "scale_size")),
+             "R forwards + R backwards", options=_options("scales", "scale_size"),
+             passes=_scale_passes, shares="scales"),
     Terminal("keep", "bs", "1 where the scale's top-1 equals the top-1 on the original images", _from(_scales, "keep"),
-             "R forwards", options=_options("scales")),
+             "R forwards", options=_options("scales"), passes=_scale_passes, shares="scales"),
     Terminal("Av", "bvkhw", "activations of noisy copies x + N(0, sigma^2)", _from(_noise, "Av"),
-             "N forwards + N backwards", options=_NOISE),
+             "N forwards + N backwards", options=_NOISE, passes=lambda k, hw, o: 2 * o.noise_n, shares="noise"),
     Terminal("Gv", "bvkhw", "gradients of noisy copies", _from(_noise, "Gv"), "N forwards + N backwards",
-             options=_NOISE),
+             options=_NOISE, passes=lambda k, hw, o: 2 * o.noise_n, shares="noise"),
     Terminal("G2v", "bvkhw", "Gv^2 (Grad-CAM++ closed form per noise sample)", _power("Gv", 2),
-             "N forwards + N backwards", needs=("Gv",)),
-    Terminal("G3v", "bvkhw", "Gv^3", _power("Gv", 3), "N forwards + N backwards", needs=("Gv",)),
+             "N forwards + N backwards", needs=("Gv",), passes=lambda k, hw, o: 2 * o.noise_n, shares="noise"),
+    Terminal("G3v", "bvkhw", "Gv^3", _power("Gv", 3), "N forwards + N backwards", needs=("Gv",),
+             passes=lambda k, hw, o: 2 * o.noise_n, shares="noise"),
 ]:
     register_terminal(_t)

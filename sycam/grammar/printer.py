@@ -1,5 +1,7 @@
-"""Tree -> text with the fewest parentheses that parse back to the same tree."""
+"""Tree -> text with the fewest parentheses that parse back to the same tree; terminals' LaTeX names."""
 from __future__ import annotations
+
+import re
 
 from .ast import Call, Expr, Num, Var
 from .ops import OPS
@@ -72,3 +74,23 @@ def _wrap(node: Expr, min_prec: int, out: list[str]) -> None:
         out.append(")")
     else:
         _emit(node, out)
+
+
+#: LaTeX of terminals whose records give one (``Terminal.latex``: set by the terminal registry)
+TERMINAL_LATEX: dict[str, str] = {}
+_ORDER = re.compile(r"([A-Za-z]+)([0-9]+)([A-Za-z]*)")
+
+
+def terminal_latex(name: str) -> str:
+    """A terminal's LaTeX: its record's, else a name ending in a number n is an order,
+    written ``X^{(n)}`` (G2 -> G^{(2)}, G2v -> G^{(2)}_{v}: never G_2, which reads as an index),
+    and any other name with digits or underscores is upright text (\\mathrm{score\\_ss})."""
+    if name in TERMINAL_LATEX:
+        return TERMINAL_LATEX[name]
+    m = _ORDER.fullmatch(name)
+    if m:
+        base, order, rest = m.groups()
+        return f"{base}^{{({order})}}" + (f"_{{{rest}}}" if rest else "")
+    if re.search(r"[0-9_]", name):
+        return r"\mathrm{%s}" % name.replace("_", r"\_")
+    return name

@@ -28,7 +28,7 @@ import sympy
 
 from .ast import CONSTANT_MAX, Call, Expr, Num, Var, call, terminals, walk
 from .ops import OPS, SympyForm
-from .printer import to_text
+from .printer import terminal_latex, to_text
 
 #: Integer exponents up to this magnitude are exact sympy powers; larger ones stay uninterpreted.
 MAX_EXACT_POWER = 64
@@ -426,6 +426,60 @@ def simplify(expr: Expr, *, max_size: int = 60, seconds: float | None = None) ->
     return expr
 
 
+#: operators f with f(c x) = c f(x) for every c > 0 (a positive factor passes through them)
+_HOMOGENEOUS = frozenset({"relu", "abs", "sum", "mean", "max", "min"})
+
+
+def _drop_root_factor(expr: Expr) -> Expr:
+    """The tree without a positive constant factor at its root, through positively homogeneous
+    operators: ``relu(2 * x)`` -> ``relu(x)``, ``sum(x / 4, k)`` -> ``sum(x, k)``."""
+    if not isinstance(expr, Call):
+        return expr
+    if expr.op in _HOMOGENEOUS and len(expr.args) == 1:
+        return Call(expr.op, (_drop_root_factor(expr.args[0]),), expr.axes)
+    if expr.op in ("mul", "div"):
+        x, y = expr.args
+        if isinstance(y, Num) and y.value > 0:
+            return _drop_root_factor(x)
+        if expr.op == "mul" and isinstance(x, Num) and x.value > 0:
+            return _drop_root_factor(y)
+        if expr.op == "mul":
+            return call("mul", _drop_root_factor(x), _drop_root_factor(y))
+    return expr
+
+
+def canonical_form(expr: Expr, *, max_size: int = 60, seconds: float | None = None) -> Expr:
+    """The form a report shows first: what the per-image min-max normalisation makes irrelevant
+    removed (a positive constant factor at the root, ``c f(x)`` -> ``f(x)``, also through relu, abs,
+    sum, mean, max and min, and an added constant), then the smallest equivalent expression known
+    (the shortest algebraic rewrite, as :func:`simplify`). Its normalised maps are ``expr``'s."""
+    tree = _drop_root_factor(expr)
+    if _rounding_decides(expr):
+        return tree
+    s = to_sympy(tree)
+    if s.has(*_UNDEFINED):
+        return tree
+    forms = [scale_free(s)]
+    if tree.size <= max_size:
+        try:
+            with _time_limit(SIMPLIFY_SECONDS if seconds is None else seconds):
+                forms.insert(0, scale_free(_shortest(forms[0])))
+        except _Timeout:
+            pass
+    # a rewrite that cancels a terminal away may change the type (sum(A - A, k) + S is S: {b}, not a map)
+    known = [e for e in map(_expressible, forms) if e is not None and terminals(e) == terminals(tree)]
+    shown = [e for e in [tree, *known] if not has_root_factor(e)] or [*known, tree]
+    return min(shown, key=lambda e: e.size)      # the first of the smallest: the tree's own order
+
+
+def has_root_factor(expr: Expr) -> bool:
+    """Whether ``expr`` = c * f with a numeric c > 0, c != 1, in sympy's form (which moves a positive
+    factor out of relu, abs, sum, mean, max and min)."""
+    s = to_sympy(expr)
+    c, rest = s.as_coeff_Mul()
+    return bool(c.is_positive) and c != 1 and rest != 1
+
+
 def latex(expr: Expr) -> str:
     """LaTeX of the expression (of the unevaluated tree where sympy's form is undefined, e.g. a
     denominator that cancels to zero)."""
@@ -433,7 +487,8 @@ def latex(expr: Expr) -> str:
     if s.has(*_UNDEFINED):
         with sympy.evaluate(False):
             s = _unevaluated(expr)
-    return sympy.latex(s)
+    names = {sym: terminal_latex(sym.name) for sym in s.free_symbols if isinstance(sym, sympy.Symbol)}
+    return sympy.latex(s, symbol_names=names)
 
 
 def _unevaluated(expr: Expr) -> sympy.Expr:

@@ -1,7 +1,8 @@
 """The leaderboard of a search: one row per candidate (synthesised ones, then the seeds).
 
-Each row: the full CAM expression (usable as ``sycam explain --method``), the candidate, its
-simplified form and LaTeX, size, the study's value on the working images, the held-out
+Each row: the full CAM expression in its canonical form (usable as ``sycam explain --method``;
+no positive factor that min-max removes, the smallest equivalent form known), the heatmap
+expression the search scored, the candidate, LaTeX, size, the study's value on the working images, the held-out
 mean with its 95 % interval for every objective, and the paired held-out difference to
 every seed on the first objective (``vs_<seed>``, positive = better than that seed).
 """
@@ -15,20 +16,26 @@ from typing import Any
 from rich.table import Table
 
 from ..grammar.printer import to_text
-from ..grammar.symbolic import latex, simplify
+from ..grammar.symbolic import canonical_form, latex
 from ..search.heldout import Entry, signed_difference
 from ..search.objectives import ObjectiveSpec
 from ..search.space import SearchSpace
 
 
 def forms(space: SearchSpace, entry: Entry) -> dict[str, str]:
-    """Expression texts of an entry: full heatmap expression, simplified, LaTeX."""
-    heat = space.heatmap(entry.candidate)
-    try:
-        simple = to_text(simplify(heat, max_size=40))
-    except Exception:        # sympy may give up on large trees; the expression itself is still right
-        simple = to_text(heat)
-    return {"expression": to_text(heat), "candidate": entry.text, "simplified": simple, "latex": latex(heat)}
+    """Expression texts of an entry: ``expression``, the canonical form shown first (and written to
+    ``best.txt``: :func:`~sycam.grammar.symbolic.canonical_form` of the smallest equivalent candidate
+    the study holds, so no positive factor that min-max removes), ``searched`` (the heatmap
+    expression the search scored), the candidate, and LaTeX of the canonical form."""
+    heat = entry.expression(space)
+    shown = []
+    for tree in [heat] + ([space.heatmap(entry.smallest)] if entry.smallest is not None else []):
+        try:
+            shown.append(canonical_form(tree, max_size=40))
+        except Exception:    # sympy may give up on large trees; the expression itself is still right
+            shown.append(tree)
+    best = min(shown, key=lambda e: e.size)
+    return {"expression": to_text(best), "searched": to_text(heat), "candidate": entry.text, "latex": latex(best)}
 
 
 def rows(entries: Sequence[Entry], seeds: Sequence[Entry], space: SearchSpace, objectives: Sequence[ObjectiveSpec],
@@ -42,7 +49,7 @@ def rows(entries: Sequence[Entry], seeds: Sequence[Entry], space: SearchSpace, o
     for rank, e in enumerate([*entries, *seeds_sorted], start=1):
         row: dict[str, Any] = {"rank": rank, "label": e.label, "source": e.source,
                                "trial": e.trial if e.trial is not None else "", **forms(space, e),
-                               "size": e.candidate.size}
+                               "size": e.candidate.size, "in_space": not e.full}
         for k, spec in enumerate(objectives):
             row[f"train_{spec.text}"] = e.train[k] if e.train else float("nan")
             iv = e.held[spec.text]

@@ -25,10 +25,11 @@ import optuna
 from ..data.batch import Batch
 from ..evidence.sets import EvidenceSet
 from ..grammar.printer import to_text
-from ..search import heldout
+from ..search import baselines, heldout
 from ..search.evaluate import Evaluator
 from ..search.ledger import info, is_evaluation
 from ..search.objectives import ObjectiveSpec
+from ..search.selection import parse_tolerance
 from ..search.space import SearchSpace
 from . import figures, header, leaderboard
 from .html import Page, esc
@@ -70,34 +71,54 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
                         objectives: Sequence[ObjectiveSpec], held_out: EvidenceSet, held_batch: Batch,
                         resources: Mapping[str, Any] | None = None, command: Sequence[str] = (),
                         settings: Mapping[str, Any] | None = None, run: Mapping[str, Any] | None = None,
-                        top: int = 10, grid_images: int = 6, classes: Sequence[str] | None = None) -> SearchReport:
-    """Score the study's best candidates and every seed on the held-out images and write the
-    report; ``classes``: class names for the overlay labels (default the class indices)."""
+                        top: int = 10, grid_images: int = 6, classes: Sequence[str] | None = None,
+                        tolerance: str | float = heldout.SE, model: Any = None, layers: Any = None,
+                        seed_cost_cap: float | None = None) -> SearchReport:
+    """Score the study's selected and best candidates and every seed on the held-out images and write
+    the report; ``classes``: class names for the overlay labels (default the class indices);
+    ``tolerance``: the selection's (:mod:`sycam.search.selection`); ``model``, ``layers``: to
+    explain the seeds outside the search space within ``seed_cost_cap`` model passes per image
+    (:mod:`sycam.search.baselines`; without a model they are listed as left out)."""
     started = time.perf_counter()
+    tolerance = parse_tolerance(tolerance)
+    cap = baselines.check_cap(seed_cost_cap)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     directions = [s.direction for s in objectives]
     first = next(s for s in objectives if not s.is_size)
     k0 = list(objectives).index(first)
-    tops, seeds, front = heldout.select(study, space, directions, top)
+    tops, seeds, front = heldout.select(study, space, directions, top, tolerance=tolerance, objective=k0)
     extra = [e for e in front if e.trial not in {t.trial for t in tops}]
     heldout.score([*tops, *extra, *seeds], objectives, held_out, space, resources)
+    also = [a for t in study.get_trials(deepcopy=False) if info(t).get("source") == "seed"
+            for a in info(t).get("also", [])]
+    plan = baselines.plan([*(e.label for e in seeds), *also], cap, *_layer_sizes(held_out))
+    if model is None:
+        plan.left_out.update({k: "no model given to the report" for k in plan.extra})
+        plan.extra.clear()
+    seeds = [*seeds, *baselines.score_extra(plan, model, layers, held_batch, objectives, resources)]
     best = tops[0] if tops else None
     table = leaderboard.rows([*tops, *extra], seeds, space, objectives, directions)
     v = heldout.verdict(best, seeds, first, directions[k0],
-                        name=f"The selected expression {table[0]['expression']}" if best is not None else None)
+                        expression=table[0]["expression"] if best is not None else None)
     files: dict[str, Path] = {}
     files["csv"] = leaderboard.write_csv(out / "leaderboard.csv", table)
     sign = 1.0 if directions[k0] == "maximize" else -1.0
     chosen = best or (max(seeds, key=lambda e: sign * e.held[first.text].mean) if seeds else None)
     if chosen is not None:
         files["best"] = out / "best.txt"
-        files["best"].write_text(to_text(space.heatmap(chosen.candidate)) + "\n")
+        row = next((r for r in table if r["label"] == chosen.label), None)
+        files["best"].write_text((row["expression"] if row else to_text(space.heatmap(chosen.candidate))) + "\n")
     if command:
         files["command"] = out / "command.txt"
         files["command"].write_text(shlex.join(command) + "\n")
+    rule = ("the smallest candidate whose working score is within " +
+            ("one standard error (of the best's per-image scores)" if tolerance == heldout.SE else f"{tolerance:g}")
+            + " of the best (--tolerance)")
     counts = study_counts(study)
-    payload = {"study": study.study_name, "objectives": [s.text for s in objectives], "directions": directions,
+    payload = {"selection": rule, "seeds": {**plan.as_dict(), "text": plan.text()},
+               "study": study.study_name, "objectives": [s.text for s in objectives],
+               "directions": directions,
                "verdict": v.as_dict(), "best": table[0] if best is not None else None,
                "comparisons": [c.as_dict() for c in v.comparisons],
                "pareto_front": [r["label"] for r in table if any(r["label"] == e.label for e in front)],
@@ -119,7 +140,9 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
     if shown:
         n = min(grid_images, len(held_out))
         ev = Evaluator(held_out, space, first.metric(), **dict(resources or {}))
-        maps = ev.maps([e.candidate for e in shown], list(range(n))).full().cpu()
+        scored = [e for e in shown if e.maps is None]
+        from_evidence = iter(ev.maps([e.candidate for e in scored], list(range(n))).full().cpu() if scored else [])
+        maps = [e.maps[:n] if e.maps is not None else next(from_evidence) for e in shown]
         names = list(held_batch.names[:n]) or [f"image {i}" for i in range(n)]
         targets = [figures.class_name(int(c), classes) for c in held_batch.labels[:n].tolist()]
         columns, labels = {}, {}
@@ -149,8 +172,14 @@ def write_search_report(out: str | Path, *, study: optuna.Study, space: SearchSp
 
     report_seconds = time.perf_counter() - started
     files["html"] = _html(out / "report.html", study, space, objectives, table, v, best, files, counts, command,
-                          settings, run, held_out, front, report_seconds)
+                          settings, run, held_out, front, report_seconds, rule, plan.text())
     return SearchReport(out, best, v, table, files)
+
+
+def _layer_sizes(evidence: EvidenceSet) -> tuple[int, int]:
+    """(channels K, positions HW) of the largest layer's activations (in the b s v k h w layout)."""
+    shapes = [terms["A"].shape for terms in evidence.layers.values() if "A" in terms]
+    return max((int(t[3]) for t in shapes), default=1), max((int(t[4] * t[5]) for t in shapes), default=1)
 
 
 def header_rows(study_name: str, settings: Mapping[str, Any] | None, run: Mapping[str, Any] | None,
@@ -180,7 +209,8 @@ def header_rows(study_name: str, settings: Mapping[str, Any] | None, run: Mappin
 
 
 def _html(path: Path, study, space: SearchSpace, objectives, table, v: heldout.Verdict, best, files, counts, command,
-          settings, run, held_out, front, report_seconds: float | None = None) -> Path:
+          settings, run, held_out, front, report_seconds: float | None = None, rule: str = "",
+          seeds_text: str = "") -> Path:
     page = Page(f"sycam search: {study.study_name}")
     page.header(header_rows(study.study_name, settings, run, objectives, report_seconds))
     page.paragraph(v.message, cls="verdict " + ("good" if v.beats_every_seed else "bad"))
@@ -190,15 +220,17 @@ def _html(path: Path, study, space: SearchSpace, objectives, table, v: heldout.V
     if best is not None:
         r = table[0]
         page.heading("Selected expression")
-        page.raw(f"<p>Selected on the working images (trial {esc(r['label'])}), scored here on {len(held_out)} "
-                 f"held-out images.</p>"
-                 f"<p><b>CAM</b> <code>{esc(r['expression'])}</code><br><b>{esc(cand)}</b> "
-                 f"<code>{esc(r['candidate'])}</code><br><b>simplified</b> <code>{esc(r['simplified'])}</code>"
+        page.raw(f"<p>Selected on the working images (trial {esc(r['label'])}: {esc(rule)}), scored here on "
+                 f"{len(held_out)} held-out images.</p>"
+                 f"<p><b>CAM</b> <code>{esc(r['expression'])}</code> (canonical: no positive factor that the "
+                 f"min-max normalisation removes; the smallest equivalent form known)<br><b>as searched</b> "
+                 f"<code>{esc(r['searched'])}</code><br><b>{esc(cand)}</b> <code>{esc(r['candidate'])}</code>"
                  f"<br><b>size</b> {r['size']}</p>")
         page.image(files.get("latex"), "LaTeX (mathtext rendering)")
         page.code(r["latex"])
         page.raw('<p>Use it: <code>sycam explain --method "$(cat best.txt)"</code></p>')
     page.heading("Against every seed (held-out, paired: 95% bootstrap CI, sign-flip p, Holm over the seeds)")
+    page.paragraph(seeds_text, cls="note")
     page.table([{"seed": c.other, "objective": c.objective, "difference": c.diff.mean, "low": c.diff.low,
                  "high": c.diff.high, "images": c.diff.images, "p": c.paired.p, "p (Holm)": c.paired.p_holm,
                  "verdict": c.verdict}
@@ -206,11 +238,11 @@ def _html(path: Path, study, space: SearchSpace, objectives, table, v: heldout.V
     page.heading("Leaderboard")
     if weight_space:
         page.paragraph(f"The {cand.split(' (')[0]} column is in weight-map space: the search builds w and the CAM is "
-                       "heatmap = relu(sum(w * A, k)), shown simplified in the 'CAM (simplified)' column "
+                       "heatmap = relu(sum(w * A, k)), shown in its canonical form in the 'CAM (canonical)' column "
                        "(so HiResCAM is the candidate G). Working = the images the search saw; held-out = the "
                        "others, with a 95 % bootstrap interval.", cls="note")
-    cols = ["rank", "label", "source", "candidate", "simplified", "size"]
-    labels = {"candidate": cand, "simplified": "CAM (simplified)"}
+    cols = ["rank", "label", "source", "expression", "candidate", "size"]
+    labels = {"candidate": cand, "expression": "CAM (canonical)"}
     rows = []
     for r in table:
         row = dict(r)
@@ -222,7 +254,7 @@ def _html(path: Path, study, space: SearchSpace, objectives, table, v: heldout.V
         cols += [f"train_{s.text}", f"held-out {s.text}"]
         labels[f"train_{s.text}"] = f"working {s.text}"
         labels[f"held-out {s.text}"] = f"held-out {s.text} [95% CI]"
-    page.table(rows, cols, labels=labels, code=("candidate", "simplified"), wide=True)
+    page.table(rows, cols, labels=labels, code=("expression", "candidate"), wide=True)
     page.image(files.get("bars"), "held-out score of every candidate and seed")
     page.image(files.get("overlays"), "overlays on held-out images: ground-truth boxes in green; under each "
                                       "picture the target class and the image's score")

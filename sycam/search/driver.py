@@ -60,6 +60,7 @@ from .ledger import INFO, SETTINGS, WORKER, WORKING, Ledger, View, expression_ke
 from .objectives import Objectives, Outcome, counterexamples
 from .optuna_space import EncodingError, GrammarSpace
 from .sampling import SnapshotSampler
+from .selection import SE, parse_tolerance, winner
 from .space import SearchSpace
 from .storage import Store
 from .workers import DEFAULT_GRACE, DEFAULT_HEARTBEAT, Worker
@@ -98,6 +99,7 @@ class Options:
     stop: str = "budget"                # "first": end once a candidate's mean reaches the threshold
     add: int = 2                        # counterexamples per failed candidate
     sympy: str = "before"               # the enumerator's sympy oracle: "before", "after" or "off"
+    tolerance: str | float = SE         # the simplest winner within this of the best (sycam.search.selection)
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -120,6 +122,7 @@ class Options:
             raise SearchError(f"the threshold must be a finite number, not {self.threshold!r}")
         if self.stop == "first" and self.threshold is None:
             raise SearchError("stop='first' ends at the first candidate that reaches a threshold: give one")
+        self.tolerance = parse_tolerance(self.tolerance)
 
 
 @dataclass
@@ -248,17 +251,10 @@ class _Incumbent:
         return self._best
 
 
-def best_of(trials, directions: Sequence[str]):
-    """The best complete non-duplicate trial on the first objective (None if none)."""
-    sign = 1.0 if directions[0] == "maximize" else -1.0
-    best, best_v = None, -math.inf
-    for t in trials:
-        if t.state != TrialState.COMPLETE or "duplicate_of" in info(t) or not t.values:
-            continue
-        v = sign * t.values[0]
-        if v > best_v:
-            best, best_v = t, v
-    return best
+def best_of(trials, directions: Sequence[str], tolerance: str | float = 0.0, objective: int = 0):
+    """The selected complete non-duplicate trial on objective ``objective`` (None if none): the
+    simplest within ``tolerance`` of the best (:func:`sycam.search.selection.winner`; 0: the best)."""
+    return winner(trials, directions, objective=objective, tolerance=tolerance)
 
 
 class Search:
@@ -290,6 +286,7 @@ class Search:
         self._rng = random.Random(options.seed)
         self._recent: deque[bool] = deque(maxlen=32)     # recent TPE proposals: was it a duplicate?
         self._incumbent = None
+        self._winner = None
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> RunSummary:
@@ -356,7 +353,10 @@ class Search:
                 self.summary.retried += len(failed)
                 self.log(f"trials {failed} of stopped workers failed and queued again")
             view = self.ledger.view()
-        self._incumbent = best_of(view.trials, self.directions)
+        # the strict best drives the pruner, the counterexamples and the threshold stop; the simplest
+        # winner within the tolerance is what the progress shows (and what the result reports)
+        self._incumbent = best_of(view.trials, self.directions, 0.0, self.objectives.first)
+        self._winner = best_of(view.trials, self.directions, self.options.tolerance, self.objectives.first)
         stored = self.study.user_attrs.get(WORKING)
         if stored is not None and self.objectives.fidelity and list(stored) != self.objectives.working:
             self.objectives.set_working(stored)
@@ -411,7 +411,7 @@ class Search:
     def _report(self, view: View, phase: str) -> None:
         if self.progress is None:
             return
-        best = self._incumbent
+        best = self._winner
         self.progress(Progress(view.done, view.inflight, self.options.budget, phase,
                                info(best).get("expr") if best else None,
                                best.values[0] if best else None,
@@ -550,6 +550,8 @@ class Search:
     def _tell(self, trial, i: dict, o: Outcome) -> None:
         self.summary.evaluated += 1
         if o.status == "complete":
+            if o.se == o.se:                           # stored only where defined (strict JSON)
+                trial.set_user_attr(INFO, {**i, "se": o.se})
             self.study.tell(trial, o.values)
             return
         if o.status == "invalid":
@@ -614,6 +616,8 @@ class Search:
                 params, dists = {}, {}
             if o.status == "invalid":
                 i["invalid"] = o.reason
+            elif o.status == "complete" and o.se == o.se:
+                i["se"] = o.se
             state = TrialState.COMPLETE if o.status == "complete" else TrialState.PRUNED
             frozen.append((k, o, create_trial(state=state, values=o.values, params=params, distributions=dists,
                                               user_attrs={INFO: i, WORKER: self.token},

@@ -190,7 +190,8 @@ def run(problem: Problem, options: Options | None = None, *, progress: Callable[
                     progress=progress, stop=stop, log=log)
     summary = search.run()
     trials = study.get_trials(deepcopy=False)
-    best = best_of(trials, directions)
-    return SearchResult(study, store, settings, specs, seeds, summary, _best(trials, best, directions[0]),
+    best = best_of(trials, directions, 0.0, objectives.first)                     # the threshold's judge
+    chosen = best_of(trials, directions, options.tolerance, objectives.first)     # the simplest winner
+    return SearchResult(study, store, settings, specs, seeds, summary, _best(trials, chosen, directions[0]),
                         search.reached(best),
                         list(study.user_attrs.get(WORKING) or objectives.working), created, evidence)

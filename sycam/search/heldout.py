@@ -30,6 +30,7 @@ from ..metrics.aggregate import summarise
 from .evaluate import Evaluator
 from .ledger import info
 from .objectives import ObjectiveSpec
+from .selection import SE, winner
 from .space import SearchSpace
 
 #: fewer paired images than this: no significance claim, whatever the test says
@@ -71,6 +72,9 @@ class Entry:
     train: list[float] | None = None          # the study's values (working images); None if pruned
     held: dict[str, Interval] = field(default_factory=dict)
     per_image: dict[str, Tensor] = field(default_factory=dict)
+    smallest: Expr | None = None              # the smallest candidate of the study with the same key
+    full: bool = False                        # candidate is a whole CAM expression (a seed outside the space)
+    maps: Tensor | None = None                # its maps on the first held-out images, where not from evidence
 
     @property
     def text(self) -> str:
@@ -79,6 +83,10 @@ class Entry:
     @property
     def is_seed(self) -> bool:
         return self.source == "seed"
+
+    def expression(self, space: SearchSpace) -> Expr:
+        """The whole CAM expression (heatmap) of the entry."""
+        return self.candidate if self.full else space.heatmap(self.candidate)
 
 
 @dataclass
@@ -121,31 +129,50 @@ class Comparison:
                 "significantly_worse": self.worse, "verdict": self.verdict}
 
 
-def _entry(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> Entry:
+def _entry(trial: optuna.trial.FrozenTrial, space: SearchSpace, smallest: Mapping[str, str] | None = None) -> Entry:
     i = info(trial)
     label = i.get("seed") or f"#{trial.number}"
+    known = (smallest or {}).get(i.get("key", ""))
     return Entry(label, parse(i["expr"]), i.get("source", "?"), trial.number, i.get("seed"),
-                 list(trial.values) if trial.values else None)
+                 list(trial.values) if trial.values else None,
+                 smallest=parse(known) if known and known != i["expr"] else None)
 
 
-def select(study: optuna.Study, space: SearchSpace, directions: Sequence[str], top: int = 10
-           ) -> tuple[list[Entry], list[Entry], list[Entry]]:
-    """(top synthesised candidates by the first objective on the working images, the seeds,
-    the Pareto front for several objectives). Duplicates and pruned candidates are left out."""
-    sign = 1.0 if directions[0] == "maximize" else -1.0
-    done = [t for t in study.get_trials(deepcopy=False)
-            if "duplicate_of" not in info(t) and info(t).get("expr")]
+def smallest_forms(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[str, str]:
+    """key -> the smallest expression the study holds with that key (duplicates included: the
+    study's algebraic equivalence class of a candidate)."""
+    out: dict[str, tuple[int, str]] = {}
+    for t in trials:
+        i = info(t)
+        if i.get("key") and i.get("expr"):
+            size = int(i.get("size", len(i["expr"])))
+            if i["key"] not in out or (size, len(i["expr"])) < (out[i["key"]][0], len(out[i["key"]][1])):
+                out[i["key"]] = (size, i["expr"])
+    return {k: v for k, (_, v) in out.items()}
+
+
+def select(study: optuna.Study, space: SearchSpace, directions: Sequence[str], top: int = 10, *,
+           tolerance: str | float = SE, objective: int = 0) -> tuple[list[Entry], list[Entry], list[Entry]]:
+    """(top synthesised candidates on the working images, the seeds, the Pareto front for several
+    objectives). The first is THE selected one: the simplest within ``tolerance`` of the best on
+    objective ``objective`` (:func:`sycam.search.selection.winner`); the rest follow by score.
+    Duplicates and pruned candidates are left out."""
+    sign = 1.0 if directions[objective] == "maximize" else -1.0
+    trials = study.get_trials(deepcopy=False)
+    known = smallest_forms(trials)
+    done = [t for t in trials if "duplicate_of" not in info(t) and info(t).get("expr")]
     seeds = [_entry(t, space) for t in done if info(t).get("source") == "seed"
              and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE and info(t).get("source") != "seed"]
-    complete.sort(key=lambda t: (-sign * t.values[0], len(info(t)["expr"])))
-    tops = [_entry(t, space) for t in complete[:top]]
+    chosen = winner(complete, directions, objective=objective, tolerance=tolerance)
+    complete.sort(key=lambda t: (t is not chosen, -sign * t.values[objective], len(info(t)["expr"])))
+    tops = [_entry(t, space, known) for t in complete[:top]]
     front: list[Entry] = []
     if len(directions) > 1:
         for t in study.best_trials:
             if "duplicate_of" not in info(t) and info(t).get("expr"):
-                front.append(_entry(t, space))
-        front.sort(key=lambda e: -sign * e.train[0])
+                front.append(_entry(t, space, known))
+        front.sort(key=lambda e: -sign * e.train[objective])
     return tops, seeds, front
 
 
@@ -208,34 +235,39 @@ class Verdict:
 
 
 def verdict(best: Entry | None, seeds: Sequence[Entry], spec: ObjectiveSpec, direction: str,
-            name: str | None = None) -> Verdict:
-    """The honest statement the report leads with; ``name``: how it names the best candidate
-    (its CAM expression; default its label)."""
+            name: str | None = None, expression: str | None = None) -> Verdict:
+    """The honest statement the report leads with, Holm-corrected over every seed compared;
+    ``expression``: the best candidate's CAM expression, which the verdict names (``name``: the
+    whole phrase; default the label)."""
     if best is None:
         return Verdict(spec.text, None, False, None, None, [], "no synthesised candidate was completed")
     comps = [compare(best, s, spec, direction) for s in seeds]
     for c, adjusted in zip(comps, holm([c.paired.p for c in comps])):
         c.paired.p_holm = adjusted
-    called = name or best.label
+    called = name or (f"The selected expression {expression}" if expression else best.label)
+    label = expression or best.label
     if not comps:
-        return Verdict(spec.text, best.label, True, None, None, [],
+        return Verdict(spec.text, label, True, None, None, [],
                        f"{called}: the space contains no seed to compare with")
     weakest = min(comps, key=lambda c: c.diff.mean)          # the strongest seed: smallest margin
     beats = all(c.diff.mean > 0 for c in comps)
     n = weakest.diff.images
+    underpowered = (f"the comparison is underpowered: too few images to conclude ({n}, fewer than {MIN_IMAGES}): "
+                    "no significance claimed")
     if beats:
         sig = sum(c.better for c in comps)
-        msg = (f"{called} beats every seed on {spec.text} on {n} held-out images: by {weakest.diff.mean:+.4f} "
-               f"over the strongest seed {weakest.other} (95% CI {weakest.diff.low:+.4f} .. {weakest.diff.high:+.4f}); "
+        msg = (f"{called} beats every seed compared ({len(comps)}) on {spec.text} on {n} held-out images: by "
+               f"{weakest.diff.mean:+.4f} over the strongest seed {weakest.other} (95% CI {weakest.diff.low:+.4f} .. "
+               f"{weakest.diff.high:+.4f}); "
                + (f"the difference is significant against {sig} of {len(comps)} seeds (sign-flip tests, "
-                  f"Holm-corrected over the {len(comps)} seeds)" if weakest.conclusive
-                  else f"too few images to conclude ({n}, fewer than {MIN_IMAGES}): no significance claimed"))
+                  f"Holm-corrected over the {len(comps)} seeds)" if weakest.conclusive else underpowered))
     else:
         losers = [c.other for c in comps if c.diff.mean <= 0]
-        msg = (f"{called} does NOT beat every seed on {spec.text} on {n} held-out images: "
+        msg = (f"{called} does NOT beat every seed compared ({len(comps)}) on {spec.text} on {n} held-out images: "
                f"{', '.join(losers)} score as well or better; vs {weakest.other} it is {weakest.diff.mean:+.4f} "
-               f"(95% CI {weakest.diff.low:+.4f} .. {weakest.diff.high:+.4f})")
-    return Verdict(spec.text, best.label, beats, weakest.other, weakest.diff, comps, msg)
+               f"(95% CI {weakest.diff.low:+.4f} .. {weakest.diff.high:+.4f})"
+               + ("" if weakest.conclusive else f"; {underpowered}"))
+    return Verdict(spec.text, label, beats, weakest.other, weakest.diff, comps, msg)
 
 
 # ----------------------------------------------------------------------------- paired comparisons

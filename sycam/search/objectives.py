@@ -30,6 +30,7 @@ from ..metrics.base import Metric
 from ..metrics.registry import get_metric
 from .evaluate import Evaluator, Scores
 from .reexplain import unsearchable
+from .selection import standard_error
 from .space import SearchSpace
 
 SIZE = "size"
@@ -144,7 +145,9 @@ class Outcome:
 
     status: ``complete`` (values set), ``pruned`` (stopped after the working subset) or ``invalid``;
     steps: per-image values of the first objective (image -> value): on the working subset for
-    a pruned candidate, on every image for a complete one (empty without multi-fidelity).
+    a pruned candidate, on every image for a complete one (empty without multi-fidelity); se: the
+    standard error of the first objective's per-image values (what :mod:`sycam.search.selection`
+    reads as its default tolerance).
     """
 
     status: str
@@ -152,6 +155,7 @@ class Outcome:
     steps: dict[int, float] = field(default_factory=dict)
     images: int = 0
     reason: str = ""
+    se: float = math.nan
 
 
 def _mean_values(scores: Scores, i: int) -> float:
@@ -269,6 +273,7 @@ class Objectives:
                 continue
             alive.append(i)
         firsts: dict[int, float] = {}
+        ses: dict[int, float] = {}
         if rest and alive:
             s2 = self._score(self.first, [candidates[i] for i in alive], rest)
             for j, i in enumerate(alive):
@@ -280,9 +285,11 @@ class Objectives:
                 both = torch.cat([s1.value[i], s2.value[j]])
                 ok = ~torch.isnan(both)
                 firsts[i] = float(both[ok].mean()) if bool(ok.any()) else math.nan
+                ses[i] = standard_error(both.tolist())
         else:
             for i in alive:
                 firsts[i] = _mean_values(s1, i)
+                ses[i] = standard_error(s1.value[i].tolist())
         alive = [i for i in alive if out[i] is None]
         others: dict[int, Scores] = {}
         if alive:
@@ -311,5 +318,5 @@ class Objectives:
                 out[i] = Outcome("invalid", steps=steps_of[i], images=n,
                                  reason=reason or "metric undefined on every image")
             else:
-                out[i] = Outcome("complete", values=row, steps=steps_of[i], images=n)
+                out[i] = Outcome("complete", values=row, steps=steps_of[i], images=n, se=ses[i])
         return out   # every slot is set
