@@ -137,8 +137,7 @@ def score_extra(p: SeedPlan, model: Any, layers: Any, batch: Batch, objectives: 
                     entry.held[spec.text] = Interval(size, size, size, len(batch))
                     entry.per_image[spec.text] = torch.full((len(batch),), size, dtype=torch.float64)
                     continue
-                values = spec.metric()(maps, batch, **{k: v for k, v in dict(resources or {}).items()
-                                                      if v is not None}).double().cpu()
+                values = spec.metric()(maps, batch, **_seed_resources(name, model, layers, resources)).double().cpu()
                 entry.per_image[spec.text] = values
                 entry.held[spec.text] = interval(values)
         except (SycamError, RuntimeError) as err:   # a model or layer the seed cannot run on: listed, not fatal
@@ -147,4 +146,14 @@ def score_extra(p: SeedPlan, model: Any, layers: Any, batch: Batch, objectives: 
             continue
         p.seconds[name] = round(time.perf_counter() - t0, 2)
         out.append(entry)
+    return out
+
+
+def _seed_resources(name: str, model: Any, layers: Any, resources: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a metric is given for a seed outside the space: the callables of ``resources`` (not the
+    search's Reexplainer, which evaluates expressions) and the seed itself as the explainer that
+    re-explaining metrics re-run (on the given model, or on a randomised copy for the sanity check)."""
+    out = {k: v for k, v in dict(resources or {}).items() if v is not None and k != "reexplainer"}
+    out["explainer"] = lambda x, labels: explain(name, model, x, layers, targets=labels).detach()
+    out["explainer_factory"] = lambda m: (lambda x, labels: explain(name, m, x, layers, targets=labels).detach())
     return out
