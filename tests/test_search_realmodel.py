@@ -27,7 +27,8 @@ def test_search_on_the_default_benchmark_reports_against_every_seed(tmp_path):
     assert rc == 0
     board = json.loads((out / "leaderboard.json").read_text())
     seeds = {r["label"]: r for r in board["leaderboard"] if r["source"] == "seed"}
-    assert set(seeds) == {"gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "ssgradcam", "ssgradcampp"}
+    # the gradient seeds of the space, and the seeds outside it within the cost cap
+    assert {"gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "ssgradcam", "ssgradcampp"} < set(seeds)
     # at the GAP head dS/dA is constant over space: Grad-CAM, XGrad-CAM and HiResCAM give the same map
     held = {k: v["held_energy_pointing_game"] for k, v in seeds.items()}
     assert math.isclose(held["gradcam"], held["hirescam"], abs_tol=1e-4)

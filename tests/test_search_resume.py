@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from sycam.search.ledger import info, is_evaluation
 from sycam.search.storage import open_store
 
-BUDGET = 120
+BUDGET = 240     # a fast search must still be running when the test interrupts it
 
 
 def command(journal):
