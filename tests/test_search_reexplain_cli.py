@@ -67,3 +67,26 @@ def test_an_objective_that_cannot_be_searched_fails_before_any_work(tmp_path, ca
     assert run_search(tmp_path, "--metric", "target_pearson", *SMALL) == 2
     assert "reference maps" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("objective, message", [
+    ("noise_robustness:samples=0", "samples must be a whole number >= 1"),
+    ("noise_robustness:level=-1", "noise level must be >= 0"),
+    ("noise_robustness:noise=pink", "unknown noise 'pink'"),
+    ("equivariance_flip:transform=twist", "unknown transform 'twist'"),
+    ("sanity_cascading:stages=0", "stages must be >= 1"),
+])
+def test_an_empty_or_unknown_transform_list_is_an_error_before_any_model_work(tmp_path, capsys, monkeypatch,
+                                                                              objective, message):
+    """No noisy copies, an unknown noise or transform, no randomisation stage: refused when the
+    objective is parsed, before the model is loaded."""
+    import sycam.commands.problem as problem
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+    monkeypatch.setattr(problem, "load_problem", no_model)
+    monkeypatch.setattr("sycam.commands.search.load_problem", no_model)
+    rc = main(["search", "--model", "toy", "--data", "toy", "--budget", "5", "--metric", objective,
+               "--out", str(tmp_path / "out")])
+    assert rc == 2
+    assert message in capsys.readouterr().err

@@ -83,6 +83,10 @@ class NoiseRobustness(Metric):
             raise MetricError(f"kind must be 'consistency', 'responsiveness' or 'combined', got {kind!r}")
         if isinstance(noise, str) and noise not in NOISES:
             raise UnknownNameError("noise", noise, NOISES)
+        if int(samples) < 1 or int(samples) != samples:
+            raise MetricError(f"samples must be a whole number >= 1 (noisy copies per image), not {samples!r}")
+        if not float(level) >= 0:
+            raise MetricError(f"the noise level must be >= 0, not {level!r}")
         self.kind, self.noise, self.level, self.samples = kind, noise, float(level), int(samples)
         self.similarity, self.seed = get_similarity(similarity), seed
         self.name = {"consistency": "noise_consistency", "responsiveness": "noise_responsiveness",

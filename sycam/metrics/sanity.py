@@ -59,6 +59,10 @@ class CascadingRandomisation(Metric):
     def __init__(self, stages: int | list[str] = 3, similarity: str = "spearman", seed: int = 0):
         if similarity not in ("spearman", "ssim"):
             raise MetricError(f"similarity must be 'spearman' or 'ssim', got {similarity!r}")
+        if isinstance(stages, int) and stages < 1:
+            raise MetricError(f"stages must be >= 1 (cascade points), not {stages}")
+        if not isinstance(stages, int) and not list(stages):
+            raise MetricError("stages: give at least one module name (or a number of cascade points)")
         self.stages, self.similarity, self.seed = stages, similarity, seed
         n = stages if isinstance(stages, int) else len(stages)
         self.cost = Cost(explainer_calls=n)
