@@ -100,7 +100,6 @@ def run(args) -> int:
     from ..search import run as search
     from ..search.baselines import check_cap
     from ..search.objectives import parse_objectives
-    from ..search.reexplain import Reexplainer
     from ..search.space import load_space
     from ..search.storage import check_study_name, open_store
 
@@ -126,11 +125,8 @@ def run(args) -> int:
     settings = {"model": problem.model_name, "weights": args.weights, "data": problem.data,
                 "split": {"held_out": args.held_out, "seed": args.split_seed, "train": names_digest(train),
                           "held": names_digest(held), "train_images": len(train), "held_images": len(held)}}
-    # one Reexplainer for the search and the report: re-explaining metrics' copies captured once
-    resources = {"model_fn": problem.model, "model": problem.model,
-                 "reexplainer": Reexplainer(problem.model, problem.layers, space.evidence_terms, relu=space.relu)}
     job = Problem(problem.model, problem.layers, train, held, space=space, objectives=specs, storage=store,
-                  study=args.study, settings=settings, resources=resources)
+                  study=args.study, settings=settings)
 
     stop = threading.Event()
     old = _stop_on_signals(stop)
@@ -153,8 +149,10 @@ def run(args) -> int:
                   f"{summary.invalid} invalid), {summary.duplicates} duplicate proposals, "
                   f"{summary.retried} trials of stopped workers retried, {summary.seconds:.1f} s; "
                   f"ended by {summary.reason}")
-    rx = resources["reexplainer"].stats()
-    if rx["captures"] or rx["per_candidate"]:
+    # the search's resources (with its Reexplainer when an objective re-explains) serve the report too
+    resources = result.resources
+    rx = resources["reexplainer"].stats() if "reexplainer" in resources else None
+    if rx and (rx["captures"] or rx["per_candidate"]):
         console.print(f"re-explained on cached evidence: {rx['captures']} captures of copies / randomised models "
                       f"(once per image set), {rx['per_candidate']} of per-candidate inputs, "
                       f"{rx['forwards']} model calls, {rx['hits']} cache hits")

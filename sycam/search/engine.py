@@ -113,6 +113,7 @@ class SearchResult:
     working: list[int]              # the working subset at the end (initial rows + counterexamples)
     created: bool                   # the study was made by this run (not resumed)
     evidence: EvidenceSet | None = None
+    resources: dict[str, Any] = field(default_factory=dict)   # what the metrics were given (Reexplainer too)
 
     @property
     def directions(self) -> list[str]:
@@ -194,4 +195,4 @@ def run(problem: Problem, options: Options | None = None, *, progress: Callable[
     chosen = best_of(trials, directions, options.tolerance, objectives.first)     # the simplest winner
     return SearchResult(study, store, settings, specs, seeds, summary, _best(trials, chosen, directions[0]),
                         search.reached(best),
-                        list(study.user_attrs.get(WORKING) or objectives.working), created, evidence)
+                        list(study.user_attrs.get(WORKING) or objectives.working), created, evidence, resources)
